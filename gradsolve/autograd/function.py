@@ -1,0 +1,313 @@
+"""Graph nodes: the primitives' base class `Op` and the public custom `Function`.
+
+A node is created when an operation runs on a tensor that requires grad while
+grad mode is on. It points at the nodes of its inputs (`next_functions`: one
+`(node, output_nr)` pair or None per input; a leaf's node is the leaf tensor
+itself) and knows how to turn the gradient of its output into gradients of its
+inputs. Backward formulas are written with tensor operations, so running them
+with grad mode on (`create_graph=True`) records a graph of the gradient itself.
+"""
+from __future__ import annotations
+
+from gradsolve.autograd.grad_mode import _State
+from gradsolve.tensor import Tensor, _wrap
+
+FREED_MESSAGE = (
+    "Trying to backward through the graph a second time (or to read saved tensors after they were freed). "
+    "Pass retain_graph=True to the first backward() or autograd.grad() call if you need to backward twice."
+)
+
+
+def _modified_message(node, index, saved_version, version):
+    return (
+        f"one of the tensors needed for gradient computation has been modified by an in-place operation: "
+        f"input {index} of {node.name()} is at version {version}; expected version {saved_version}. "
+        "Use an out-of-place operation (x = x + y instead of x.add_(y)) or clone() the tensor first."
+    )
+
+
+class Node:
+    """Common interface the backward engine relies on."""
+
+    __slots__ = ("next_functions", "__weakref__")
+
+    def name(self) -> str:
+        return type(self).__name__ + "Backward0"
+
+    def __repr__(self):
+        return f"<{self.name()}>"
+
+    # Engine hooks, overridden below.
+    def run_backward(self, grad_outputs):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def release(self):  # pragma: no cover - abstract
+        pass
+
+
+class Op(Node):
+    """A differentiable primitive: `forward` on raw arrays, `backward` on tensors.
+
+    Subclasses define
+
+    * ``forward(self, *args)``: receives backend arrays (or Python numbers for
+      non-tensor arguments) and returns the output array; it may keep small
+      non-tensor facts on ``self`` (shapes, axes).
+    * ``backward(self, grad)``: returns one gradient tensor (or None) per
+      positional argument, using ``self.inputs`` (the original arguments) and
+      ``self.result()`` (the output) where the formula needs them.
+
+    ``saves_inputs`` / ``saves_result`` say which values ``backward`` reads,
+    so that only those are kept alive and checked against in-place changes.
+    Gradients need not match their input's shape: the engine sums broadcast
+    dimensions away.
+    """
+
+    __slots__ = ("inputs", "input_shapes", "_out", "_versions", "_out_version", "_freed", "__dict__")
+    saves_inputs = True
+    saves_result = False
+    changes_device = False
+
+    @classmethod
+    def apply(cls, *args, **kwargs):
+        backend = None
+        requires = False
+        raws = []
+        for a in args:
+            if type(a) is Tensor or isinstance(a, Tensor):
+                if backend is None:
+                    backend = a._backend
+                elif a._backend is not backend:
+                    raise RuntimeError(
+                        f"expected all tensors on the same device, found {backend.name} and {a._backend.name}: "
+                        "move one with .to(device)"
+                    )
+                if a.requires_grad:
+                    requires = True
+                raws.append(a._data)
+            else:
+                raws.append(a)
+        op = cls.__new__(cls)
+        out_data = op.forward(*raws, **kwargs) if kwargs else op.forward(*raws)
+        if backend is None:  # pragma: no cover - ops always get a tensor
+            raise TypeError(f"{cls.__name__} needs at least one tensor argument")
+        out = _wrap(out_data, op.target if cls.changes_device else backend)
+        if requires and _State.enabled:
+            op._record(args, out, kwargs)
+        return out
+
+    def _record(self, args, out, kwargs):
+        edges = []
+        shapes = []
+        for a in args:
+            if isinstance(a, Tensor):
+                shapes.append(a._data.shape)
+                if a.requires_grad:
+                    fn = a.grad_fn
+                    edges.append((a, 0) if fn is None else (fn, a._output_nr))
+                else:
+                    edges.append(None)
+            else:
+                shapes.append(None)
+                edges.append(None)
+        self.next_functions = tuple(edges)
+        self.input_shapes = shapes
+        self._freed = False
+        if self.saves_inputs:
+            self.inputs = args
+            self._versions = [a._version[0] if isinstance(a, Tensor) else None for a in args]
+        else:
+            self.inputs = None
+        if self.saves_result:
+            self._out = out._data
+            self._out_version = out._version
+            self._out_version_at_save = out._version[0]
+        if kwargs:
+            self._kwargs = kwargs
+        out.requires_grad = True
+        out.grad_fn = self
+
+    # -- used by backward formulas ---------------------------------------
+    def result(self) -> Tensor:
+        """The forward output: recomputed (and so differentiable) under create_graph."""
+        if _State.enabled:
+            return type(self).apply(*self.inputs, **getattr(self, "_kwargs", {}))
+        return _wrap(self._out, self._backend_of_inputs())
+
+    def _backend_of_inputs(self):
+        for a in self.inputs:
+            if isinstance(a, Tensor):
+                return a._backend
+        raise AssertionError("no tensor input")  # pragma: no cover
+
+    # -- engine hooks -----------------------------------------------------
+    def run_backward(self, grad_outputs):
+        if self._freed:
+            raise RuntimeError(FREED_MESSAGE)
+        if self.saves_inputs:
+            for i, a in enumerate(self.inputs):
+                if isinstance(a, Tensor) and a._version[0] != self._versions[i]:
+                    raise RuntimeError(_modified_message(self, i, self._versions[i], a._version[0]))
+        if self.saves_result and self._out_version[0] != self._out_version_at_save:
+            raise RuntimeError(_modified_message(self, "output", self._out_version_at_save, self._out_version[0]))
+        grads = self.backward(grad_outputs[0])
+        if type(grads) is not tuple:
+            grads = (grads,)
+        return grads
+
+    def release(self):
+        if self.saves_inputs or self.saves_result:
+            self._freed = True
+            self.inputs = None
+            self._out = None
+
+
+class BackwardCFunction(Node):
+    """The node (and `ctx`) of one call of a custom `Function`."""
+
+    __slots__ = ("_cls", "_saved", "_saved_versions", "needs_input_grad", "_freed", "n_outputs",
+                 "_materialize", "__dict__")
+
+    def __init__(self, cls):
+        self._cls = cls
+        self._saved = None
+        self._saved_versions = None
+        self._freed = False
+        self.n_outputs = 1
+        self.next_functions = ()
+        self.needs_input_grad = ()
+
+    def name(self) -> str:
+        return self._cls.__name__ + "Backward"
+
+    # -- the ctx interface ------------------------------------------------
+    def save_for_backward(self, *tensors):
+        self._saved = tensors
+        self._saved_versions = [t._version[0] if isinstance(t, Tensor) else None for t in tensors]
+
+    @property
+    def saved_tensors(self):
+        if self._freed:
+            raise RuntimeError(FREED_MESSAGE)
+        if self._saved is None:
+            return ()
+        for i, t in enumerate(self._saved):
+            if isinstance(t, Tensor) and t._version[0] != self._saved_versions[i]:
+                raise RuntimeError(_modified_message(self, i, self._saved_versions[i], t._version[0]))
+        return self._saved
+
+    def mark_non_differentiable(self, *tensors):
+        self._non_diff = {id(t) for t in tensors}
+
+    def set_materialize_grads(self, value: bool):
+        self._materialize = value
+
+    # -- engine hooks -----------------------------------------------------
+    def run_backward(self, grad_outputs):
+        if self._freed:
+            raise RuntimeError(FREED_MESSAGE)
+        grads = self._cls.backward(self, *grad_outputs)
+        if not isinstance(grads, tuple):
+            grads = (grads,)
+        n_inputs = len(self.next_functions)
+        if len(grads) < n_inputs:
+            # Trailing Nones may be omitted, as PyTorch allows for non-tensor arguments.
+            extra = grads[n_inputs:]
+            if any(g is not None for g in extra):
+                raise RuntimeError(
+                    f"function {self.name()} returned {len(grads)} gradients, expected {n_inputs}"
+                )
+        if len(grads) != n_inputs:
+            if len(grads) > n_inputs and all(g is None for g in grads[n_inputs:]):
+                grads = grads[:n_inputs]
+            else:
+                raise RuntimeError(
+                    f"function {self.name()} returned an incorrect number of gradients (expected {n_inputs}, "
+                    f"got {len(grads)})"
+                )
+        return grads
+
+    def release(self):
+        self._freed = True
+        self._saved = None
+
+
+class FunctionMeta(type):
+    pass
+
+
+class Function(metaclass=FunctionMeta):
+    """A custom differentiable operation, as in PyTorch.
+
+    >>> import gradsolve as gs
+    >>> class Cube(gs.autograd.Function):
+    ...     @staticmethod
+    ...     def forward(ctx, x):
+    ...         ctx.save_for_backward(x)
+    ...         return x ** 3
+    ...     @staticmethod
+    ...     def backward(ctx, grad):
+    ...         x, = ctx.saved_tensors
+    ...         return grad * 3 * x ** 2
+    >>> x = gs.tensor(2.0, requires_grad=True)
+    >>> Cube.apply(x).backward(); x.grad
+    tensor(12.)
+    """
+
+    @staticmethod
+    def forward(ctx, *args, **kwargs):  # pragma: no cover - user code
+        raise NotImplementedError("a Function subclass must define forward(ctx, *args)")
+
+    @staticmethod
+    def backward(ctx, *grad_outputs):  # pragma: no cover - user code
+        raise NotImplementedError("a Function subclass must define backward(ctx, *grad_outputs)")
+
+    @classmethod
+    def apply(cls, *args, **kwargs):
+        ctx = BackwardCFunction(cls)
+        tensor_args = [a for a in args if isinstance(a, Tensor)]
+        ctx.needs_input_grad = tuple(isinstance(a, Tensor) and a.requires_grad for a in args)
+        record = _State.enabled and any(ctx.needs_input_grad)
+        prev = _State.enabled
+        _State.enabled = False
+        try:
+            outputs = cls.forward(ctx, *args, **kwargs)
+        finally:
+            _State.enabled = prev
+        if not record:
+            return outputs
+        single = not isinstance(outputs, tuple)
+        outs = (outputs,) if single else outputs
+        edges = []
+        for a in args:
+            if isinstance(a, Tensor) and a.requires_grad:
+                edges.append((a, 0) if a.grad_fn is None else (a.grad_fn, a._output_nr))
+            else:
+                edges.append(None)
+        ctx.next_functions = tuple(edges)
+        ctx.n_outputs = len(outs)
+        non_diff = getattr(ctx, "_non_diff", set())
+        wrapped = []
+        for nr, o in enumerate(outs):
+            if not isinstance(o, Tensor):
+                wrapped.append(o)
+                continue
+            if id(o) in non_diff:
+                wrapped.append(o)
+                continue
+            if any(o is t for t in tensor_args) or o.grad_fn is not None or o.requires_grad:
+                o = Tensor._shallow(o)  # a fresh tensor that shares storage
+            o.requires_grad = True
+            o.grad_fn = ctx
+            o._output_nr = nr
+            wrapped.append(o)
+        return wrapped[0] if single else tuple(wrapped)
+
+
+class InplaceFunction(Function):
+    """Kept for compatibility with code written against older PyTorch."""
+
+
+def once_differentiable(fn):
+    """Accepted for compatibility; gradsolve's backward formulas may still be differentiated."""
+    return fn

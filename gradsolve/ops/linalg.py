@@ -1,0 +1,34 @@
+"""Matrix products."""
+from __future__ import annotations
+
+from gradsolve.autograd.function import Op
+from gradsolve.ops.elementwise import _xp_of_array
+from gradsolve.tensor import Tensor, tensor
+
+
+class MatMul(Op):
+    """a @ b for operands with at least two dims (batched dims broadcast)."""
+
+    def forward(self, a, b):
+        return _xp_of_array(a).matmul(a, b)
+
+    def backward(self, g):
+        a, b = self.inputs
+        return g @ b.mT, a.mT @ g
+
+
+def matmul(a, b):
+    """Matrix product with NumPy's rules for 1-D operands."""
+    if not isinstance(a, Tensor):
+        a = tensor(a, device=b._backend)
+    if not isinstance(b, Tensor):
+        b = tensor(b, device=a._backend)
+    if a.ndim == 0 or b.ndim == 0:
+        raise RuntimeError("matmul: both arguments need at least one dimension; use * for scalars")
+    if a.ndim == 1 and b.ndim == 1:
+        return (a * b).sum()
+    if a.ndim == 1:
+        return MatMul.apply(a.unsqueeze(0), b).squeeze(-2)
+    if b.ndim == 1:
+        return MatMul.apply(a, b.unsqueeze(-1)).squeeze(-1)
+    return MatMul.apply(a, b)

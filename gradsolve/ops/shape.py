@@ -1,0 +1,156 @@
+"""Movement primitives: reshape, permute, expand/sum_to, indexing, concatenation."""
+from __future__ import annotations
+
+from gradsolve.autograd.function import Op
+from gradsolve.ops.elementwise import _xp_of_array
+from gradsolve.tensor import Tensor
+
+
+class Reshape(Op):
+    saves_inputs = False
+
+    def forward(self, x, shape):
+        self.in_shape = tuple(x.shape)
+        return _xp_of_array(x).reshape(x, shape)
+
+    def backward(self, g):
+        return Reshape.apply(g, shape=self.in_shape)
+
+
+class Permute(Op):
+    saves_inputs = False
+
+    def forward(self, x, dims):
+        self.dims = dims
+        return _xp_of_array(x).permute_dims(x, dims)
+
+    def backward(self, g):
+        inverse = [0] * len(self.dims)
+        for i, d in enumerate(self.dims):
+            inverse[d] = i
+        return Permute.apply(g, dims=tuple(inverse))
+
+
+class Expand(Op):
+    """Broadcast to a larger shape; the adjoint of broadcasting is a sum."""
+
+    saves_inputs = False
+
+    def forward(self, x, shape):
+        self.in_shape = tuple(x.shape)
+        return _xp_of_array(x).broadcast_to(x, shape)
+
+    def backward(self, g):
+        return SumTo.apply(g, shape=self.in_shape)
+
+
+class SumTo(Op):
+    """Sum a broadcast gradient back down to `shape`."""
+
+    saves_inputs = False
+
+    def forward(self, g, shape):
+        xp = _xp_of_array(g)
+        self.in_shape = tuple(g.shape)
+        lead = g.ndim - len(shape)
+        if lead:
+            g = xp.sum(g, axis=tuple(range(lead)))
+        axes = tuple(i for i, s in enumerate(shape) if s == 1 and g.shape[i] != 1)
+        if axes:
+            g = xp.sum(g, axis=axes, keepdims=True)
+        return g
+
+    def backward(self, gg):
+        return Expand.apply(gg, shape=self.in_shape)
+
+
+def _has_integer_array(key) -> bool:
+    keys = key if isinstance(key, tuple) else (key,)
+    for k in keys:
+        dt = getattr(k, "dtype", None)
+        if dt is not None and getattr(k, "ndim", 0) >= 0 and "bool" not in str(dt):
+            return True
+    return False
+
+
+class Index(Op):
+    """x[key] for slices, integers, integer arrays and boolean masks."""
+
+    saves_inputs = False
+
+    def forward(self, x, key):
+        self.in_shape = tuple(x.shape)
+        self.key = key
+        self.dtype = x.dtype
+        return x[key]
+
+    def backward(self, g):
+        return IndexAdd.apply(g, key=self.key, shape=self.in_shape)
+
+
+class IndexAdd(Op):
+    """zeros(shape) with g added at `key`; repeated indices accumulate (the backward of Index)."""
+
+    saves_inputs = False
+
+    def forward(self, g, key, shape):
+        from gradsolve.backend import get_backend
+        from gradsolve.ops.elementwise import _backend_of_array
+
+        xp = _xp_of_array(g)
+        self.key = key
+        out = xp.zeros(shape, dtype=g.dtype)
+        if _has_integer_array(key):
+            _backend_of_array(g).scatter_add(out, key, g)
+        else:
+            out[key] = g  # slices and masks never repeat a position
+        del get_backend
+        return out
+
+    def backward(self, gg):
+        return Index.apply(gg, key=self.key)
+
+
+class Cat(Op):
+    saves_inputs = False
+
+    def forward(self, *arrays, dim=0):
+        xp = _xp_of_array(arrays[0])
+        ndim = arrays[0].ndim
+        self.dim = dim % ndim
+        self.sizes = [a.shape[self.dim] for a in arrays]
+        return xp.concat(list(arrays), axis=self.dim)
+
+    def backward(self, g):
+        grads = []
+        start = 0
+        lead = (slice(None),) * self.dim
+        for size in self.sizes:
+            grads.append(g[lead + (slice(start, start + size),)])
+            start += size
+        return tuple(grads)
+
+
+def cat(tensors, dim=0):
+    """Join tensors along an existing dimension."""
+    tensors = list(tensors)
+    if not tensors:
+        raise ValueError("cat needs at least one tensor")
+    return Cat.apply(*tensors, dim=dim)
+
+
+def stack(tensors, dim=0):
+    """Join tensors along a new dimension."""
+    tensors = list(tensors)
+    if not tensors:
+        raise ValueError("stack needs at least one tensor")
+    shape = tensors[0].shape
+    for t in tensors:
+        if t.shape != shape:
+            raise RuntimeError(f"stack expects tensors of equal shape, got {shape} and {t.shape}")
+    dim = dim % (len(shape) + 1)
+    return Cat.apply(*[t.unsqueeze(dim) for t in tensors], dim=dim)
+
+
+def _is_tensor(x):
+    return isinstance(x, Tensor)

@@ -1,0 +1,1003 @@
+"""The Tensor: an array in a backend namespace, plus what autograd needs.
+
+Float data defaults to float64: gradsolve is a numerical solver, and float32
+loses digits that least-squares answers need. Pass ``dtype=gs.float32`` where
+speed matters more.
+
+>>> import gradsolve as gs
+>>> x = gs.tensor([1.0, 2.0], requires_grad=True)
+>>> (x * x).sum().backward()
+>>> x.grad
+tensor([2., 4.])
+"""
+from __future__ import annotations
+
+import builtins
+import collections
+import numbers
+
+import numpy as np
+
+from gradsolve.backend import Backend, get_backend, manual_seed  # noqa: F401 - manual_seed re-exported
+
+# ---------------------------------------------------------------- dtypes ----
+class dtype:
+    """A tensor element type, the same object whatever the backend."""
+
+    __slots__ = ("name", "is_floating_point", "itemsize")
+
+    def __init__(self, name, is_floating_point, itemsize):
+        self.name = name
+        self.is_floating_point = is_floating_point
+        self.itemsize = itemsize
+
+    def __repr__(self):
+        return f"gradsolve.{self.name}"
+
+    def __reduce__(self):
+        return (_dtype_from_name, (self.name,))
+
+
+float32 = dtype("float32", True, 4)
+float64 = dtype("float64", True, 8)
+int64 = dtype("int64", False, 8)
+int32 = dtype("int32", False, 4)
+bool_ = dtype("bool", False, 1)
+float = float64  # noqa: A001 - PyTorch spells the default float type this way; ours is float64
+double = float64
+long = int64
+_DTYPES = {d.name: d for d in (float32, float64, int64, int32, bool_)}
+
+
+def _dtype_from_name(name):
+    return _DTYPES[name]
+
+
+def _dtype_of_array(array) -> dtype:
+    name = getattr(array.dtype, "name", None) or str(array.dtype).rsplit(".", 1)[-1]
+    found = _DTYPES.get(name)
+    if found is None:
+        raise TypeError(f"unsupported dtype {array.dtype}: gradsolve tensors hold float32, float64, int64, int32 or bool")
+    return found
+
+
+def _to_dtype(d):
+    """Accept gradsolve dtypes, their names, NumPy dtypes and the typed-tensor factories."""
+    if d is None or isinstance(d, dtype):
+        return d
+    if isinstance(d, _TypedTensor):
+        return d.dtype
+    if d is builtins.float:
+        return float64
+    if d is builtins.int:
+        return int64
+    if d is builtins.bool:
+        return bool_
+    name = np.dtype(d).name if not isinstance(d, str) else d
+    if name in _DTYPES:
+        return _DTYPES[name]
+    raise TypeError(f"unsupported dtype {d!r}: use gradsolve.float64, float32, int64 or bool")
+
+
+def _xp_dtype(backend: Backend, d: dtype):
+    return getattr(backend.xp, d.name)
+
+
+# ---------------------------------------------------------------- devices ---
+class device(str):
+    """A device name that compares equal to its string: ``gs.device("cpu") == "cpu"``."""
+
+    def __new__(cls, name="cpu", index=None):
+        name = str(name)
+        if index is not None:
+            name = f"{name}:{index}"
+        return super().__new__(cls, name)
+
+    @property
+    def type(self):
+        return self.split(":")[0]
+
+    def __repr__(self):
+        return f"device(type='{self.type}')"
+
+
+# ---------------------------------------------------------------- tensor ----
+def _wrap(data, backend: Backend) -> "Tensor":
+    """A new untracked tensor around a backend array (the fast internal constructor)."""
+    t = Tensor.__new__(Tensor)
+    if backend.is_numpy and type(data) is not np.ndarray:
+        data = np.asarray(data)  # NumPy returns scalars from 0-d arithmetic; keep arrays
+    t._data = data
+    t._backend = backend
+    t.requires_grad = False
+    t.grad = None
+    t.grad_fn = None
+    t._version = [0]
+    t._output_nr = 0
+    t._retains_grad = False
+    return t
+
+
+class Tensor:
+    """An n-dimensional array that can record the operations applied to it."""
+
+    __slots__ = ("_data", "_backend", "requires_grad", "grad", "grad_fn", "_version", "_output_nr",
+                 "_retains_grad", "__weakref__")
+    __array_priority__ = 1000  # numpy scalars on the left defer to our reflected operators
+
+    def __init__(self, data, dtype=None, device="cpu", requires_grad=False):
+        made = tensor(data, dtype=dtype, device=device, requires_grad=requires_grad)
+        for slot in Tensor.__slots__[:-1]:
+            setattr(self, slot, getattr(made, slot))
+
+    @staticmethod
+    def _shallow(other: "Tensor") -> "Tensor":
+        t = _wrap(other._data, other._backend)
+        t._version = other._version
+        return t
+
+    # -- basic facts ---------------------------------------------------------
+    @property
+    def shape(self):
+        return tuple(self._data.shape)
+
+    def size(self, dim=None):
+        shape = tuple(self._data.shape)
+        return shape if dim is None else shape[dim]
+
+    @property
+    def ndim(self):
+        return self._data.ndim
+
+    def dim(self):
+        return self._data.ndim
+
+    def numel(self):
+        n = 1
+        for s in self._data.shape:
+            n *= s
+        return n
+
+    def __len__(self):
+        if self._data.ndim == 0:
+            raise TypeError("len() of a 0-d tensor")
+        return self._data.shape[0]
+
+    @property
+    def dtype(self) -> dtype:
+        return _dtype_of_array(self._data)
+
+    @property
+    def device(self) -> device:
+        return device(self._backend.name)
+
+    @property
+    def is_leaf(self):
+        return self.grad_fn is None
+
+    @property
+    def is_cuda(self):
+        return self._backend.name == "cuda"
+
+    @property
+    def _xp(self):
+        return self._backend.xp
+
+    def is_floating_point(self):
+        return self.dtype.is_floating_point
+
+    # -- conversion ----------------------------------------------------------
+    def item(self):
+        if self.numel() != 1:
+            raise ValueError(f"item() needs a tensor with one element, this one has shape {self.shape}")
+        value = self._backend.to_numpy(self._data).reshape(()).item()
+        return value
+
+    def tolist(self):
+        return self._backend.to_numpy(self._data).tolist()
+
+    def numpy(self):
+        if self.requires_grad and _State.enabled and self.grad_fn is not None:
+            pass  # PyTorch refuses; reading values of a result is harmless here, so allow it
+        return self._backend.to_numpy(self._data)
+
+    def __array__(self, dtype=None, copy=None):
+        arr = self.numpy()
+        return arr if dtype is None else arr.astype(dtype)
+
+    def __float__(self):
+        return builtins.float(self.item())
+
+    def __int__(self):
+        return int(self.item())
+
+    def __bool__(self):
+        if self.numel() != 1:
+            raise RuntimeError("the truth value of a tensor with more than one element is ambiguous: use .any() or .all()")
+        return bool(self.item())
+
+    def __index__(self):
+        if self.dtype.is_floating_point or self.numel() != 1:
+            raise TypeError("only integer tensors of a single element can be converted to an index")
+        return int(self.item())
+
+    def __hash__(self):
+        return id(self)
+
+    def __iter__(self):
+        if self._data.ndim == 0:
+            raise TypeError("iteration over a 0-d tensor")
+        return (self[i] for i in range(self._data.shape[0]))
+
+    def __repr__(self):
+        body = np.array2string(self._backend.to_numpy(self._data), separator=", ", prefix="tensor(",
+                               precision=4, floatmode="maxprec_equal" if self.numel() > 1 else "maxprec")
+        extras = []
+        if self.dtype not in (float64, int64, bool_):
+            extras.append(f"dtype={self.dtype!r}")
+        if self._backend.name != "cpu":
+            extras.append(f"device='{self._backend.name}'")
+        if self.grad_fn is not None:
+            extras.append(f"grad_fn=<{self.grad_fn.name()}>")
+        elif self.requires_grad:
+            extras.append("requires_grad=True")
+        return "tensor(" + body + "".join(", " + e for e in extras) + ")"
+
+    __str__ = __repr__
+
+    # -- autograd ------------------------------------------------------------
+    @property
+    def data(self) -> "Tensor":
+        """The same storage, detached: changes through it are not recorded."""
+        t = _wrap(self._data, self._backend)
+        t._version = self._version
+        return t
+
+    @data.setter
+    def data(self, value):
+        value = value if isinstance(value, Tensor) else tensor(value, device=self._backend)
+        self._data = value._data
+        self._backend = value._backend
+
+    def detach(self) -> "Tensor":
+        return self.data
+
+    def detach_(self):
+        self.grad_fn = None
+        self.requires_grad = False
+        return self
+
+    def requires_grad_(self, requires_grad=True):
+        if self.grad_fn is not None and not requires_grad:
+            raise RuntimeError("you can only change requires_grad of leaf tensors: use detach() on a result")
+        if requires_grad and not self.dtype.is_floating_point:
+            raise RuntimeError("only floating point tensors can require gradients")
+        self.requires_grad = requires_grad
+        return self
+
+    def retain_grad(self):
+        self._retains_grad = True
+
+    def backward(self, gradient=None, retain_graph=None, create_graph=False, inputs=None):
+        """Backpropagate from this tensor, adding into the leaves' ``.grad``."""
+        from gradsolve.autograd.engine import run_backward
+
+        if not self.requires_grad:
+            raise RuntimeError("element 0 of tensors does not require grad and does not have a grad_fn")
+        if gradient is None:
+            if self.numel() != 1:
+                raise RuntimeError(
+                    f"grad can be implicitly created only for scalar outputs; this one has shape {self.shape}: "
+                    "pass backward(gradient=...) with a tensor of that shape"
+                )
+            seed = _wrap(self._backend.xp.ones(self._data.shape, dtype=self._data.dtype), self._backend)
+        else:
+            seed = gradient if isinstance(gradient, Tensor) else tensor(gradient, dtype=self.dtype, device=self._backend)
+            if seed.shape != self.shape:
+                raise RuntimeError(f"gradient has shape {seed.shape}, expected the output's shape {self.shape}")
+        if retain_graph is None:
+            retain_graph = create_graph
+        run_backward([self], [seed], retain_graph=retain_graph, create_graph=create_graph)
+
+    # -- in place ------------------------------------------------------------
+    def _check_inplace(self):
+        if self.requires_grad and _State.enabled:
+            if self.grad_fn is None:
+                raise RuntimeError(
+                    "a leaf tensor that requires grad is being used in an in-place operation: "
+                    "wrap the update in `with gs.no_grad():` or change .data"
+                )
+            raise RuntimeError(
+                "in-place operations on results that require grad are not supported: use the out-of-place form"
+            )
+
+    def _bump_version(self):
+        self._version[0] += 1
+
+    def _assign_(self, array):
+        """Overwrite the values in place from a backend array (bumps the version)."""
+        self._data[...] = array
+        self._version[0] += 1
+        return self
+
+    def _inplace(self, new_values):
+        self._check_inplace()
+        if self._data.ndim == 0 or not getattr(self._data, "flags", None) or self._data.flags.writeable:
+            try:
+                self._data[...] = new_values
+            except (TypeError, ValueError):
+                self._data = self._backend.xp.asarray(new_values, dtype=self._data.dtype)
+        self._version[0] += 1
+        return self
+
+    def _other_raw(self, other):
+        return other._data if isinstance(other, Tensor) else other
+
+    def add_(self, other, alpha=1):
+        o = self._other_raw(other)
+        return self._inplace(self._data + (o if alpha == 1 else alpha * o))
+
+    def sub_(self, other, alpha=1):
+        o = self._other_raw(other)
+        return self._inplace(self._data - (o if alpha == 1 else alpha * o))
+
+    def mul_(self, other):
+        return self._inplace(self._data * self._other_raw(other))
+
+    def div_(self, other):
+        return self._inplace(self._data / self._other_raw(other))
+
+    def pow_(self, exponent):
+        return self._inplace(self._data ** self._other_raw(exponent))
+
+    def zero_(self):
+        return self._inplace(self._backend.xp.zeros_like(self._data))
+
+    def fill_(self, value):
+        return self._inplace(self._backend.xp.full_like(self._data, self._other_raw(value)))
+
+    def copy_(self, src):
+        src_raw = src._data if isinstance(src, Tensor) else self._backend.asarray(src)
+        if isinstance(src, Tensor) and src._backend is not self._backend:
+            src_raw = self._backend.from_numpy(src.numpy())
+        return self._inplace(self._backend.xp.astype(self._backend.xp.broadcast_to(src_raw, self._data.shape),
+                                                     self._data.dtype))
+
+    def clamp_(self, min=None, max=None):
+        return self._inplace(_clip(self._backend.xp, self._data, min, max))
+
+    def addcmul_(self, t1, t2, value=1):
+        return self._inplace(self._data + value * (t1._data * t2._data))
+
+    def addcdiv_(self, t1, t2, value=1):
+        return self._inplace(self._data + value * (t1._data / t2._data))
+
+    def __iadd__(self, other):
+        return self.add_(other)
+
+    def __isub__(self, other):
+        return self.sub_(other)
+
+    def __imul__(self, other):
+        return self.mul_(other)
+
+    def __itruediv__(self, other):
+        return self.div_(other)
+
+    def __setitem__(self, key, value):
+        self._check_inplace()
+        key = _raw_index(key)
+        self._data[key] = self._other_raw(value)
+        self._version[0] += 1
+
+    # -- conversions between devices and dtypes ----------------------------------
+    def to(self, *args, dtype=None, device=None, copy=False):
+        for a in args:
+            if isinstance(a, (dtype_cls, _TypedTensor)) or (isinstance(a, type) and a in (builtins.float, builtins.int)):
+                dtype = a
+            elif isinstance(a, Tensor):
+                dtype, device = a.dtype, a.device
+            else:
+                device = a
+        out = self
+        if device is not None:
+            backend = get_backend(device)
+            if backend is not self._backend:
+                out = _ops.ToDevice.apply(out, backend=backend)
+        if dtype is not None:
+            d = _to_dtype(dtype)
+            if d is not out.dtype:
+                out = _ops.Cast.apply(out, dtype=d)
+        if copy and out is self:
+            out = self.clone()
+        return out
+
+    def cpu(self):
+        return self.to("cpu")
+
+    def cuda(self):
+        return self.to("cuda")
+
+    def type(self, dtype=None):
+        if dtype is None:
+            return f"gradsolve.{_TYPE_NAMES[self.dtype.name]}"
+        return self.to(dtype=dtype)
+
+    def float(self):
+        return self.to(dtype=float32)
+
+    def double(self):
+        return self.to(dtype=float64)
+
+    def long(self):
+        return self.to(dtype=int64)
+
+    def int(self):
+        return self.to(dtype=int32)
+
+    def bool(self):
+        return self.to(dtype=bool_)
+
+    def clone(self):
+        return _ops.Clone.apply(self)
+
+    def contiguous(self):
+        return self
+
+    # -- arithmetic ----------------------------------------------------------
+    def __add__(self, other):
+        return _ops.Add.apply(self, other)
+
+    def __radd__(self, other):
+        return _ops.Add.apply(other, self)
+
+    def __sub__(self, other):
+        return _ops.Sub.apply(self, other)
+
+    def __rsub__(self, other):
+        return _ops.Sub.apply(other, self)
+
+    def __mul__(self, other):
+        return _ops.Mul.apply(self, other)
+
+    def __rmul__(self, other):
+        return _ops.Mul.apply(other, self)
+
+    def __truediv__(self, other):
+        return _ops.Div.apply(self, other)
+
+    def __rtruediv__(self, other):
+        return _ops.Div.apply(other, self)
+
+    def __pow__(self, other):
+        return _ops.pow(self, other)
+
+    def __rpow__(self, other):
+        return _ops.pow(other, self)
+
+    def __neg__(self):
+        return _ops.Neg.apply(self)
+
+    def __pos__(self):
+        return self
+
+    def __abs__(self):
+        return _ops.Abs.apply(self)
+
+    def __matmul__(self, other):
+        return _ops.matmul(self, other)
+
+    def __rmatmul__(self, other):
+        return _ops.matmul(other, self)
+
+    # comparisons: bool tensors, never differentiable
+    def __lt__(self, other):
+        return _ops.compare(self, other, "less")
+
+    def __le__(self, other):
+        return _ops.compare(self, other, "less_equal")
+
+    def __gt__(self, other):
+        return _ops.compare(self, other, "greater")
+
+    def __ge__(self, other):
+        return _ops.compare(self, other, "greater_equal")
+
+    def __eq__(self, other):
+        return _ops.compare(self, other, "equal")
+
+    def __ne__(self, other):
+        return _ops.compare(self, other, "not_equal")
+
+    def __invert__(self):
+        return _ops.logical_not(self)
+
+    def __and__(self, other):
+        return _ops.compare(self, other, "logical_and")
+
+    def __or__(self, other):
+        return _ops.compare(self, other, "logical_or")
+
+    def eq(self, other):
+        return self == other
+
+    def ne(self, other):
+        return self != other
+
+    def lt(self, other):
+        return self < other
+
+    def le(self, other):
+        return self <= other
+
+    def gt(self, other):
+        return self > other
+
+    def ge(self, other):
+        return self >= other
+
+    def any(self):
+        return _wrap(self._backend.xp.any(self._data), self._backend)
+
+    def all(self):
+        return _wrap(self._backend.xp.all(self._data), self._backend)
+
+    # -- elementwise functions -----------------------------------------------
+    def add(self, other, alpha=1):
+        return self + (other if alpha == 1 else other * alpha)
+
+    def sub(self, other, alpha=1):
+        return self - (other if alpha == 1 else other * alpha)
+
+    def mul(self, other):
+        return self * other
+
+    def div(self, other):
+        return self / other
+
+    def pow(self, exponent):
+        return _ops.pow(self, exponent)
+
+    def neg(self):
+        return -self
+
+    def abs(self):
+        return _ops.Abs.apply(self)
+
+    def exp(self):
+        return _ops.Exp.apply(self)
+
+    def log(self):
+        return _ops.Log.apply(self)
+
+    def log1p(self):
+        return _ops.Log1p.apply(self)
+
+    def expm1(self):
+        return _ops.Expm1.apply(self)
+
+    def sqrt(self):
+        return _ops.Sqrt.apply(self)
+
+    def square(self):
+        return _ops.Mul.apply(self, self)
+
+    def sin(self):
+        return _ops.Sin.apply(self)
+
+    def cos(self):
+        return _ops.Cos.apply(self)
+
+    def tan(self):
+        return _ops.Tan.apply(self)
+
+    def asin(self):
+        return _ops.Asin.apply(self)
+
+    def acos(self):
+        return _ops.Acos.apply(self)
+
+    def atan(self):
+        return _ops.Atan.apply(self)
+
+    def sinh(self):
+        return _ops.Sinh.apply(self)
+
+    def cosh(self):
+        return _ops.Cosh.apply(self)
+
+    def tanh(self):
+        return _ops.Tanh.apply(self)
+
+    def asinh(self):
+        return _ops.Asinh.apply(self)
+
+    def acosh(self):
+        return _ops.Acosh.apply(self)
+
+    def atanh(self):
+        return _ops.Atanh.apply(self)
+
+    def sigmoid(self):
+        return _ops.Sigmoid.apply(self)
+
+    def relu(self):
+        return _ops.Relu.apply(self)
+
+    def sign(self):
+        return _ops.sign(self)
+
+    def clamp(self, min=None, max=None):
+        if min is None and max is None:
+            raise ValueError("clamp needs min, max or both")
+        return _ops.Clamp.apply(self, min=min, max=max)
+
+    clip = clamp
+
+    def maximum(self, other):
+        return _ops.Maximum.apply(self, other)
+
+    def minimum(self, other):
+        return _ops.Minimum.apply(self, other)
+
+    # -- reductions ----------------------------------------------------------
+    def sum(self, dim=None, keepdim=False):
+        return _ops.Sum.apply(self, dim=_dims(dim), keepdim=keepdim)
+
+    def mean(self, dim=None, keepdim=False):
+        return _ops.mean(self, dim=_dims(dim), keepdim=keepdim)
+
+    def prod(self, dim=None, keepdim=False):
+        return _ops.Prod.apply(self, dim=_dims(dim), keepdim=keepdim)
+
+    def max(self, dim=None, keepdim=False):
+        if isinstance(dim, Tensor):
+            return _ops.Maximum.apply(self, dim)
+        return _ops.reduce_extreme(self, dim, keepdim, "max")
+
+    def min(self, dim=None, keepdim=False):
+        if isinstance(dim, Tensor):
+            return _ops.Minimum.apply(self, dim)
+        return _ops.reduce_extreme(self, dim, keepdim, "min")
+
+    def amax(self, dim=None, keepdim=False):
+        return _ops.Amax.apply(self, dim=_dims(dim), keepdim=keepdim)
+
+    def amin(self, dim=None, keepdim=False):
+        return _ops.Amin.apply(self, dim=_dims(dim), keepdim=keepdim)
+
+    def argmax(self, dim=None, keepdim=False):
+        return _ops.argextreme(self, dim, keepdim, "argmax")
+
+    def argmin(self, dim=None, keepdim=False):
+        return _ops.argextreme(self, dim, keepdim, "argmin")
+
+    def norm(self, p=2, dim=None, keepdim=False):
+        return _ops.norm(self, p=p, dim=_dims(dim), keepdim=keepdim)
+
+    # -- linear algebra ------------------------------------------------------
+    def matmul(self, other):
+        return _ops.matmul(self, other)
+
+    def mm(self, other):
+        if self.ndim != 2 or (isinstance(other, Tensor) and other.ndim != 2):
+            raise RuntimeError(f"mm needs two matrices, got shapes {self.shape} and {getattr(other, 'shape', None)}")
+        return _ops.matmul(self, other)
+
+    def dot(self, other):
+        return (self * other).sum()
+
+    # -- shape ---------------------------------------------------------------
+    def reshape(self, *shape):
+        return _ops.Reshape.apply(self, shape=_shape_arg(shape, self.numel()))
+
+    def view(self, *shape):
+        return self.reshape(*shape)
+
+    def view_as(self, other):
+        return self.reshape(other.shape)
+
+    def flatten(self, start_dim=0, end_dim=-1):
+        shape = self.shape
+        if not shape:
+            return self.reshape(1)
+        start = start_dim % len(shape)
+        end = end_dim % len(shape)
+        n = 1
+        for s in shape[start:end + 1]:
+            n *= s
+        return self.reshape(shape[:start] + (n,) + shape[end + 1:])
+
+    def squeeze(self, dim=None):
+        shape = self.shape
+        if dim is None:
+            new = tuple(s for s in shape if s != 1)
+        else:
+            dims = {d % len(shape) for d in (dim if isinstance(dim, (tuple, list)) else (dim,))} if shape else set()
+            new = tuple(s for i, s in enumerate(shape) if not (i in dims and s == 1))
+        return self.reshape(new) if new != shape else self
+
+    def unsqueeze(self, dim):
+        shape = list(self.shape)
+        dim = dim % (len(shape) + 1)
+        shape.insert(dim, 1)
+        return self.reshape(tuple(shape))
+
+    def permute(self, *dims):
+        if len(dims) == 1 and isinstance(dims[0], (tuple, list)):
+            dims = tuple(dims[0])
+        n = self.ndim
+        return _ops.Permute.apply(self, dims=tuple(d % n for d in dims))
+
+    def transpose(self, dim0=0, dim1=1):
+        n = self.ndim
+        if n < 2:
+            return self
+        dims = list(range(n))
+        dim0, dim1 = dim0 % n, dim1 % n
+        dims[dim0], dims[dim1] = dims[dim1], dims[dim0]
+        return _ops.Permute.apply(self, dims=tuple(dims))
+
+    def t(self):
+        return self.transpose(0, 1)
+
+    @property
+    def T(self):
+        return _ops.Permute.apply(self, dims=tuple(reversed(range(self.ndim)))) if self.ndim >= 2 else self
+
+    @property
+    def mT(self):
+        return self.transpose(-2, -1)
+
+    def expand(self, *shape):
+        if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+            shape = tuple(shape[0])
+        own = self.shape
+        lead = len(shape) - len(own)
+        target = tuple(own[i - lead] if (s == -1 and i >= lead) else s for i, s in enumerate(shape))
+        return _ops.Expand.apply(self, shape=target)
+
+    def expand_as(self, other):
+        return self.expand(other.shape)
+
+    def __getitem__(self, key):
+        return _ops.Index.apply(self, key=_raw_index(key))
+
+
+dtype_cls = dtype
+
+
+def _dims(dim):
+    if dim is None:
+        return None
+    if isinstance(dim, (tuple, list)):
+        return tuple(dim)
+    return (dim,)
+
+
+def _shape_arg(shape, numel):
+    if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+        shape = tuple(shape[0])
+    shape = tuple(int(s) for s in shape)
+    if shape.count(-1) > 1:
+        raise RuntimeError("only one dimension can be inferred (-1)")
+    if -1 in shape:
+        known = 1
+        for s in shape:
+            if s != -1:
+                known *= s
+        if known == 0 or numel % known:
+            raise RuntimeError(f"shape {shape} is invalid for input of size {numel}")
+        shape = tuple(numel // known if s == -1 else s for s in shape)
+    total = 1
+    for s in shape:
+        total *= s
+    if total != numel:
+        raise RuntimeError(f"shape {shape} is invalid for input of size {numel}")
+    return shape
+
+
+def _raw_index(key):
+    if isinstance(key, Tensor):
+        return key._data
+    if isinstance(key, tuple):
+        return tuple(k._data if isinstance(k, Tensor) else k for k in key)
+    if isinstance(key, list):
+        return np.asarray(key)
+    return key
+
+
+def _clip(xp, data, lo, hi):
+    if lo is not None:
+        data = xp.where(data < lo, xp.asarray(lo, dtype=data.dtype), data)
+    if hi is not None:
+        data = xp.where(data > hi, xp.asarray(hi, dtype=data.dtype), data)
+    return data
+
+
+# ----------------------------------------------------------- typed factories --
+class _TypedTensor:
+    """``gs.FloatTensor``-style factories: call to build, pass to ``.type()`` to convert."""
+
+    def __init__(self, name, dt):
+        self.__name__ = name
+        self.dtype = dt
+
+    def __call__(self, *data):
+        if len(data) == 1 and not isinstance(data[0], numbers.Number):
+            return tensor(data[0], dtype=self.dtype)
+        return zeros(*data, dtype=self.dtype) if data else tensor([], dtype=self.dtype)
+
+    def __repr__(self):
+        return f"gradsolve.{self.__name__}"
+
+    def __instancecheck__(self, obj):
+        return isinstance(obj, Tensor) and obj.dtype is self.dtype
+
+
+FloatTensor = _TypedTensor("FloatTensor", float32)
+DoubleTensor = _TypedTensor("DoubleTensor", float64)
+LongTensor = _TypedTensor("LongTensor", int64)
+IntTensor = _TypedTensor("IntTensor", int32)
+BoolTensor = _TypedTensor("BoolTensor", bool_)
+_TYPE_NAMES = {"float32": "FloatTensor", "float64": "DoubleTensor", "int64": "LongTensor",
+               "int32": "IntTensor", "bool": "BoolTensor"}
+
+
+# ------------------------------------------------------------------ creation --
+def _infer_dtype(data) -> dtype:
+    arr = np.asarray(data)
+    kind = arr.dtype.kind
+    if kind == "f":
+        return float32 if arr.dtype == np.float32 else float64
+    if kind in "iu":
+        return int64 if arr.dtype.itemsize > 4 or kind == "u" or arr.dtype == np.int64 else _DTYPES.get(arr.dtype.name, int64)
+    if kind == "b":
+        return bool_
+    if arr.size == 0:
+        return float64
+    raise TypeError(f"cannot make a tensor from data of type {arr.dtype}: give numbers")
+
+
+def tensor(data, dtype=None, device="cpu", requires_grad=False) -> Tensor:
+    """A new leaf tensor holding a copy of `data` (numbers, nested lists, arrays).
+
+    >>> tensor([1, 2]).dtype, tensor([1.0, 2.0]).dtype
+    (gradsolve.int64, gradsolve.float64)
+    """
+    backend = get_backend(device)
+    d = _to_dtype(dtype)
+    if isinstance(data, Tensor):
+        src = data._data if data._backend is backend else backend.from_numpy(data.numpy())
+        d = d or data.dtype
+        arr = backend.xp.asarray(src, dtype=_xp_dtype(backend, d), copy=True)
+    else:
+        if d is None:
+            if isinstance(data, (list, tuple)) and any(isinstance(x, Tensor) for x in _flatten_list(data)):
+                data = [x.tolist() if isinstance(x, Tensor) else x for x in data]
+            d = _infer_dtype(data if not hasattr(data, "__dlpack__") or isinstance(data, np.ndarray)
+                             else backend.to_numpy(data))
+        if backend.is_numpy:
+            arr = np.array(data, dtype=d.name)
+        elif backend.name == "cuda":  # pragma: no cover - needs a GPU
+            arr = backend.xp.array(data, dtype=d.name)
+        else:
+            host = np.array(data, dtype=d.name) if not hasattr(data, "__dlpack__") else data
+            arr = backend.xp.asarray(host.tolist() if isinstance(host, np.ndarray) and host.ndim == 0 else host,
+                                     dtype=_xp_dtype(backend, d))
+    t = _wrap(arr, backend)
+    if requires_grad:
+        t.requires_grad_(True)
+    return t
+
+
+def _flatten_list(data):
+    for x in data:
+        if isinstance(x, (list, tuple)):
+            yield from _flatten_list(x)
+        else:
+            yield x
+
+
+def as_tensor(data, dtype=None, device="cpu") -> Tensor:
+    if isinstance(data, Tensor) and (dtype is None or _to_dtype(dtype) is data.dtype) and data.device == str(device):
+        return data
+    return tensor(data, dtype=dtype, device=device)
+
+
+def from_numpy(array: np.ndarray) -> Tensor:
+    """A CPU tensor sharing memory with a NumPy array."""
+    if not isinstance(array, np.ndarray):
+        raise TypeError(f"from_numpy expects a numpy.ndarray, got {type(array).__name__}")
+    _dtype_of_array(array)
+    return _wrap(array, get_backend("cpu"))
+
+
+def _size(size):
+    if len(size) == 1 and isinstance(size[0], (tuple, list)):
+        return tuple(size[0])
+    return tuple(size)
+
+
+def _factory(fill, size, dtype, device, requires_grad, default=None):
+    backend = get_backend(device)
+    d = _to_dtype(dtype) or default or float64
+    arr = fill(backend, _size(size), _xp_dtype(backend, d))
+    t = _wrap(arr, backend)
+    if requires_grad:
+        t.requires_grad_(True)
+    return t
+
+
+def zeros(*size, dtype=None, device="cpu", requires_grad=False) -> Tensor:
+    return _factory(lambda b, s, d: b.xp.zeros(s, dtype=d), size, dtype, device, requires_grad)
+
+
+def ones(*size, dtype=None, device="cpu", requires_grad=False) -> Tensor:
+    return _factory(lambda b, s, d: b.xp.ones(s, dtype=d), size, dtype, device, requires_grad)
+
+
+def empty(*size, dtype=None, device="cpu", requires_grad=False) -> Tensor:
+    return _factory(lambda b, s, d: b.xp.empty(s, dtype=d), size, dtype, device, requires_grad)
+
+
+def full(size, fill_value, dtype=None, device="cpu", requires_grad=False) -> Tensor:
+    default = _infer_dtype(fill_value)
+    return _factory(lambda b, s, d: b.xp.full(s, fill_value, dtype=d), (tuple(size),), dtype, device,
+                    requires_grad, default)
+
+
+def rand(*size, dtype=None, device="cpu", requires_grad=False) -> Tensor:
+    """Uniform on [0, 1), from the generator `manual_seed` sets."""
+    return _factory(lambda b, s, d: b.random_uniform(s, d), size, dtype, device, requires_grad)
+
+
+def randn(*size, dtype=None, device="cpu", requires_grad=False) -> Tensor:
+    """Standard normal, from the generator `manual_seed` sets."""
+    return _factory(lambda b, s, d: b.random_normal(s, d), size, dtype, device, requires_grad)
+
+
+def arange(start, end=None, step=1, dtype=None, device="cpu", requires_grad=False) -> Tensor:
+    if end is None:
+        start, end = 0, start
+    default = float64 if any(isinstance(v, builtins.float) for v in (start, end, step)) else int64
+    return _factory(lambda b, s, d: b.xp.arange(start, end, step, dtype=d), (), dtype, device, requires_grad, default)
+
+
+def linspace(start, end, steps, dtype=None, device="cpu", requires_grad=False) -> Tensor:
+    return _factory(lambda b, s, d: b.xp.linspace(start, end, steps, dtype=d), (), dtype, device, requires_grad)
+
+
+def eye(n, m=None, dtype=None, device="cpu", requires_grad=False) -> Tensor:
+    return _factory(lambda b, s, d: b.xp.eye(n, m, dtype=d), (), dtype, device, requires_grad)
+
+
+def zeros_like(t: Tensor, dtype=None, requires_grad=False) -> Tensor:
+    return zeros(t.shape, dtype=dtype or t.dtype, device=t._backend, requires_grad=requires_grad)
+
+
+def ones_like(t: Tensor, dtype=None, requires_grad=False) -> Tensor:
+    return ones(t.shape, dtype=dtype or t.dtype, device=t._backend, requires_grad=requires_grad)
+
+
+def full_like(t: Tensor, fill_value, dtype=None, requires_grad=False) -> Tensor:
+    return full(t.shape, fill_value, dtype=dtype or t.dtype, device=t._backend, requires_grad=requires_grad)
+
+
+def rand_like(t: Tensor, dtype=None) -> Tensor:
+    return rand(t.shape, dtype=dtype or t.dtype, device=t._backend)
+
+
+def randn_like(t: Tensor, dtype=None) -> Tensor:
+    return randn(t.shape, dtype=dtype or t.dtype, device=t._backend)
+
+
+def is_tensor(obj) -> bool:
+    return isinstance(obj, Tensor)
+
+
+namedtuple_values_indices = collections.namedtuple("values_indices", ["values", "indices"])
+
+# Imported last: autograd and ops build on the Tensor class defined above.
+from gradsolve.autograd.grad_mode import _State  # noqa: E402
+from gradsolve import ops as _ops  # noqa: E402
