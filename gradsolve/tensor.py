@@ -322,11 +322,17 @@ class Tensor:
 
     def _inplace(self, new_values):
         self._check_inplace()
-        if self._data.ndim == 0 or not getattr(self._data, "flags", None) or self._data.flags.writeable:
-            try:
-                self._data[...] = new_values
-            except (TypeError, ValueError):
-                self._data = self._backend.xp.asarray(new_values, dtype=self._data.dtype)
+        self._data[...] = new_values
+        self._version[0] += 1
+        return self
+
+    def _inplace_operator(self, apply):
+        """Run an in-place array operator (+=, -=, ...) on the storage and bump the version."""
+        self._check_inplace()
+        try:
+            self._data = apply(self._data)
+        except TypeError as exc:  # e.g. an int tensor updated with floats
+            raise RuntimeError(f"in-place update of a {self.dtype.name} tensor failed: {exc}") from None
         self._version[0] += 1
         return self
 
@@ -335,23 +341,43 @@ class Tensor:
 
     def add_(self, other, alpha=1):
         o = self._other_raw(other)
-        return self._inplace(self._data + (o if alpha == 1 else alpha * o))
+        o = o if alpha == 1 else alpha * o
+
+        def apply(d):
+            d += o
+            return d
+        return self._inplace_operator(apply)
 
     def sub_(self, other, alpha=1):
         o = self._other_raw(other)
-        return self._inplace(self._data - (o if alpha == 1 else alpha * o))
+        o = o if alpha == 1 else alpha * o
+
+        def apply(d):
+            d -= o
+            return d
+        return self._inplace_operator(apply)
 
     def mul_(self, other):
-        return self._inplace(self._data * self._other_raw(other))
+        o = self._other_raw(other)
+
+        def apply(d):
+            d *= o
+            return d
+        return self._inplace_operator(apply)
 
     def div_(self, other):
-        return self._inplace(self._data / self._other_raw(other))
+        o = self._other_raw(other)
+
+        def apply(d):
+            d /= o
+            return d
+        return self._inplace_operator(apply)
 
     def pow_(self, exponent):
         return self._inplace(self._data ** self._other_raw(exponent))
 
     def zero_(self):
-        return self._inplace(self._backend.xp.zeros_like(self._data))
+        return self._inplace(0)
 
     def fill_(self, value):
         return self._inplace(self._backend.xp.full_like(self._data, self._other_raw(value)))
@@ -386,7 +412,7 @@ class Tensor:
 
     def __setitem__(self, key, value):
         self._check_inplace()
-        key = _raw_index(key)
+        key = _full_index(_raw_index(key), self._data.ndim)
         self._data[key] = self._other_raw(value)
         self._version[0] += 1
 
@@ -761,7 +787,7 @@ class Tensor:
         return self.expand(other.shape)
 
     def __getitem__(self, key):
-        return _ops.Index.apply(self, key=_raw_index(key))
+        return _ops.Index.apply(self, key=_full_index(_raw_index(key), self._data.ndim))
 
 
 dtype_cls = dtype
@@ -805,6 +831,22 @@ def _raw_index(key):
     if isinstance(key, list):
         return np.asarray(key)
     return key
+
+
+def _full_index(key, ndim):
+    """Spell out trailing dims with `...`, which the Array API requires and NumPy implies."""
+    if isinstance(key, tuple):
+        parts = key
+    else:
+        if "bool" in str(getattr(key, "dtype", "")):
+            return key  # a boolean mask must stay the sole index
+        parts = (key,)
+    if any(p is Ellipsis for p in parts):
+        return key
+    used = sum(1 for p in parts if p is not None)
+    if used >= ndim:
+        return key
+    return parts + (Ellipsis,)
 
 
 def _clip(xp, data, lo, hi):

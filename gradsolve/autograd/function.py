@@ -63,7 +63,8 @@ class Op(Node):
     dimensions away.
     """
 
-    __slots__ = ("inputs", "input_shapes", "_out", "_versions", "_out_version", "_freed", "__dict__")
+    __slots__ = ("inputs", "input_shapes", "needs_input_grad", "_out", "_versions", "_out_version", "_freed",
+                 "__dict__")
     saves_inputs = True
     saves_result = False
     changes_device = False
@@ -110,7 +111,8 @@ class Op(Node):
             else:
                 shapes.append(None)
                 edges.append(None)
-        self.next_functions = tuple(edges)
+        self.next_functions = edges = tuple(edges)
+        self.needs_input_grad = tuple(e is not None for e in edges)
         self.input_shapes = shapes
         self._freed = False
         if self.saves_inputs:

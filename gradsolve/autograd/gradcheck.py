@@ -86,7 +86,7 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, raise_exception=True) 
             ratio = np.where(np.isnan(ratio), np.inf, ratio)
             worst = np.unravel_index(int(np.argmax(ratio)), ratio.shape)
             msg = (f"gradcheck failed for input {i}: output element {worst[0]}, input element {worst[1]}: "
-                   f"analytic {analytic[worst]!r}, numerical {numeric[worst]!r} (atol={atol}, rtol={rtol})")
+                   f"analytic {float(analytic[worst]):.10g}, numerical {float(numeric[worst]):.10g} (atol={atol}, rtol={rtol})")
             if raise_exception:
                 raise GradcheckError(msg)
             return False

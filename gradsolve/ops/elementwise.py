@@ -61,7 +61,8 @@ class Mul(Op):
 
     def backward(self, g):
         a, b = self.inputs
-        return g * b, g * a
+        need_a, need_b = self.needs_input_grad
+        return (g * b if need_a else None), (g * a if need_b else None)
 
 
 class Div(Op):
@@ -70,7 +71,8 @@ class Div(Op):
 
     def backward(self, g):
         a, b = self.inputs
-        return g / b, -g * a / (b * b)
+        need_a, need_b = self.needs_input_grad
+        return (g / b if need_a else None), (-g * a / (b * b) if need_b else None)
 
 
 class Neg(Op):

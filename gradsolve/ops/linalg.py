@@ -14,7 +14,8 @@ class MatMul(Op):
 
     def backward(self, g):
         a, b = self.inputs
-        return g @ b.mT, a.mT @ g
+        need_a, need_b = self.needs_input_grad
+        return (g @ b.mT if need_a else None), (a.mT @ g if need_b else None)
 
 
 def matmul(a, b):
