@@ -8,7 +8,7 @@ as each node finishes unless `retain_graph`.
 from __future__ import annotations
 
 from gradsolve.autograd.grad_mode import _State
-from gradsolve.tensor import Tensor, _wrap
+from gradsolve._tensor import Tensor, _wrap
 
 
 def _edge_key(node, nr):

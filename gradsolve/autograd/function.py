@@ -10,7 +10,7 @@ with grad mode on (`create_graph=True`) records a graph of the gradient itself.
 from __future__ import annotations
 
 from gradsolve.autograd.grad_mode import _State
-from gradsolve.tensor import Tensor, _wrap
+from gradsolve._tensor import Tensor, _wrap
 
 FREED_MESSAGE = (
     "Trying to backward through the graph a second time (or to read saved tensors after they were freed). "

@@ -7,7 +7,7 @@ backward pass.
 """
 from __future__ import annotations
 
-from gradsolve.tensor import Tensor, _wrap
+from gradsolve._tensor import Tensor, _wrap
 
 
 def _as_list(x):

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from gradsolve.tensor import Tensor, _wrap
+from gradsolve._tensor import Tensor, _wrap
 
 
 class GradcheckError(AssertionError):

@@ -8,7 +8,7 @@ tensor(2.)
 from __future__ import annotations
 
 from gradsolve import ops
-from gradsolve.tensor import Tensor
+from gradsolve._tensor import Tensor
 
 _REDUCTIONS = ("mean", "sum", "none")
 

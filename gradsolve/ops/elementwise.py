@@ -11,7 +11,7 @@ import operator
 import numpy as np
 
 from gradsolve.autograd.function import Op
-from gradsolve.tensor import Tensor, _wrap
+from gradsolve._tensor import Tensor, _wrap
 
 
 def _const(array, like: Tensor) -> Tensor:
@@ -512,7 +512,7 @@ def _grad_on():
 
 
 def _dtype_named(array_dtype):
-    from gradsolve.tensor import _dtype_of_array
+    from gradsolve._tensor import _dtype_of_array
 
     class _A:
         dtype = array_dtype

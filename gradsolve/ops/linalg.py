@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from gradsolve.autograd.function import Op
 from gradsolve.ops.elementwise import _xp_of_array
-from gradsolve.tensor import Tensor, tensor
+from gradsolve._tensor import Tensor, tensor
 
 
 class MatMul(Op):

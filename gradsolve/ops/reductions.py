@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from gradsolve.autograd.function import Op
 from gradsolve.ops.elementwise import _const, _xp_of_array, where
-from gradsolve.tensor import Tensor, _wrap, namedtuple_values_indices
+from gradsolve._tensor import Tensor, _wrap, namedtuple_values_indices
 
 
 def _axes(dim, ndim):

@@ -1,0 +1,51 @@
+"""The Python API behind the command: load a problem, solve it, read the result.
+
+>>> import gradsolve as gs
+>>> problem = gs.Problem.from_text("x + y = 3\\nx - y = 1")
+>>> result = gs.solve(problem)
+>>> result.status, round(result.parameters["x"], 12), round(result.parameters["y"], 12)
+('converged', 2.0, 1.0)
+"""
+from __future__ import annotations
+
+from gradsolve.solve.result import Result  # noqa: F401 - re-exported
+
+
+class Problem:
+    """A parsed problem; build it with `from_file` or `from_text`."""
+
+    def __init__(self, spec):
+        self.spec = spec
+
+    @classmethod
+    def from_file(cls, path, *, init=None, seed=None, allow_data_outside=False):
+        from gradsolve.problem.files import from_file
+
+        return cls(from_file(path, allow_data_outside=allow_data_outside, init=init, seed=seed))
+
+    @classmethod
+    def from_text(cls, text, *, filename="<text>", init=None, seed=None):
+        from gradsolve.problem.files import from_text
+
+        return cls(from_text(text, filename, init=init, seed=seed))
+
+    @property
+    def unknowns(self):
+        return self.spec.unknown_names
+
+    @property
+    def kind(self):
+        return self.spec.kind
+
+    def __repr__(self):
+        return f"Problem({self.spec.name!r}, kind={self.spec.kind!r}, unknowns={self.spec.unknown_names})"
+
+
+def solve(problem, *, on_progress=None, every=1, **options) -> Result:
+    """Solve `problem` (a Problem, or a path) with the CLI's options as keywords (optimizer=, lr=, steps=, ...)."""
+    from gradsolve.solve.solver import merged_options, solve_spec
+
+    if not isinstance(problem, Problem):
+        problem = Problem.from_file(problem)
+    merged = merged_options(problem.spec, options)
+    return solve_spec(problem.spec, merged, on_progress=on_progress, every=every)

@@ -1,0 +1,1 @@
+"""The command line: click commands and rich output only; the numerics live in gradsolve.solve."""

@@ -1,0 +1,316 @@
+"""The `gradsolve` command: declares options, validates, calls the library, renders. No numerics here.
+
+Exit codes: 0 converged; 1 stopped without converging (step limit, diverged,
+inconsistent equations); 2 bad input or usage; 3 an internal error; 130 Ctrl-C.
+"""
+from __future__ import annotations
+
+import math
+import sys
+
+import click
+
+from gradsolve import __version__
+
+EXIT_BAD_INPUT = 2
+EXIT_INTERNAL = 3
+OPTIMIZERS = ["auto", "sgd", "adadelta", "adam", "adamw", "nadam", "rmsprop", "adagrad", "lbfgs", "lm"]
+
+OPTIONS_HELP = """
+\b
+Solver options (they override the problem file's `solver:` settings):
+  --optimizer auto   lm for equations/residuals/fits, lbfgs for smooth losses, adam otherwise
+  --lr               the optimizer's own, tuned for problems: adam/adamw/nadam 0.1, rmsprop 0.01,
+                     adagrad 0.5, adadelta 1.0, lbfgs 1.0; sgd uses 1/L from the curvature at the start
+  --steps 10000      iteration limit        --seed 0   random starting values are reproducible
+  --tol 1e-12        relative tolerance on loss change, step size and gradient norm
+  --atol 1e-20       stop when the loss is at most this
+"""
+
+
+class InitType(click.ParamType):
+    """NAME=VALUE for --init."""
+
+    name = "NAME=VALUE"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, tuple):
+            return value
+        name, sep, number = str(value).partition("=")
+        if not sep or not name.strip():
+            self.fail(f"{value!r} is not NAME=VALUE (for example --init x=1.5)", param, ctx)
+        try:
+            return name.strip(), float(number)
+        except ValueError:
+            self.fail(f"{number!r} in {value!r} is not a number (for example --init x=1.5)", param, ctx)
+
+
+class PositiveFloat(click.ParamType):
+    name = "FLOAT"
+
+    def __init__(self, allow_zero=False):
+        self.allow_zero = allow_zero
+
+    def convert(self, value, param, ctx):
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a number", param, ctx)
+        if number != number or number < 0 or (number == 0 and not self.allow_zero):
+            self.fail(f"{value!r} must be {'non-negative' if self.allow_zero else 'positive'}", param, ctx)
+        return number
+
+
+def solver_options(func):
+    """The options shared by puzzle, fit and minimize."""
+    options = [
+        click.option("--optimizer", type=click.Choice(OPTIMIZERS), default=None,
+                     help="Method (default auto; see the table above)."),
+        click.option("--lr", type=PositiveFloat(), default=None, help="Learning rate (default: per optimizer)."),
+        click.option("--steps", type=click.IntRange(min=1), default=None, help="Iteration limit (default 10000)."),
+        click.option("--tol", type=PositiveFloat(allow_zero=True), default=None,
+                     help="Relative tolerance: loss change, step, gradient (default 1e-12)."),
+        click.option("--atol", type=PositiveFloat(allow_zero=True), default=None,
+                     help="Stop when the loss is at most this (default 1e-20)."),
+        click.option("--seed", type=int, default=None, help="Seed for random starting values (default 0)."),
+        click.option("--init", "inits", type=InitType(), multiple=True, help="Starting value NAME=VALUE (repeatable)."),
+        click.option("--device", type=click.Choice(["cpu", "cuda", "auto"]), default="cpu", show_default=True,
+                     help="cuda needs gradsolve[gpu]; auto uses cuda when present, else cpu."),
+        click.option("--dtype", type=click.Choice(["float64", "float32"]), default="float64", show_default=True),
+        click.option("--progress", type=click.Choice(["auto", "table", "plain", "jsonl", "none"]), default="auto",
+                     show_default=True, help="Progress on stderr: auto = live table on a terminal, plain rows otherwise."),
+        click.option("--every", type=click.IntRange(min=1), default=None,
+                     help="Progress row every N steps (default: 1 for lm/lbfgs, 100 otherwise)."),
+        click.option("--output", type=click.Choice(["table", "json", "csv"]), default="table", show_default=True,
+                     help="Result format on stdout."),
+        click.option("--quiet", "-q", is_flag=True, help="No progress, the result only."),
+        click.option("--allow-data-outside", is_flag=True,
+                     help="Let a problem file read data outside its own folder."),
+        click.option("--debug", is_flag=True, help="Show tracebacks of internal errors."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.version_option(__version__, prog_name="gradsolve")
+def cli():
+    """gradsolve: solve equation systems, minimize expressions and fit models, with exact gradients.
+
+    \b
+    Examples:
+      gradsolve puzzle problems/four-unknowns.yaml
+      gradsolve minimize "abs(x - y)" --init x=5 --init y=1
+      gradsolve fit problems/polynomial.csv --degree 2 --output json | jq .parameters
+      gradsolve check problems/*.yaml
+    """
+
+
+# ------------------------------------------------------------------ running --
+def _fail(message: str, code: int = EXIT_BAD_INPUT):
+    click.echo(f"gradsolve: error: {message}", err=True)
+    sys.exit(code)
+
+
+def _overrides(kw) -> dict:
+    return {"optimizer": kw["optimizer"], "lr": kw["lr"], "steps": kw["steps"], "tol": kw["tol"],
+            "atol": kw["atol"], "seed": kw["seed"], "device": kw["device"], "dtype": kw["dtype"]}
+
+
+def _execute(load_spec, kw):
+    """Load, solve, render and exit with the result's code; every failure becomes a clean exit."""
+    from gradsolve.problem.errors import ProblemError
+
+    try:
+        spec = load_spec()
+        return _solve_and_render(spec, kw)
+    except ProblemError as exc:
+        click.echo(exc.format() if hasattr(exc, "format") else str(exc), err=True)
+        sys.exit(EXIT_BAD_INPUT)
+    except KeyboardInterrupt:
+        click.echo("gradsolve: interrupted", err=True)
+        sys.exit(130)
+    except SystemExit:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the last line of defence: a bug must not look like a result
+        from gradsolve.backend import DeviceError
+        from gradsolve.solve.loop import SolveError
+
+        if isinstance(exc, (SolveError, DeviceError)):
+            _fail(str(exc))
+        if kw.get("debug"):
+            import traceback
+
+            traceback.print_exc()
+        click.echo(f"gradsolve: internal error: {type(exc).__name__}: {exc} "
+                   "(a bug: please report it; rerun with --debug for the traceback)", err=True)
+        sys.exit(EXIT_INTERNAL)
+
+
+def _solve_and_render(spec, kw):
+    from gradsolve.backend import cuda_available
+    from gradsolve.cli.progress import make_progress
+    from gradsolve.cli.render import render_csv, render_json, render_table
+    from gradsolve.solve.loop import choose_method
+    from gradsolve.solve.solver import is_smooth, merged_options, solve_spec
+
+    options = merged_options(spec, _overrides(kw))
+    if options.device == "auto" and not cuda_available() and not kw["quiet"]:
+        click.echo("gradsolve: --device auto: no usable GPU (CuPy with a CUDA device), solving on the cpu", err=True)
+    progress = make_progress(kw["progress"], kw["quiet"])
+    method = choose_method(options.optimizer, has_residuals=spec.kind != "minimize", smooth=is_smooth(spec),
+                           bounded=any(math.isfinite(v) for v in (*spec.bounds()[0], *spec.bounds()[1])))
+    every = kw["every"] or (1 if method in ("lm", "lbfgs") else 100)
+    try:
+        result = solve_spec(spec, options, on_progress=progress.row, every=every, on_start=progress.start)
+    finally:
+        progress.finish()
+    output = kw["output"]
+    if output == "json":
+        click.echo(render_json(result))
+    elif output == "csv":
+        click.echo(render_csv(result), nl=False)
+    else:
+        from rich.console import Console
+
+        render_table(result, Console(highlight=False))
+    if result.status == "interrupted":
+        click.echo("gradsolve: interrupted: the result above is the best point found so far", err=True)
+    sys.exit(result.exit_code)
+
+
+def _init_map(inits):
+    return dict(inits) if inits else None
+
+
+# ------------------------------------------------------------------ commands --
+@cli.command(epilog=OPTIONS_HELP)
+@click.argument("problem", metavar="PROBLEM")
+@solver_options
+def puzzle(problem, **kw):
+    """Solve the equation system or loss in PROBLEM (YAML or text; - reads standard input).
+
+    \b
+    Examples:
+      gradsolve puzzle problems/four-unknowns.yaml
+      gradsolve puzzle problems/intersection.txt --init x=1 --init y=5
+      echo "x + y = 3
+      x - y = 1" | gradsolve puzzle - --output json
+    """
+    def load():
+        from gradsolve.problem.files import from_file
+
+        return from_file(problem, allow_data_outside=kw["allow_data_outside"], init=_init_map(kw["inits"]),
+                         seed=kw["seed"], stream=sys.stdin if problem == "-" else None)
+
+    _execute(load, kw)
+
+
+@cli.command(epilog=OPTIONS_HELP)
+@click.argument("expr_or_file", metavar="EXPR_OR_FILE")
+@click.option("--expr", "force_expr", is_flag=True, help="Treat the argument as an expression even if it looks like a file.")
+@solver_options
+def minimize(expr_or_file, force_expr, **kw):
+    """Minimize one expression (or the loss in a problem file: - or a name ending in .yaml, .yml or .txt).
+
+    \b
+    Examples:
+      gradsolve minimize "abs(x - y)" --init x=5 --init y=1
+      gradsolve minimize "(1 - x)^2 + 100*(y - x^2)^2" --init x=-1.2 --init y=1
+      gradsolve minimize problems/rosenbrock.yaml
+    """
+    is_file = not force_expr and (expr_or_file == "-" or expr_or_file.lower().endswith((".yaml", ".yml", ".txt")))
+
+    def load():
+        if is_file:
+            from gradsolve.problem.files import from_file
+
+            return from_file(expr_or_file, allow_data_outside=kw["allow_data_outside"],
+                             init=_init_map(kw["inits"]), seed=kw["seed"],
+                             stream=sys.stdin if expr_or_file == "-" else None)
+        from gradsolve.problem.grammar import Origin
+        from gradsolve.problem.spec import build_spec
+
+        return build_spec(kind="minimize", expressions=[(expr_or_file, Origin("<expr>", 1, 1, expr_or_file))],
+                          name="expression", path="<expr>", init=_init_map(kw["inits"]), seed=kw["seed"])
+
+    _execute(load, kw)
+
+
+@cli.command(epilog=OPTIONS_HELP)
+@click.argument("data", metavar="DATA")
+@click.option("--degree", type=click.IntRange(min=0, max=30), default=None, help="Fit a polynomial c0 + c1*x + ... + cN*x**N.")
+@click.option("--model", default=None, help="Fit a model in the problem language, e.g. 'a*exp(b*x) + c'.")
+@click.option("-x", "x_columns", multiple=True, help="Predictor column (name or 0-based index; default: the first).")
+@click.option("-y", "y_column", default=None, help="Response column (default: the second).")
+@solver_options
+def fit(data, degree, model, x_columns, y_column, **kw):
+    """Fit a polynomial (--degree) or a model (--model) to the columns of a CSV file by least squares.
+
+    \b
+    Examples:
+      gradsolve fit problems/polynomial.csv --degree 2
+      gradsolve fit data.csv --model "a*exp(b*x) + c" --init a=1 --init b=-0.5
+    """
+    if (degree is None) == (model is None):
+        _fail("fit needs exactly one of --degree N or --model EXPR")
+
+    def load():
+        from gradsolve.solve.fit import fit_spec
+
+        return fit_spec(data, degree=degree, model=model, x_columns=list(x_columns), y_column=y_column,
+                        init=_init_map(kw["inits"]), seed=kw["seed"])
+
+    _execute(load, kw)
+
+
+@cli.command()
+@click.argument("files", nargs=-1, required=True, metavar="FILE...")
+@click.option("--allow-data-outside", is_flag=True, help="Let problem files read data outside their folder.")
+def check(files, allow_data_outside):
+    """Parse and validate problem files without solving (a CI lint step); exit 2 if any file fails.
+
+    \b
+    Example:
+      gradsolve check problems/*.yaml problems/*.txt
+    """
+    from gradsolve.problem.errors import ProblemError
+    from gradsolve.problem.files import from_file
+
+    failed = 0
+    for path in files:
+        try:
+            spec = from_file(path, allow_data_outside=allow_data_outside,
+                             stream=sys.stdin if path == "-" else None)
+        except ProblemError as exc:
+            failed += 1
+            click.echo(exc.format(), err=True)
+            continue
+        except Exception as exc:  # noqa: BLE001 - report and go on to the next file
+            failed += 1
+            click.echo(f"{path}: internal error: {type(exc).__name__}: {exc}", err=True)
+            continue
+        what = {"equations": "equations", "residuals": "residuals", "minimize": "loss"}[spec.kind]
+        rows = f", data: {spec.n_rows} rows" if spec.n_rows else ""
+        click.echo(f"{path}: ok — {len(spec.sources)} {what}, unknowns: {', '.join(spec.unknown_names)}{rows}")
+        for source in spec.sources:
+            click.echo(f"    {source}")
+        for warning in spec.warnings:
+            click.echo(f"    warning: {warning}")
+    if failed:
+        click.echo(f"{failed} of {len(files)} files failed", err=True)
+        sys.exit(EXIT_BAD_INPUT)
+
+
+def main(argv=None):
+    """Console-script entry point."""
+    try:
+        cli.main(args=argv, prog_name="gradsolve", standalone_mode=True)
+    except KeyboardInterrupt:  # pragma: no cover - Ctrl-C during start-up
+        click.echo("gradsolve: interrupted", err=True)
+        sys.exit(130)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,114 @@
+"""The final result on stdout: a rich table, JSON (the versioned contract) or CSV."""
+from __future__ import annotations
+
+import csv
+import io
+import math
+
+STATUS_STYLE = {"converged": "bold green", "inconsistent": "bold yellow", "max_steps": "bold yellow",
+                "diverged": "bold red", "interrupted": "bold yellow", "stalled": "bold yellow"}
+
+
+def _num(value):
+    if value is None:
+        return "-"
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    return f"{value:.12g}"
+
+
+def render_json(result) -> str:
+    return result.to_json(indent=2)
+
+
+def render_csv(result) -> str:
+    """Columns: name,value — one row per unknown (README: "CSV output")."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["name", "value"])
+    for name, value in result.parameters.items():
+        writer.writerow([name, repr(float(value)) if value is not None and math.isfinite(value) else ""])
+    return buffer.getvalue()
+
+
+def render_table(result, console):
+    """Unknowns, residuals per equation, the status and (when there is one) the family of solutions."""
+    from rich.table import Table
+    from rich.text import Text
+
+    data = result.to_dict()
+    title = Text.assemble((f"{data['problem']}: ", "bold"), (data["status"], STATUS_STYLE.get(data["status"], "")),
+                          f" — {data['stop_reason']}")
+    console.print(title)
+    console.print(f"optimizer {data['optimizer']}, {data['steps']} steps, loss {_num(data['loss'])}, "
+                  f"|grad| {_num(data['gradient_norm'])}, {data['elapsed_s']:.3f}s on {data['device']} "
+                  f"({data['dtype']})", highlight=False)
+    table = Table(title="unknowns", title_justify="left")
+    table.add_column("name")
+    table.add_column("value", justify="right")
+    if data["at_bounds"]:
+        table.add_column("note")
+    for name, value in data["parameters"].items():
+        row = [name, _num(value)]
+        if data["at_bounds"]:
+            row.append("at a bound" if name in data["at_bounds"] else "")
+        table.add_row(*row)
+    console.print(table)
+    if data["residuals"]:
+        res = Table(title="residuals", title_justify="left")
+        res.add_column("equation")
+        if "value" in data["residuals"][0]:
+            res.add_column("residual", justify="right")
+            for r in data["residuals"]:
+                res.add_row(Text(r["equation"]), _num(r.get("value")))
+        else:
+            for column in ("rows", "rms", "max |r|"):
+                res.add_column(column, justify="right")
+            for r in data["residuals"]:
+                res.add_row(Text(r["equation"]), str(r.get("count")), _num(r.get("rms")), _num(r.get("max")))
+        console.print(res)
+    family = data["solution_set"]
+    if family:
+        n = len(family["unknowns"])
+        kind = "locally, near this point" if family.get("local") else "exactly (the system is linear)"
+        console.print(Text(f"The solution is not unique: the Jacobian has rank {family['rank']} of {n}; "
+                           f"every point of this family solves the equations, {kind}.", style="yellow"))
+        if family.get("particular"):
+            console.print(Text("minimum-norm solution: " + ", ".join(
+                f"{k} = {_num(v)}" for k, v in family["particular"].items())))
+        for i, direction in enumerate(family["free_directions"], 1):
+            console.print(Text(f"free direction {i}: (" + ", ".join(
+                f"{k}: {_num(v)}" for k, v in direction.items()) + ")"))
+    if data.get("solutions") and len(data["solutions"]) > 1:
+        sol = Table(title="distinct solutions", title_justify="left")
+        sol.add_column("#")
+        for name in data["parameters"]:
+            sol.add_column(name, justify="right")
+        sol.add_column("loss", justify="right")
+        sol.add_column("starts", justify="right")
+        for i, s in enumerate(data["solutions"], 1):
+            sol.add_row(str(i), *[_num(s["parameters"][n]) for n in data["parameters"]], _num(s["loss"]),
+                        str(s["starts"]))
+        console.print(sol)
+    for warning in result.warnings:
+        console.print(Text("warning: " + warning, style="yellow"))
+    if result.loss_history and console.is_terminal:
+        console.print(Text("loss: " + sparkline(result.loss_history), style="cyan"))
+
+
+SPARK = "▁▂▃▄▅▆▇█"
+
+
+def sparkline(values, width=48) -> str:
+    """A one-line plot of log10(loss) over the run."""
+    finite = [v for v in values if v is not None and math.isfinite(v)]
+    if not finite:
+        return ""
+    logs = [math.log10(max(v, 1e-300)) for v in finite]
+    if len(logs) > width:
+        step = len(logs) / width
+        logs = [logs[int(i * step)] for i in range(width)]
+    lo, hi = min(logs), max(logs)
+    span = hi - lo or 1.0
+    return "".join(SPARK[min(len(SPARK) - 1, int((v - lo) / span * (len(SPARK) - 1)))] for v in logs) + \
+        f"  {finite[0]:.2e} -> {finite[-1]:.2e}"

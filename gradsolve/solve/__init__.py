@@ -1,0 +1,1 @@
+"""Solving: the loop that drives every optimizer, results, fitting and analysis of solutions."""

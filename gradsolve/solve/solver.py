@@ -1,0 +1,173 @@
+"""Solve a parsed problem: lower it, run the loop, judge the outcome, describe the solution set."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+import gradsolve as gs
+from gradsolve.problem import analysis
+from gradsolve.problem.lower import lower
+from gradsolve.problem.spec import ProblemSpec
+from gradsolve.solve.loop import Outcome, SolveError, SolveOptions, choose_method, run
+from gradsolve.solve.result import Result
+
+NON_SMOOTH_FUNCTIONS = ("Abs", "Min", "Max", "sign", "Heaviside", "floor", "ceiling")
+
+
+class _Objective:
+    """What the loop drives: parameters, loss() and residuals (None for a minimize problem)."""
+
+    def __init__(self, lowered, names, has_residuals):
+        self.lowered = lowered
+        self.params = lowered.params
+        self.names = names
+        self.residuals = lowered.residuals if has_residuals else None
+
+    def loss(self):
+        return self.lowered.loss()
+
+
+def is_smooth(spec: ProblemSpec) -> bool:
+    """False when the expressions use kinks (abs, min, max, sign): L-BFGS's line search needs smoothness."""
+    for expr in spec.expressions:
+        for node in _walk(expr):
+            if type(node).__name__ in NON_SMOOTH_FUNCTIONS:
+                return False
+    return True
+
+
+def _walk(expr):
+    stack = [expr]
+    while stack:
+        node = stack.pop()
+        yield node
+        stack.extend(node.args)
+
+
+def merged_options(spec: ProblemSpec, overrides: dict) -> SolveOptions:
+    """The problem file's `solver` settings, overridden by explicit options (None = not given)."""
+    options = SolveOptions()
+    for key, value in (spec.solver or {}).items():
+        if hasattr(options, key) and value is not None:
+            setattr(options, key, value)
+    for key, value in overrides.items():
+        if value is not None:
+            if not hasattr(options, key):
+                raise SolveError(f"unknown solve option {key!r}")
+            setattr(options, key, value)
+    if options.steps < 1:
+        raise SolveError(f"steps must be at least 1, got {options.steps}")
+    if not (options.tol >= 0 and options.atol >= 0):
+        raise SolveError("tol and atol must be non-negative")
+    if options.lr is not None and not options.lr > 0:
+        raise SolveError(f"lr must be positive, got {options.lr}")
+    if options.dtype not in ("float64", "float32"):
+        raise SolveError(f"dtype must be float64 or float32, got {options.dtype!r}")
+    return options
+
+
+def solve_spec(spec: ProblemSpec, options: SolveOptions, *, on_progress=None, every: int = 1,
+               on_start=None) -> Result:
+    """Solve `spec` and return a Result; `on_progress` receives ProgressRow objects."""
+    device = gs.backend.resolve_device(options.device)
+    dtype = getattr(gs, options.dtype)
+    lowered = lower(spec, dtype=dtype, device=device)
+    names = spec.unknown_names
+    has_residuals = spec.kind != "minimize"
+    lo, hi = spec.bounds()
+    lower_b = [None if not math.isfinite(v) else float(v) for v in lo]
+    upper_b = [None if not math.isfinite(v) else float(v) for v in hi]
+    bounded = any(v is not None for v in lower_b + upper_b)
+    method = choose_method(options.optimizer, has_residuals=has_residuals, smooth=is_smooth(spec), bounded=bounded)
+    if on_start is not None:
+        on_start(method, names)
+    objective = _Objective(lowered, names, has_residuals)
+    outcome = run(objective, options, method=method, lower=lower_b, upper=upper_b, on_progress=on_progress,
+                  every=every)
+    return _to_result(spec, lowered, objective, outcome, options, device)
+
+
+def _to_result(spec, lowered, objective, outcome: Outcome, options, device) -> Result:
+    names = spec.unknown_names
+    status = outcome.status
+    reason = outcome.stop_reason
+    residual_rows = []
+    solution_set = None
+    if spec.kind != "minimize":
+        with gs.no_grad():
+            per_item = [t.numpy() for t in lowered.outputs()]
+        for source, values in zip(spec.sources, per_item):
+            values = np.atleast_1d(np.asarray(values, dtype=np.float64))
+            if values.size == 1 and spec.n_rows is None:
+                residual_rows.append({"equation": source, "value": float(values[0])})
+            else:
+                residual_rows.append({"equation": source, "count": int(values.size),
+                                      "rms": float(np.sqrt(np.mean(values ** 2))) if values.size else 0.0,
+                                      "max": float(np.max(np.abs(values))) if values.size else 0.0})
+        solution_set = _solution_set(spec, lowered, outcome)
+        if status == "converged" and spec.kind == "equations" and spec.n_rows is None and outcome.loss > options.atol:
+            status, reason = _judge_unsolved(lowered, outcome, options, reason)
+    return Result(
+        problem=spec.name, status=status, stop_reason=reason, optimizer=outcome.optimizer, steps=outcome.steps,
+        loss=outcome.loss, gradient_norm=outcome.gradient_norm, parameters=dict(zip(names, map(float, outcome.values))),
+        residuals=residual_rows, solution_set=solution_set, seed=options.seed, device=str(device),
+        dtype=options.dtype, elapsed_s=outcome.elapsed_s, at_bounds=outcome.at_bounds,
+        warnings=list(spec.warnings), loss_history=outcome.loss_history, kind=spec.kind,
+    )
+
+
+def _judge_unsolved(lowered, outcome, options, reason):
+    """Equations left unsatisfied: inconsistent, or did the optimizer stall short of a solution?
+
+    At a least-squares point of an inconsistent system the residual is orthogonal
+    to the Jacobian's range (J^T r = 0). A residual mostly inside that range
+    means a step could still reduce it: the method stalled, the equations may
+    well hold.
+    """
+    try:
+        jac = analysis.jacobian_matrix(lowered, outcome.values)
+        with gs.no_grad():
+            r = lowered.residuals().numpy().astype(np.float64)
+        coeffs, *_ = np.linalg.lstsq(jac, r, rcond=None)
+        outside = float(np.linalg.norm(r - jac @ coeffs)) / max(float(np.linalg.norm(r)), 1e-300)
+    except Exception:  # noqa: BLE001 - no verdict possible: say so
+        outside = 1.0
+    if outside > 0.5:
+        return "inconsistent", (f"the equations cannot all hold: the best least-squares point leaves loss "
+                                f"{outcome.loss:.3g} > atol {options.atol:g} ({reason})")
+    return "stalled", (f"{outcome.optimizer} stopped ({reason}) before the equations were satisfied: loss "
+                       f"{outcome.loss:.3g} > atol {options.atol:g}; try --optimizer lm or a smaller --tol")
+
+
+def _solution_set(spec, lowered, outcome):
+    """Rank and free directions of the residual Jacobian at the solution; None when the solution is isolated.
+
+    For a linear system the family is exact: the minimum-norm solution plus the
+    null space of the coefficient matrix. For a nonlinear one the directions are
+    only tangent to the family at this point ("local").
+    """
+    names = spec.unknown_names
+    try:
+        info = analysis.jacobian_rank(lowered, outcome.values)
+    except Exception:  # noqa: BLE001 - analysis is a courtesy; a failure must not hide the answer
+        return None
+    if info.rank >= len(names):
+        return None
+    linear = analysis.is_linear(spec)
+    particular = None
+    directions = info.null_space
+    if linear:
+        try:
+            exact = analysis.linear_solution(spec)
+            particular = dict(zip(names, map(float, exact.x)))
+            directions = exact.null_space
+        except ValueError:
+            linear = False
+    return {
+        "rank": int(info.rank),
+        "unknowns": list(names),
+        "particular": particular,
+        "free_directions": [dict(zip(names, map(float, d))) for d in directions],
+        "local": not linear,
+    }
