@@ -5,7 +5,7 @@ after it the loop measures the loss, the gradient and step norms, reports a
 progress row, and checks the stopping tests:
 
 * ``atol``: the loss is at most ``atol`` (a solved system);
-* ``gtol``: the largest gradient component is at most ``tol * max(1, loss)``;
+* ``gtol``: the largest gradient component is at most ``tol * max(1, g0)``, g0 the first one;
 * ``xtol``: the step is at most ``tol * (tol + |x|)``;
 * ``ftol``: the relative loss change stays at most ``tol`` for several
   iterations in a row (one flat step of a momentum method proves nothing).
@@ -205,6 +205,7 @@ def run(objective, options: SolveOptions, *, method: str, lower=None, upper=None
     prev_loss = None
     grad_norm = None
     flat_steps = 0
+    first_grad_norm = None
     step = 0
     jacobian = None
     try:
@@ -262,6 +263,8 @@ def run(objective, options: SolveOptions, *, method: str, lower=None, upper=None
             change = None if prev_loss is None else loss_now - prev_loss
             if loss_now < best_loss:
                 best_loss, best_x = loss_now, x_new.copy()
+            if first_grad_norm is None:
+                first_grad_norm = grad_norm
             stop = None
             if method == "lm" and opt.stop_reason is not None:
                 if opt.converged:
@@ -270,8 +273,8 @@ def run(objective, options: SolveOptions, *, method: str, lower=None, upper=None
                     stop = ("converged", "no damping gives a further decrease (stalled at a minimum)")
             elif loss_now <= options.atol:
                 stop = ("converged", f"loss {loss_now:.3g} <= atol {options.atol:g}")
-            elif grad_norm is not None and grad_norm <= options.tol * max(1.0, abs(loss_now)):
-                stop = ("converged", f"gradient norm {grad_norm:.3g} <= tol * max(1, loss) (gtol)")
+            elif grad_norm is not None and grad_norm <= options.tol * max(1.0, first_grad_norm or 0.0):
+                stop = ("converged", f"gradient norm {grad_norm:.3g} <= tol * max(1, initial gradient norm) (gtol)")
             elif method != "lm" and step_norm <= options.tol * (options.tol + float(np.linalg.norm(x_new))):
                 stop = ("converged", f"step {step_norm:.3g} <= tol * |x| (xtol)")
             elif change is not None and abs(change) <= options.tol * max(abs(prev_loss), 1e-300):
