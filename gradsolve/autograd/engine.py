@@ -11,17 +11,15 @@ from gradsolve.autograd.grad_mode import _State
 from gradsolve._tensor import Tensor, _wrap
 
 
-def _edge_key(node, nr):
-    return node if nr == 0 else (node, nr)
-
-
 def _topological_counts(root_nodes):
-    """Number of graph edges pointing into each node reachable from the roots."""
+    """Number of graph edges pointing into each node reachable from the roots.
+
+    Nodes are dict keys by identity (Tensor leaves hash by id; dicts test
+    identity before equality, so a tensor's elementwise == is never called).
+    """
     dependencies = {}
-    seen = set()
+    seen = set(root_nodes)
     stack = list(root_nodes)
-    for node in root_nodes:
-        seen.add(id(node))
     while stack:
         node = stack.pop()
         if type(node) is Tensor:
@@ -30,20 +28,14 @@ def _topological_counts(root_nodes):
             if edge is None:
                 continue
             child = edge[0]
-            dependencies[id(child)] = dependencies.get(id(child), 0) + 1
-            if id(child) not in seen:
-                seen.add(id(child))
+            if child in dependencies:
+                dependencies[child] += 1
+            else:
+                dependencies[child] = 1
+            if child not in seen:
+                seen.add(child)
                 stack.append(child)
     return dependencies
-
-
-def _accumulate(buffers, node, nr, grad):
-    slot = buffers.get(id(node))
-    if slot is None:
-        slot = buffers[id(node)] = [node, {}]
-    grads = slot[1]
-    prev = grads.get(nr)
-    grads[nr] = grad if prev is None else prev + grad
 
 
 def run_backward(roots, root_grads, *, retain_graph, create_graph, inputs=None, allow_unused=False,
@@ -54,78 +46,70 @@ def run_backward(roots, root_grads, *, retain_graph, create_graph, inputs=None, 
     and leaves `.grad` untouched; otherwise adds into the leaves' `.grad`.
     """
     captured = None
+    wanted = None
     if inputs is not None:
         captured = {}
         wanted = {}
         for i, t in enumerate(inputs):
-            if t.grad_fn is None:
-                wanted.setdefault(("leaf", id(t)), []).append(i)
-            else:
-                wanted.setdefault(("node", id(t.grad_fn), t._output_nr), []).append(i)
+            key = t if t.grad_fn is None else (t.grad_fn, t._output_nr)
+            wanted.setdefault(key, []).append(i)
 
-    buffers = {}
+    # Gradients waiting at each node: output 0 in `pending`, other outputs of
+    # multi-output custom Functions in `pending_other[(node, nr)]`.
+    pending = {}
+    pending_other = {}
     root_nodes = []
     for t, g in zip(roots, root_grads):
         node = t if t.grad_fn is None else t.grad_fn
         nr = 0 if t.grad_fn is None else t._output_nr
-        _accumulate(buffers, node, nr, g)
-        if all(node is not n for n in root_nodes):
+        _add(pending, pending_other, node, nr, g)
+        if node not in root_nodes:
             root_nodes.append(node)
 
     dependencies = _topological_counts(root_nodes)
-    ready = [n for n in root_nodes if dependencies.get(id(n), 0) == 0]
+    ready = [n for n in root_nodes if dependencies.get(n, 0) == 0]
     prev_mode = _State.enabled
     _State.enabled = bool(create_graph)
     try:
         while ready:
             node = ready.pop()
-            node_grads = buffers.pop(id(node))[1]
+            grad0 = pending.pop(node, None)
             if type(node) is Tensor:
-                _finish_leaf(node, node_grads.get(0), captured, wanted if captured is not None else None,
-                             create_graph, accumulate_into_leaves and captured is None)
+                _finish_leaf(node, grad0, captured, wanted, create_graph, accumulate_into_leaves)
                 continue
-            if captured is not None:
-                for nr, g in node_grads.items():
-                    for i in wanted.get(("node", id(node), nr), ()):
-                        captured[i] = g
-            if not node_grads:
-                grads = ()
-            else:
-                grads = None
             n_out = getattr(node, "n_outputs", 1)
             if n_out == 1:
-                grad_outputs = (node_grads.get(0),)
+                grad_outputs = (grad0,)
             else:
-                grad_outputs = tuple(_materialize(node_grads.get(k), node, k) for k in range(n_out))
-            if grads is None:
+                grad_outputs = (grad0,) + tuple(pending_other.pop((node, k), None) for k in range(1, n_out))
+            if captured is not None:
+                for nr, g in enumerate(grad_outputs):
+                    if g is not None:
+                        for i in wanted.get((node, nr), ()):
+                            captured[i] = g
+            if all(g is None for g in grad_outputs):
+                grads = ()  # nothing flowed here; still count down the edges below
+            else:
                 grads = node.run_backward(grad_outputs)
                 if not retain_graph:
                     node.release()
             shapes = getattr(node, "input_shapes", None)
+            n_grads = len(grads)
             for k, edge in enumerate(node.next_functions):
                 if edge is None:
                     continue
                 child, nr = edge
-                g = grads[k] if k < len(grads) else None
+                g = grads[k] if k < n_grads else None
                 if g is not None:
                     if not isinstance(g, Tensor):
                         raise RuntimeError(f"{node.name()} returned a gradient of type {type(g).__name__}, expected a tensor")
-                    if shapes is not None:
-                        shape = shapes[k]
-                        if g._data.shape != shape:
-                            g = _sum_to(g, shape)
-                    _accumulate(buffers, child, nr, g)
-                key = id(child)
-                remaining = dependencies[key] - 1
-                dependencies[key] = remaining
+                    if shapes is not None and g._data.shape != shapes[k]:
+                        g = _sum_to(g, shapes[k])
+                    _add(pending, pending_other, child, nr, g)
+                remaining = dependencies[child] - 1
+                dependencies[child] = remaining
                 if remaining == 0:
-                    if key in buffers:
-                        ready.append(child)
-                    elif type(child) is not Tensor:
-                        # Nothing flowed into this branch: its nodes still count down so
-                        # that nodes shared with other branches become ready.
-                        buffers[key] = [child, {}]
-                        ready.append(child)
+                    ready.append(child)
     finally:
         _State.enabled = prev_mode
 
@@ -143,8 +127,14 @@ def run_backward(roots, root_grads, *, retain_graph, create_graph, inputs=None, 
     return tuple(results)
 
 
-def _materialize(grad, node, nr):
-    return grad  # custom Functions receive None for outputs that got no gradient
+def _add(pending, pending_other, node, nr, grad):
+    if nr == 0:
+        prev = pending.get(node)
+        pending[node] = grad if prev is None else prev + grad
+    else:
+        key = (node, nr)
+        prev = pending_other.get(key)
+        pending_other[key] = grad if prev is None else prev + grad
 
 
 def _finish_leaf(leaf, grad, captured, wanted, create_graph, accumulate):
@@ -153,7 +143,7 @@ def _finish_leaf(leaf, grad, captured, wanted, create_graph, accumulate):
     if grad._data.shape != leaf._data.shape:
         grad = _sum_to(grad, leaf._data.shape)
     if captured is not None:
-        for i in wanted.get(("leaf", id(leaf)), ()):
+        for i in wanted.get(leaf, ()):
             captured[i] = grad
         return
     if not accumulate:
