@@ -29,15 +29,24 @@ def _cubic_interpolate(x1, f1, g1, x2, f2, g2, bounds=None):
         xmin_bound, xmax_bound = bounds
     else:
         xmin_bound, xmax_bound = (x1, x2) if x1 <= x2 else (x2, x1)
+    if x1 == x2:
+        return (xmin_bound + xmax_bound) / 2.0
     d1 = g1 + g2 - 3 * (f1 - f2) / (x1 - x2)
     d2_square = d1 * d1 - g1 * g2
     if d2_square >= 0:
         d2 = math.sqrt(d2_square)
+        # A zero denominator (piecewise-linear losses such as abs: g1 = g2, no curvature) has no
+        # cubic minimizer; PyTorch's tensors turn it into inf/nan, we take the bisection instead.
         if x1 <= x2:
-            min_pos = x2 - (x2 - x1) * ((g2 + d2 - d1) / (g2 - g1 + 2 * d2))
+            denominator = g2 - g1 + 2 * d2
+            if denominator != 0:
+                min_pos = x2 - (x2 - x1) * ((g2 + d2 - d1) / denominator)
+                return min(max(min_pos, xmin_bound), xmax_bound)
         else:
-            min_pos = x1 - (x1 - x2) * ((g1 + d2 - d1) / (g1 - g2 + 2 * d2))
-        return min(max(min_pos, xmin_bound), xmax_bound)
+            denominator = g1 - g2 + 2 * d2
+            if denominator != 0:
+                min_pos = x1 - (x1 - x2) * ((g1 + d2 - d1) / denominator)
+                return min(max(min_pos, xmin_bound), xmax_bound)
     return (xmin_bound + xmax_bound) / 2.0
 
 
