@@ -1,0 +1,263 @@
+"""Structure of a problem: linearity, Jacobian rank, null space, minimum-norm solution.
+
+* ``is_linear(spec)``: exact, by sympy: every expression is affine in the
+  unknowns (data columns count as constants).
+* ``jacobian_rank(lowered, values=None)``: numeric rank of the residual
+  Jacobian at a point (autograd, then an SVD of the numpy copy), with the
+  null-space directions, so an underdetermined system is reported as a family
+  of solutions.
+* ``linear_solution(spec)``: for a linear problem, the exact coefficient matrix
+  (sympy), the minimum-norm least-squares solution (numpy.linalg.lstsq) and the
+  null space of the coefficient matrix.
+
+The SVD and lstsq run on small dense numpy copies (n = number of unknowns);
+that is deliberate and fine on any device.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import sympy
+
+from .spec import ProblemSpec
+
+__all__ = [
+    "is_linear",
+    "nonlinear_expressions",
+    "jacobian_matrix",
+    "jacobian_rank",
+    "null_space",
+    "JacobianRank",
+    "LinearSolution",
+    "linear_solution",
+]
+
+#: Expressions larger than this (sympy operation count) are not simplified
+#: when a second derivative is not already structurally zero.
+_SIMPLIFY_LIMIT = 400
+
+
+def _is_zero(expr: sympy.Expr) -> bool:
+    if expr == 0:
+        return True
+    if expr.is_zero:
+        return True
+    if sympy.count_ops(expr) <= _SIMPLIFY_LIMIT:
+        return sympy.simplify(expr) == 0
+    return False
+
+
+def _affine_in(expr: sympy.Expr, unknowns: set[sympy.Symbol]) -> bool:
+    """True when every second derivative of *expr* in *unknowns* is zero."""
+    present = expr.free_symbols & unknowns
+    for u in sorted(present, key=lambda s: s.name):
+        first = sympy.diff(expr, u)
+        for v in sorted(first.free_symbols & unknowns, key=lambda s: s.name):
+            if not _is_zero(sympy.diff(first, v)):
+                return False
+        # a first derivative free of unknowns has zero second derivatives
+    return True
+
+
+def nonlinear_expressions(spec: ProblemSpec) -> list[int]:
+    """Indices (0-based) of the expressions that are not affine in the unknowns."""
+    unknowns = set(spec.unknown_symbols)
+    return [i for i, expr in enumerate(spec.expressions) if not _affine_in(expr, unknowns)]
+
+
+def is_linear(spec: ProblemSpec) -> bool:
+    """True when every residual (or the loss, for minimize) is affine in the unknowns.
+
+    Exact: second derivatives by ``sympy.diff`` must vanish (structurally, or
+    after ``sympy.simplify`` for small expressions).  Data columns are treated
+    as constants, so ``y = a*x^2 + b*x + c`` over data x, y is linear in a, b, c.
+    Non-smooth functions (``abs``, ``min``, ``sign`` of an unknown) make a
+    problem nonlinear.
+    """
+    return not nonlinear_expressions(spec)
+
+
+def null_space(matrix: np.ndarray, rank: int | None = None, vt: np.ndarray | None = None) -> np.ndarray:
+    """Orthonormal basis of the null space of *matrix*, one direction per row.
+
+    Each direction has unit length and its first non-zero component (|c| >
+    1e-10) positive.
+    """
+    matrix = np.atleast_2d(np.asarray(matrix, dtype=np.float64))
+    n = matrix.shape[1]
+    if vt is None or rank is None:
+        _, s, vt = np.linalg.svd(matrix) if matrix.size else (None, np.zeros(0), np.eye(n))
+        if rank is None:
+            rank = _rank_from(s, matrix.shape)
+    directions = np.array(vt[rank:], dtype=np.float64).reshape(-1, n)
+    for row in directions:
+        row /= np.linalg.norm(row)
+        nonzero = np.flatnonzero(np.abs(row) > 1e-10)
+        if nonzero.size and row[nonzero[0]] < 0:
+            row *= -1.0
+    return directions
+
+
+def _rank_from(singular_values: np.ndarray, shape: tuple[int, int]) -> int:
+    if singular_values.size == 0:
+        return 0
+    tol = max(shape) * np.finfo(np.float64).eps * float(singular_values.max())
+    return int(np.count_nonzero(singular_values > tol))
+
+
+@dataclass
+class JacobianRank:
+    """Rank analysis of the residual Jacobian at one point.
+
+    ``jacobian`` is m x n (residuals x unknowns); ``tol`` =
+    max(m, n) * eps * sigma_max; ``null_space`` is k x n, k = n - rank, each row a
+    unit direction (first non-zero component positive) along which the
+    residuals do not change to first order.
+    """
+
+    rank: int
+    n_unknowns: int
+    n_residuals: int
+    singular_values: np.ndarray
+    tol: float
+    null_space: np.ndarray
+    jacobian: np.ndarray
+    point: np.ndarray
+
+    @property
+    def deficiency(self) -> int:
+        """n_unknowns - rank: the dimension of the solution family near the point."""
+        return self.n_unknowns - self.rank
+
+
+def jacobian_matrix(lowered, values=None) -> np.ndarray:
+    """The m x n residual Jacobian at *values* (default: current parameters), as float64 numpy.
+
+    Uses ``gs.autograd.functional.jacobian``; falls back to one
+    ``gs.autograd.grad`` row per residual when that is missing.  The
+    parameters are restored afterwards.
+    """
+    import gradsolve as gs
+
+    if lowered.kind == "minimize":
+        raise ValueError("a Jacobian needs residuals; this problem is a minimize problem")
+    saved = lowered.values()
+    try:
+        if values is not None:
+            lowered.set_values(values)
+        params = lowered.params
+        functional = getattr(getattr(gs.autograd, "functional", None), "jacobian", None)
+        if functional is not None:
+            blocks = functional(lowered.residuals, params)
+            columns = [np.asarray(block.numpy(), dtype=np.float64).reshape(-1) for block in blocks]
+            m = columns[0].shape[0] if columns else int(lowered.residuals().shape[0])
+            return np.stack(columns, axis=1) if columns else np.zeros((m, 0))
+        with gs.enable_grad():
+            r = lowered.residuals()
+        rows = []
+        for i in range(r.shape[0]):
+            grads = gs.autograd.grad([r[i]], params, retain_graph=True, allow_unused=True)
+            rows.append([0.0 if g is None else float(g.item()) for g in grads])
+        return np.array(rows, dtype=np.float64).reshape(r.shape[0], len(params))
+    finally:
+        lowered.set_values(saved)
+
+
+def jacobian_rank(lowered, values=None) -> JacobianRank:
+    """Rank and null space of the residual Jacobian at *values* (default: current parameters)."""
+    point = lowered.values() if values is None else np.asarray(values, dtype=np.float64).reshape(-1)
+    jac = jacobian_matrix(lowered, point)
+    m, n = jac.shape
+    if jac.size:
+        _, s, vt = np.linalg.svd(jac)
+    else:
+        s, vt = np.zeros(0), np.eye(n)
+    tol = max(m, n) * np.finfo(np.float64).eps * (float(s.max()) if s.size else 0.0)
+    rank = int(np.count_nonzero(s > tol))
+    return JacobianRank(
+        rank=rank,
+        n_unknowns=n,
+        n_residuals=m,
+        singular_values=s,
+        tol=tol,
+        null_space=null_space(jac, rank, vt),
+        jacobian=jac,
+        point=point,
+    )
+
+
+@dataclass
+class LinearSolution:
+    """Exact analysis of a linear problem A @ x = b (A from sympy's coefficients).
+
+    ``x`` is the minimum-norm least-squares solution (numpy.linalg.lstsq);
+    ``residual_norm`` = ||A x - b||; ``consistent`` is True when that is
+    negligible; ``null_space`` rows are unit directions (first non-zero
+    component positive): every x + t * d is also a solution.
+    """
+
+    A: np.ndarray
+    b: np.ndarray
+    x: np.ndarray
+    rank: int
+    residual_norm: float
+    consistent: bool
+    null_space: np.ndarray
+    unknowns: list[str]
+
+
+def linear_solution(spec: ProblemSpec) -> LinearSolution:
+    """Minimum-norm solution of a linear equations/residuals problem.
+
+    Raises ValueError when the problem is not linear or is a minimize problem.
+    Coefficients are exact sympy expressions; with data columns they are
+    evaluated row by row through the lowering (one row per data row).
+    """
+    if spec.kind == "minimize":
+        raise ValueError("linear_solution needs equations or residuals")
+    if not is_linear(spec):
+        raise ValueError("the problem is not linear in its unknowns")
+    unknowns = spec.unknown_symbols
+    zero = {u: 0 for u in unknowns}
+    blocks_a, blocks_b = [], []
+    if spec.data:
+        from .lower import lower
+
+        lowered = lower(spec)
+        coefficient_exprs = []
+        for expr in spec.residuals:
+            coefficient_exprs.extend(sympy.diff(expr, u) for u in unknowns)
+            coefficient_exprs.append(-expr.subs(zero))
+        values = lowered.compile(coefficient_exprs).run()
+        rows = spec.n_rows
+        k = len(unknowns) + 1
+        for i in range(len(spec.residuals)):
+            cols = [np.broadcast_to(np.asarray(v.numpy(), dtype=np.float64), (rows,)) for v in values[i * k : (i + 1) * k]]
+            uses_data = any(s.name in spec.data for s in spec.residuals[i].free_symbols)
+            height = rows if uses_data else 1
+            block = np.stack([c[:height] for c in cols], axis=1)
+            blocks_a.append(block[:, :-1])
+            blocks_b.append(block[:, -1])
+        A = np.vstack(blocks_a)
+        b = np.concatenate(blocks_b)
+    else:
+        matrix, rhs = sympy.linear_eq_to_matrix(spec.residuals, unknowns)
+        A = np.array(matrix.evalf(17).tolist(), dtype=np.float64).reshape(len(spec.residuals), len(unknowns))
+        b = np.array(rhs.evalf(17).tolist(), dtype=np.float64).reshape(-1)
+    x, _, rank, s = np.linalg.lstsq(A, b, rcond=None)
+    rank = int(rank)
+    residual_norm = float(np.linalg.norm(A @ x - b))
+    scale = max(1.0, float(np.linalg.norm(b)))
+    consistent = residual_norm <= 1e-9 * scale
+    return LinearSolution(
+        A=A,
+        b=b,
+        x=x,
+        rank=rank,
+        residual_norm=residual_norm,
+        consistent=consistent,
+        null_space=null_space(A),
+        unknowns=spec.unknown_names,
+    )

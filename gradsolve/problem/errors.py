@@ -1,0 +1,158 @@
+"""Diagnostics for problem files: one exception class, ``ProblemError``.
+
+A ``ProblemError`` carries one or more ``Issue`` records (file, 1-based line and
+column, message, hint, and the source line the column points into).  Its string
+form is compiler-like::
+
+    problems/bad.yaml:7:12: error: unknown function 'sinn'
+        - sinn(x) + y = 2
+          ^
+    hint: did you mean 'sin'?
+
+Nothing from the user's input is ever printed raw: excerpts are cut to a short
+window and every non-printable character (NUL, ESC, RTL override, ...) is shown
+as an escape such as ``\\x1b`` or ``\\u202e``.
+
+This module imports nothing heavy (no sympy, no numpy) so that the CLI can catch
+``ProblemError`` without paying for the parser.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["Issue", "ProblemError", "escape", "excerpt", "EXCERPT_CHARS"]
+
+#: Longest excerpt of user input quoted in a message or shown under an error.
+EXCERPT_CHARS = 60
+
+
+def escape(text: str) -> str:
+    """Return *text* with every non-printable character written as an escape.
+
+    Printable characters (including printable non-ASCII letters) are kept;
+    control characters, format characters (bidi overrides, zero-width space),
+    line separators and surrogates become ``\\xNN`` / ``\\uNNNN`` / ``\\UNNNNNNNN``.
+    A backslash is doubled so the escaped form is unambiguous.
+    """
+    out = []
+    for ch in text:
+        if ch == "\\":
+            out.append("\\\\")
+        elif ch.isprintable():
+            out.append(ch)
+        else:
+            code = ord(ch)
+            if code < 0x100:
+                out.append(f"\\x{code:02x}")
+            elif code < 0x10000:
+                out.append(f"\\u{code:04x}")
+            else:
+                out.append(f"\\U{code:08x}")
+    return "".join(out)
+
+
+def excerpt(text: str, limit: int = EXCERPT_CHARS) -> str:
+    """A short, escaped excerpt of *text* for quoting inside a message."""
+    text = str(text)
+    if len(text) > limit:
+        text = text[: limit - 3] + "..."
+    return escape(text)
+
+
+def _window(line: str, column: int | None, width: int = EXCERPT_CHARS) -> tuple[str, int | None]:
+    """Cut *line* to about *width* characters around 1-based *column*.
+
+    Returns the escaped window and the 0-based caret position inside it (or
+    None when there is no column).  Escapes widen characters, so the caret
+    position is computed on the escaped text.
+    """
+    if column is None:
+        start = 0
+    else:
+        start = max(0, min(column - 1 - width // 2, len(line) - width))
+    end = min(len(line), start + width)
+    prefix = "..." if start > 0 else ""
+    suffix = "..." if end < len(line) else ""
+    shown = prefix + escape(line[start:end]) + suffix
+    if column is None:
+        return shown, None
+    caret = len(prefix) + len(escape(line[start : max(start, column - 1)]))
+    return shown, caret
+
+
+@dataclass(frozen=True)
+class Issue:
+    """One diagnostic: where (file, 1-based line/column), what, and a hint."""
+
+    message: str
+    file: str | None = None
+    line: int | None = None
+    column: int | None = None
+    hint: str | None = None
+    source_line: str | None = None
+
+    def location(self) -> str:
+        parts = [escape(self.file or "<input>")]
+        if self.line is not None:
+            parts.append(str(self.line))
+            if self.column is not None:
+                parts.append(str(self.column))
+        return ":".join(parts)
+
+    def format(self) -> str:
+        lines = [f"{self.location()}: error: {escape(self.message)}"]
+        if self.source_line is not None and self.source_line.strip():
+            shown, caret = _window(self.source_line, self.column)
+            lines.append("    " + shown)
+            if caret is not None:
+                lines.append("    " + " " * caret + "^")
+        if self.hint:
+            lines.append(f"hint: {escape(self.hint)}")
+        return "\n".join(lines)
+
+
+class ProblemError(Exception):
+    """The one error type raised for anything wrong with a problem.
+
+    ``issues`` lists every diagnostic found (a file with several mistakes
+    reports them all); ``file``, ``line``, ``column``, ``message``, ``hint``
+    describe the first one.  ``str(err)`` / ``err.format()`` give the
+    compiler-style text for all issues.
+    """
+
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        file: str | None = None,
+        line: int | None = None,
+        column: int | None = None,
+        hint: str | None = None,
+        source_line: str | None = None,
+        issues: list[Issue] | None = None,
+    ) -> None:
+        collected: list[Issue] = []
+        if message is not None:
+            collected.append(Issue(message, file, line, column, hint, source_line))
+        collected.extend(issues or [])
+        if not collected:
+            raise ValueError("ProblemError needs a message or issues")
+        self.issues: list[Issue] = collected
+        first = collected[0]
+        self.message = first.message
+        self.file = first.file
+        self.line = first.line
+        self.column = first.column
+        self.hint = first.hint
+        self.source_line = first.source_line
+        super().__init__(self.format())
+
+    def format(self) -> str:
+        text = "\n".join(issue.format() for issue in self.issues)
+        if len(self.issues) > 1:
+            text += f"\n{len(self.issues)} errors"
+        return text
+
+    def __str__(self) -> str:
+        return self.format()

@@ -1,0 +1,629 @@
+"""Problem files: YAML (``.yaml``/``.yml``) and plain text (anything else).
+
+Public entry points (all raise ProblemError, and only ProblemError, for bad input):
+
+* ``from_file(path, allow_data_outside=False, *, init=None, seed=None, stream=None, format=None)``
+* ``from_text(text, filename="<text>", *, init=None, seed=None)``
+* ``from_yaml_text(text, filename="<yaml>", *, base_dir=None, allow_data_outside=False, init=None, seed=None)``
+
+YAML is read with the safe loader only, after an event scan that refuses
+aliases (``*ref``: no "billion laughs"), explicit tags (``!!python/...``) and
+documents with too many nodes.  Every key is checked (a typo is an error with a
+"did you mean" hint) and every expression keeps its line and column in the file.
+
+A problem file is not a way to read other files: ``data`` paths are relative to
+the problem file's folder and must resolve (symbolic links followed) inside it,
+unless ``allow_data_outside`` (CLI ``--allow-data-outside``) is set.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import os
+import re
+from typing import IO, Mapping
+
+from .errors import Issue, ProblemError, excerpt
+from .grammar import FUNCTIONS, Origin, is_valid_name, parse_expression
+
+__all__ = [
+    "from_file",
+    "from_text",
+    "from_yaml_text",
+    "resolve_data_path",
+    "MAX_FILE_BYTES",
+    "MAX_YAML_EVENTS",
+    "MAX_YAML_DEPTH",
+    "TOP_LEVEL_KEYS",
+    "SOLVER_KEYS",
+    "UNKNOWN_KEYS",
+]
+
+#: Largest problem file accepted (bytes).
+MAX_FILE_BYTES = 2 * 1024 * 1024
+#: Most YAML parser events (nodes, roughly) in one problem file.
+MAX_YAML_EVENTS = 50_000
+#: Deepest YAML nesting (mappings/lists inside each other) in a problem file.
+MAX_YAML_DEPTH = 20
+
+TOP_LEVEL_KEYS = ("name", "description", "unknowns", "equations", "minimize", "loss", "residuals", "data", "solver")
+SOLVER_KEYS = ("optimizer", "lr", "steps", "tol", "seed")
+UNKNOWN_KEYS = ("init", "min", "max")
+_YAML_SUFFIXES = (".yaml", ".yml")
+_TEXT_MINIMIZE = re.compile(r"^(\s*)(minimize|loss)\s*:")
+
+
+# ----------------------------------------------------------------------------- entry points
+
+
+def from_file(
+    path: str | os.PathLike,
+    allow_data_outside: bool = False,
+    *,
+    init: Mapping[str, float] | None = None,
+    seed: int | None = None,
+    stream: IO | None = None,
+    format: str | None = None,
+):
+    """Read a problem file.  ``path == "-"`` reads *stream* (the CLI passes ``sys.stdin``).
+
+    *format* is ``"yaml"``, ``"text"`` or None (by extension: ``.yaml``/``.yml``
+    is YAML, anything else text; for ``-``, YAML when a line starts with a
+    top-level key such as ``equations:`` or ``unknowns:``, else text).
+    """
+    path = os.fspath(path)
+    if path == "-":
+        if stream is None:
+            raise ProblemError("reading '-' needs a stream (standard input)", file="<stdin>")
+        raw = stream.read(MAX_FILE_BYTES + 1)
+        if isinstance(raw, bytes):
+            text = _decode(raw, "<stdin>")
+        else:
+            if len(raw) > MAX_FILE_BYTES:
+                raise ProblemError(f"input is too large (more than {MAX_FILE_BYTES:,} characters)", file="<stdin>")
+            text = raw
+        label, base_dir = "<stdin>", os.getcwd()
+        fmt = format or ("yaml" if _looks_like_yaml(text) else "text")
+    else:
+        label = path
+        try:
+            size = os.path.getsize(path)
+        except OSError as exc:
+            raise ProblemError(f"cannot read problem file: {excerpt(exc.strerror or str(exc))}", file=path) from None
+        if size > MAX_FILE_BYTES:
+            raise ProblemError(f"problem file is too large ({size:,} bytes; the limit is {MAX_FILE_BYTES:,})", file=path)
+        try:
+            with open(path, "rb") as fh:
+                raw = fh.read(MAX_FILE_BYTES + 1)
+        except OSError as exc:
+            raise ProblemError(f"cannot read problem file: {excerpt(exc.strerror or str(exc))}", file=path) from None
+        text = _decode(raw, path)
+        base_dir = os.path.dirname(os.path.abspath(path))
+        fmt = format or ("yaml" if path.lower().endswith(_YAML_SUFFIXES) else "text")
+    if fmt == "yaml":
+        return from_yaml_text(
+            text, label, base_dir=base_dir, allow_data_outside=allow_data_outside, init=init, seed=seed
+        )
+    if fmt == "text":
+        return from_text(text, label, init=init, seed=seed)
+    raise ValueError(f"format must be 'yaml', 'text' or None, got {format!r}")
+
+
+def from_text(text: str, filename: str = "<text>", *, init: Mapping[str, float] | None = None, seed: int | None = None):
+    """Parse a text problem: one equation per line, or one ``minimize: EXPR`` line.
+
+    ``#`` starts a comment; blank lines are ignored.  ``loss:`` is accepted
+    for ``minimize:``.  Equations and a minimize line cannot be mixed.
+    """
+    from .spec import build_spec
+
+    text = _clean_text(text, filename)
+    equations: list[tuple[str, Origin]] = []
+    minimize: list[tuple[str, Origin]] = []
+    for number, line in enumerate(text.split("\n"), start=1):
+        body = line.split("#", 1)[0]
+        if not body.strip():
+            continue
+        match = _TEXT_MINIMIZE.match(body)
+        if match:
+            start = match.end()
+            expr = body[start:]
+            origin = Origin(filename, number, start + 1, line)
+            minimize.append((expr, origin))
+        else:
+            equations.append((body, Origin(filename, number, 1, line)))
+    name = _stem(filename)
+    first = Origin(filename, 1, 1, None)
+    if minimize and equations:
+        where = minimize[0][1]
+        raise ProblemError(
+            "a text problem has either equations or one 'minimize:' line, not both",
+            file=filename, line=where.line, column=1, source_line=where.source_line,
+            hint="use a YAML problem file for other combinations",
+        )
+    if len(minimize) > 1:
+        where = minimize[1][1]
+        raise ProblemError(
+            "more than one 'minimize:' line", file=filename, line=where.line, column=1, source_line=where.source_line
+        )
+    if minimize:
+        return build_spec(kind="minimize", expressions=minimize, name=name, path=filename, init=init, seed=seed, file_origin=first)
+    return build_spec(kind="equations", expressions=equations, name=name, path=filename, init=init, seed=seed, file_origin=first)
+
+
+def from_yaml_text(
+    text: str,
+    filename: str = "<yaml>",
+    *,
+    base_dir: str | None = None,
+    allow_data_outside: bool = False,
+    init: Mapping[str, float] | None = None,
+    seed: int | None = None,
+):
+    """Parse a YAML problem given as text.  ``data`` paths are relative to *base_dir* (default: cwd)."""
+    text = _clean_text(text, filename)
+    reader = _YamlProblem(text, filename, base_dir or os.getcwd(), allow_data_outside)
+    return reader.build(init=init, seed=seed)
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _decode(raw: bytes, label: str) -> str:
+    if len(raw) > MAX_FILE_BYTES:
+        raise ProblemError(f"problem file is too large (more than {MAX_FILE_BYTES:,} bytes)", file=label)
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        column = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise ProblemError("the file is not valid UTF-8 text", file=label, line=line, column=column) from None
+
+
+def _clean_text(text: str, label: str) -> str:
+    if not isinstance(text, str):
+        raise ProblemError("problem text must be a string", file=label)
+    if len(text) > MAX_FILE_BYTES:
+        raise ProblemError(f"problem text is too large (more than {MAX_FILE_BYTES:,} characters)", file=label)
+    if text.startswith("\ufeff"):
+        text = text[1:]
+    return text.replace("\r\n", "\n")
+
+
+def _stem(filename: str) -> str:
+    if filename.startswith("<"):
+        return filename.strip("<>") or "problem"
+    return os.path.splitext(os.path.basename(filename))[0] or "problem"
+
+
+def _looks_like_yaml(text: str) -> bool:
+    keys = "|".join(k for k in TOP_LEVEL_KEYS if k not in ("minimize", "loss"))
+    pattern = re.compile(rf"^(---|(?:{keys})\s*:)", re.MULTILINE)
+    return pattern.search(text) is not None
+
+
+def _suggest(word: str, choices) -> str | None:
+    close = difflib.get_close_matches(str(word), list(choices), n=1, cutoff=0.6)
+    return f"did you mean '{close[0]}'?" if close else None
+
+
+def resolve_data_path(value: str, base_dir: str, allow_outside: bool = False) -> str:
+    """Resolve a ``data`` path against *base_dir*; refuse escapes unless *allow_outside*.
+
+    Refused without *allow_outside*: absolute paths, and any path whose real
+    location (``os.path.realpath``: ``..`` and symbolic links resolved) is not
+    inside the real *base_dir*.  Returns the real path.  Raises ProblemError
+    (without a location; callers add it).
+    """
+    if not isinstance(value, str) or not value.strip():
+        raise ProblemError("'data' must be a file name")
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
+        raise ProblemError(f"'data' path contains control characters: {excerpt(value)!r}")
+    hint = "pass --allow-data-outside to read data from elsewhere"
+    if os.path.isabs(value) and not allow_outside:
+        raise ProblemError(f"absolute data paths are not allowed: {excerpt(value)!r}", hint=hint)
+    base_real = os.path.realpath(base_dir)
+    target = os.path.realpath(os.path.join(base_dir, value))
+    if not allow_outside:
+        try:
+            inside = os.path.commonpath([base_real, target]) == base_real
+        except ValueError:  # different drives
+            inside = False
+        if not inside:
+            how = "climbs out of" if ".." in re.split(r"[\\/]", value) else "resolves (through a symbolic link) outside"
+            raise ProblemError(f"data path {excerpt(value)!r} {how} the problem file's folder", hint=hint)
+    return target
+
+
+class _YamlProblem:
+    """Reads one YAML problem document into build_spec's arguments, with locations."""
+
+    def __init__(self, text: str, filename: str, base_dir: str, allow_data_outside: bool):
+        self.text = text
+        self.filename = filename
+        self.base_dir = base_dir
+        self.allow_data_outside = allow_data_outside
+        self.lines = text.split("\n")
+        self.issues: list[Issue] = []
+        self._constructor = None
+
+    # -- locations ----------------------------------------------------------------
+
+    def line_text(self, index: int) -> str | None:
+        return self.lines[index] if 0 <= index < len(self.lines) else None
+
+    def node_origin(self, node) -> Origin:
+        mark = node.start_mark
+        return Origin(self.filename, mark.line + 1, mark.column + 1, self.line_text(mark.line))
+
+    def issue(self, node, message: str, hint: str | None = None) -> None:
+        origin = self.node_origin(node) if node is not None else Origin(self.filename, None, 1, None)
+        self.issues.append(Issue(message, origin.file, origin.line, origin.column, hint, origin.source_line))
+
+    def scalar_origin(self, node, value: str) -> Origin:
+        """Origin of the first character of a scalar's value (exact when provable)."""
+        start, end = node.start_mark, node.end_mark
+        style = node.style
+        if style in ('"', "'"):
+            offset = start.index + 1
+            if start.line == end.line and self.text[offset : offset + len(value)] == value:
+                return Origin(self.filename, start.line + 1, start.column + 2, self.line_text(start.line))
+        elif style in ("|", ">"):
+            stripped = value.rstrip("\n")
+            if "\n" not in stripped:
+                below = self.line_text(start.line + 1)
+                if below is not None and below.strip() == stripped.strip():
+                    col = len(below) - len(below.lstrip())
+                    return Origin(self.filename, start.line + 2, col + 1, below)
+        elif start.line == end.line and self.text[start.index : start.index + len(value)] == value:
+            return Origin(self.filename, start.line + 1, start.column + 1, self.line_text(start.line))
+        origin = self.node_origin(node)
+        return Origin(origin.file, origin.line, origin.column, origin.source_line, exact=False)
+
+    # -- loading --------------------------------------------------------------------
+
+    def compose(self):
+        import yaml
+
+        # libyaml's safe loader when present (same safety, ~20x faster); else PyYAML's.
+        loader_class = getattr(yaml, "CSafeLoader", None) or yaml.SafeLoader
+        try:
+            count = depth = 0
+            for event in yaml.parse(self.text, Loader=loader_class):
+                count += 1
+                if count > MAX_YAML_EVENTS:
+                    raise ProblemError(f"YAML document is too large (more than {MAX_YAML_EVENTS:,} nodes)", file=self.filename)
+                if isinstance(event, yaml.CollectionStartEvent):
+                    depth += 1
+                    if depth > MAX_YAML_DEPTH:
+                        mark = event.start_mark
+                        raise ProblemError(
+                            f"YAML document is nested too deeply (more than {MAX_YAML_DEPTH} levels)",
+                            file=self.filename, line=mark.line + 1, column=mark.column + 1,
+                            source_line=self.line_text(mark.line),
+                        )
+                elif isinstance(event, yaml.CollectionEndEvent):
+                    depth -= 1
+                if isinstance(event, yaml.AliasEvent):
+                    mark = event.start_mark
+                    raise ProblemError(
+                        f"YAML aliases ('*{excerpt(event.anchor or '', 30)}') are not allowed in problem files",
+                        file=self.filename, line=mark.line + 1, column=mark.column + 1,
+                        source_line=self.line_text(mark.line), hint="write the value out in full",
+                    )
+                tag = getattr(event, "tag", None)
+                if tag is not None and not isinstance(event, yaml.DocumentStartEvent):
+                    mark = event.start_mark
+                    raise ProblemError(
+                        f"YAML tags ({excerpt(tag, 50)!r}) are not allowed in problem files",
+                        file=self.filename, line=mark.line + 1, column=mark.column + 1,
+                        source_line=self.line_text(mark.line),
+                    )
+            loader = loader_class(self.text)
+            try:
+                node = loader.get_single_node()
+            finally:
+                loader.dispose()
+        except yaml.MarkedYAMLError as exc:
+            mark = exc.problem_mark or exc.context_mark
+            message = " ".join(str(part) for part in (exc.context, exc.problem) if part)
+            raise ProblemError(
+                f"invalid YAML: {excerpt(message, 120)}",
+                file=self.filename,
+                line=mark.line + 1 if mark else None,
+                column=mark.column + 1 if mark else None,
+                source_line=self.line_text(mark.line) if mark else None,
+            ) from None
+        except yaml.YAMLError as exc:
+            raise ProblemError(f"invalid YAML: {excerpt(str(exc), 120)}", file=self.filename) from None
+        except RecursionError:
+            raise ProblemError("YAML document is nested too deeply", file=self.filename) from None
+        return node
+
+    def scalar(self, node):
+        """The Python value of a scalar node (str, int, float, bool or None)."""
+        import yaml
+
+        if not isinstance(node, yaml.ScalarNode):
+            return node  # caller checks
+        if self._constructor is None:
+            self._constructor = yaml.SafeLoader("")
+        try:
+            return self._constructor.construct_object(node, deep=True)
+        except yaml.YAMLError as exc:
+            self.issue(node, f"invalid value: {excerpt(str(exc), 80)}")
+            return None
+
+    def mapping(self, node, what: str, keys: tuple[str, ...]) -> list[tuple[str, object, object]]:
+        """(key, key node, value node) of a mapping node; unknown/duplicate keys are issues."""
+        import yaml
+
+        if not isinstance(node, yaml.MappingNode):
+            self.issue(node, f"{what} must be a mapping (key: value lines)")
+            return []
+        out = []
+        seen: set[str] = set()
+        for key_node, value_node in node.value:
+            key = self.scalar(key_node) if isinstance(key_node, yaml.ScalarNode) else None
+            if not isinstance(key, str):
+                self.issue(key_node, f"keys in {what} must be names")
+                continue
+            if key in seen:
+                self.issue(key_node, f"key {excerpt(key, 40)!r} appears twice in {what}")
+                continue
+            seen.add(key)
+            if keys and key not in keys:
+                self.issue(
+                    key_node,
+                    f"unknown key {excerpt(key, 40)!r} in {what}",
+                    _suggest(key, keys) or f"allowed keys: {', '.join(keys)}",
+                )
+                continue
+            out.append((key, key_node, value_node))
+        return out
+
+    def number(self, node, what: str, *, integer: bool = False, minimum: float | None = None, strict: bool = False):
+        """A finite number from a scalar node; strings are parsed as constant expressions (``1e-3``, ``pi/4``)."""
+        import yaml
+
+        if not isinstance(node, yaml.ScalarNode):
+            self.issue(node, f"{what} must be a number")
+            return None
+        value = self.scalar(node)
+        if isinstance(value, bool) or value is None:
+            self.issue(node, f"{what} must be a number, got {excerpt(node.value, 30)!r}")
+            return None
+        if isinstance(value, str):
+            try:
+                parsed = parse_expression(value, self.scalar_origin(node, value))
+            except ProblemError as exc:
+                self.issues.extend(exc.issues)
+                return None
+            if parsed.names:
+                self.issue(node, f"{what} must be a number, not an expression in {', '.join(sorted(parsed.names))}")
+                return None
+            value = float(parsed.expr.evalf(17))
+        if isinstance(value, int) and not integer:
+            value = float(value)
+        if isinstance(value, float) and not math.isfinite(value):
+            self.issue(node, f"{what} must be a finite number")
+            return None
+        if integer:
+            if isinstance(value, float):
+                if not value.is_integer():
+                    self.issue(node, f"{what} must be a whole number")
+                    return None
+                value = int(value)
+        if minimum is not None and (value < minimum or (strict and value == minimum)):
+            relation = ">" if strict else ">="
+            self.issue(node, f"{what} must be {relation} {minimum:g}")
+            return None
+        return value
+
+    def expression_list(self, node, key: str) -> list[tuple[str, Origin]]:
+        import yaml
+
+        nodes = [node] if isinstance(node, yaml.ScalarNode) else None
+        if isinstance(node, yaml.SequenceNode):
+            nodes = list(node.value)
+        if nodes is None:
+            self.issue(node, f"'{key}' must be a list of expressions (one '- ...' line each)")
+            return []
+        out = []
+        for item in nodes:
+            text = self.expression_text(item, key)
+            if text is not None:
+                out.append(text)
+        return out
+
+    def expression_text(self, node, key: str) -> tuple[str, Origin] | None:
+        import yaml
+
+        if not isinstance(node, yaml.ScalarNode):
+            self.issue(node, f"each entry of '{key}' must be an expression written as text")
+            return None
+        value = self.scalar(node)
+        if isinstance(value, bool) or value is None:
+            self.issue(node, f"each entry of '{key}' must be an expression, got {excerpt(node.value, 30)!r}")
+            return None
+        text = node.value.rstrip("\n")  # the scalar's text as written (also for numbers like 0)
+        return text, self.scalar_origin(node, text)
+
+    # -- schema -----------------------------------------------------------------------
+
+    def build(self, *, init, seed):
+        import yaml
+
+        from .data import read_columns
+        from .spec import Declaration, build_spec
+
+        node = self.compose()
+        file_origin = Origin(self.filename, 1, 1, self.line_text(0))
+        if node is None:
+            raise ProblemError("the problem file is empty", file=self.filename)
+        if not isinstance(node, yaml.MappingNode):
+            raise ProblemError(
+                "a YAML problem must be a mapping with keys such as 'unknowns' and 'equations'",
+                file=self.filename, line=node.start_mark.line + 1, column=node.start_mark.column + 1,
+                source_line=self.line_text(node.start_mark.line),
+            )
+        entries = {key: (key_node, value_node) for key, key_node, value_node in self.mapping(node, "the problem", TOP_LEVEL_KEYS)}
+
+        name = _stem(self.filename)
+        if "name" in entries:
+            value = self.scalar(entries["name"][1])
+            if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+                name = str(value)
+                if len(name) > 200:
+                    self.issue(entries["name"][1], "'name' is too long (more than 200 characters)")
+            else:
+                self.issue(entries["name"][1], "'name' must be text")
+        if "description" in entries and not isinstance(entries["description"][1], yaml.ScalarNode):
+            self.issue(entries["description"][1], "'description' must be text")
+
+        kinds = [k for k in ("equations", "residuals", "minimize", "loss") if k in entries]
+        kind = None
+        expressions: list[tuple[str, Origin]] = []
+        if not kinds:
+            self.issues.append(
+                Issue(
+                    "the problem needs one of 'equations', 'residuals' or 'minimize'",
+                    self.filename, 1, 1, None, self.line_text(0),
+                )
+            )
+        elif len(kinds) > 1:
+            second = entries[kinds[1]][0]
+            self.issue(second, f"'{kinds[0]}' and '{kinds[1]}' cannot be used together", "a problem has one of equations, residuals or minimize")
+        else:
+            key = kinds[0]
+            kind = "minimize" if key in ("minimize", "loss") else key
+            value_node = entries[key][1]
+            if kind == "minimize":
+                text = self.expression_text(value_node, key) if isinstance(value_node, yaml.ScalarNode) else None
+                if text is None:
+                    if not isinstance(value_node, yaml.ScalarNode):
+                        self.issue(value_node, f"'{key}' must be one expression")
+                else:
+                    expressions = [text]
+            else:
+                expressions = self.expression_list(value_node, key)
+
+        declarations: list[Declaration] = []
+        if "unknowns" in entries:
+            declarations = self.unknowns(entries["unknowns"][1])
+
+        solver: dict = {}
+        if "solver" in entries:
+            solver = self.solver(entries["solver"][1])
+
+        data: dict = {}
+        if "data" in entries:
+            data_node = entries["data"][1]
+            value = self.scalar(data_node) if isinstance(data_node, yaml.ScalarNode) else None
+            if not isinstance(value, str):
+                self.issue(data_node, "'data' must be the name of a CSV file")
+            else:
+                try:
+                    real = resolve_data_path(value, self.base_dir, self.allow_data_outside)
+                    data = read_columns(real)  # columns that are not names can never be used
+                except ProblemError as exc:
+                    for issue in exc.issues:
+                        if issue.file is None:  # path problems: point at the 'data' entry
+                            origin = self.node_origin(data_node)
+                            issue = Issue(issue.message, origin.file, origin.line, origin.column, issue.hint, origin.source_line)
+                        self.issues.append(issue)
+
+        if kind is None:
+            raise ProblemError(issues=self.issues)
+        return build_spec(
+            kind=kind,
+            expressions=expressions,
+            name=name,
+            declarations=declarations,
+            data=data,
+            solver=solver,
+            path=self.filename,
+            init=init,
+            seed=seed,
+            file_origin=file_origin,
+            issues=self.issues,
+        )
+
+    def unknowns(self, node):
+        import yaml
+
+        from .spec import MAX_UNKNOWNS, Declaration
+
+        out: list[Declaration] = []
+        if isinstance(node, yaml.SequenceNode):  # a list of names: declared, random start
+            pairs = [(self.scalar(item), item, None) for item in node.value]
+        elif isinstance(node, yaml.MappingNode):
+            pairs = [(key, key_node, value_node) for key, key_node, value_node in self.mapping(node, "'unknowns'", ())]
+        else:
+            self.issue(node, "'unknowns' must map each name to a starting value (or {init, min, max})")
+            return out
+        if len(pairs) > MAX_UNKNOWNS:
+            self.issue(node, f"too many unknowns ({len(pairs)}; the limit is {MAX_UNKNOWNS})")
+            return out
+        seen: set[str] = set()
+        for name, key_node, value_node in pairs:
+            if not isinstance(name, str) or not is_valid_name(name):
+                self.issue(key_node, f"{excerpt(str(name), 40)!r} is not a valid unknown name", "names are letters, digits and '_', starting with a letter")
+                continue
+            if name in FUNCTIONS:
+                self.issue(key_node, f"{name!r} is a function name and cannot be an unknown")
+                continue
+            if name in seen:
+                self.issue(key_node, f"unknown {name!r} is declared twice")
+                continue
+            seen.add(name)
+            decl = Declaration(name, origin=self.node_origin(key_node))
+            if value_node is None:
+                pass
+            elif isinstance(value_node, yaml.MappingNode):
+                for key, _key_node, sub in self.mapping(value_node, f"unknown {name!r}", UNKNOWN_KEYS):
+                    if isinstance(sub, yaml.ScalarNode) and self.scalar(sub) is None:
+                        continue  # explicit null: not given
+                    setattr(decl, key, self.number(sub, f"{key} of {name!r}"))
+                if decl.min is not None and decl.max is not None and decl.min > decl.max:
+                    self.issue(value_node, f"min of {name!r} ({decl.min:g}) is larger than its max ({decl.max:g})")
+                elif decl.init is not None and (
+                    (decl.min is not None and decl.init < decl.min) or (decl.max is not None and decl.init > decl.max)
+                ):
+                    self.issue(value_node, f"init of {name!r} ({decl.init:g}) is outside its bounds")
+            elif isinstance(value_node, yaml.ScalarNode) and self.scalar(value_node) is None:
+                pass  # `x:` or `x: null`: declared, random start
+            else:
+                decl.init = self.number(value_node, f"starting value of {name!r}")
+            out.append(decl)
+        return out
+
+    def solver(self, node) -> dict:
+        import yaml
+
+        out: dict = {}
+        for key, _key_node, value_node in self.mapping(node, "'solver'", SOLVER_KEYS):
+            if key == "optimizer":
+                value = self.scalar(value_node) if isinstance(value_node, yaml.ScalarNode) else None
+                if not isinstance(value, str) or not re.fullmatch(r"[A-Za-z][A-Za-z0-9_-]{0,39}", value):
+                    self.issue(value_node, "'optimizer' must be an optimizer name such as adam or lbfgs")
+                else:
+                    out[key] = value.lower()
+            elif key == "lr":
+                value = self.number(value_node, "'lr'", minimum=0.0, strict=True)
+                if value is not None:
+                    out[key] = value
+            elif key == "steps":
+                value = self.number(value_node, "'steps'", integer=True, minimum=1)
+                if value is not None:
+                    out[key] = value
+            elif key == "tol":
+                value = self.number(value_node, "'tol'", minimum=0.0)
+                if value is not None:
+                    out[key] = value
+            elif key == "seed":
+                value = self.number(value_node, "'seed'", integer=True, minimum=0)
+                if value is not None:
+                    out[key] = value
+        return out

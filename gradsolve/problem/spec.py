@@ -1,0 +1,277 @@
+"""``ProblemSpec``: a parsed, checked problem, independent of the file format.
+
+A spec holds sympy expressions, never tensors; ``gradsolve.problem.lower``
+turns it into engine operations.  ``build_spec`` is the one place that turns
+parsed pieces (from YAML or text) into a spec: it resolves names (declared
+unknowns and data columns shadow the constants ``pi`` and ``e``), orders the
+unknowns, draws random starting values and collects warnings.
+
+Unknown order: declared order (YAML ``unknowns`` map, then ``--init`` names not
+declared there), then every other free symbol sorted by name.  Unknowns with no
+starting value get ``numpy.random.default_rng(seed).standard_normal(k)`` in that
+order (``seed`` is ``solver.seed``, default 0), clipped into their bounds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterable, Mapping
+
+import numpy as np
+import sympy
+
+from .errors import Issue, ProblemError, excerpt
+from .grammar import FUNCTIONS, Origin, ParsedExpression, is_valid_name, parse_equation, parse_expression
+
+__all__ = ["Unknown", "ProblemSpec", "build_spec", "KINDS", "MAX_UNKNOWNS", "DEFAULT_SEED"]
+
+#: Problem kinds.
+KINDS = ("equations", "residuals", "minimize")
+#: Most unknowns a problem may have.
+MAX_UNKNOWNS = 1000
+#: Seed for random starting values when the problem gives none.
+DEFAULT_SEED = 0
+
+
+@dataclass
+class Unknown:
+    """One unknown: its starting value and optional bounds.
+
+    ``declared`` is False for unknowns found only in the expressions (their
+    ``init`` was drawn at random).
+    """
+
+    name: str
+    init: float
+    min: float | None = None
+    max: float | None = None
+    declared: bool = True
+
+
+@dataclass
+class ProblemSpec:
+    """A parsed problem.
+
+    Attributes:
+        name: display name (file stem when the file gives none).
+        kind: ``"equations"`` | ``"residuals"`` | ``"minimize"``.
+        residuals: sympy residuals (``lhs - rhs`` per equation, or the given
+            residual expressions); empty for ``minimize``.
+        loss: the expression to minimize (``minimize`` kind), else None.
+        sources: the source text of each expression, in order.
+        items: the ParsedExpression of each expression (lhs/rhs, origin).
+        unknowns: list of Unknown, in solver order.
+        data: data columns, name -> float64 numpy array (only columns used).
+        solver: solver settings (optimizer, lr, steps, tol, seed), as given.
+        warnings: human-readable warnings (already formatted, escaped).
+        path: the source file, or a label such as ``<stdin>``.
+    """
+
+    name: str
+    kind: str
+    residuals: list[sympy.Expr]
+    loss: sympy.Expr | None
+    sources: list[str]
+    items: list[ParsedExpression]
+    unknowns: list[Unknown]
+    data: dict[str, np.ndarray] = field(default_factory=dict)
+    solver: dict = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    path: str | None = None
+
+    @property
+    def unknown_names(self) -> list[str]:
+        return [u.name for u in self.unknowns]
+
+    @property
+    def expressions(self) -> list[sympy.Expr]:
+        """The residuals, or ``[loss]`` for a minimize problem."""
+        return list(self.residuals) if self.kind != "minimize" else [self.loss]
+
+    def symbol(self, name: str) -> sympy.Symbol:
+        """The sympy symbol used for an unknown or data column."""
+        return sympy.Symbol(name, real=True)
+
+    @property
+    def unknown_symbols(self) -> list[sympy.Symbol]:
+        return [self.symbol(u.name) for u in self.unknowns]
+
+    @property
+    def data_symbols(self) -> list[sympy.Symbol]:
+        return [self.symbol(name) for name in self.data]
+
+    @property
+    def n_rows(self) -> int | None:
+        """Rows of data, or None when the problem uses no data."""
+        for column in self.data.values():
+            return int(column.shape[0])
+        return None
+
+    def initial_values(self) -> np.ndarray:
+        """Starting values in unknown order (float64)."""
+        return np.array([u.init for u in self.unknowns], dtype=np.float64)
+
+    def bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        """(lower, upper) float64 arrays; missing bounds are -inf / +inf."""
+        lo = np.array([-np.inf if u.min is None else u.min for u in self.unknowns], dtype=np.float64)
+        hi = np.array([np.inf if u.max is None else u.max for u in self.unknowns], dtype=np.float64)
+        return lo, hi
+
+
+@dataclass
+class Declaration:
+    """A declared unknown as read from a file: all fields optional but the name."""
+
+    name: str
+    init: float | None = None
+    min: float | None = None
+    max: float | None = None
+    origin: Origin | None = None
+
+
+def _warning(origin: Origin | None, message: str) -> str:
+    if origin is not None and origin.file is not None:
+        where = origin.file
+        if origin.line is not None:
+            where += f":{origin.line}:{origin.column}"
+        return f"{where}: warning: {message}"
+    return f"warning: {message}"
+
+
+def _issue_at(origin: Origin | None, message: str, hint: str | None = None) -> Issue:
+    if origin is None:
+        return Issue(message, hint=hint)
+    return Issue(message, origin.file, origin.line, origin.column, hint, origin.source_line)
+
+
+def build_spec(
+    *,
+    kind: str,
+    expressions: Iterable[tuple[str, Origin]],
+    name: str,
+    declarations: Iterable[Declaration] = (),
+    data: Mapping[str, np.ndarray] | None = None,
+    solver: Mapping | None = None,
+    path: str | None = None,
+    init: Mapping[str, float] | None = None,
+    seed: int | None = None,
+    file_origin: Origin | None = None,
+    issues: list[Issue] | None = None,
+) -> ProblemSpec:
+    """Parse *expressions* and assemble a ProblemSpec; raise one ProblemError listing every issue.
+
+    *issues* are problems the caller already found (e.g. in the YAML
+    structure); they are reported together with the expression errors.
+    *init* (the CLI's ``--init``) overrides starting values and declares names.
+    """
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+    issues = list(issues or [])
+    data = dict(data or {})
+    solver = dict(solver or {})
+    declared: dict[str, Declaration] = {}
+    for decl in declarations:
+        declared[decl.name] = decl
+    for key, value in (init or {}).items():
+        if not is_valid_name(key):
+            issues.append(Issue(f"--init: {excerpt(key, 30)!r} is not a valid name"))
+            continue
+        if key in declared:
+            declared[key].init = float(value)
+        else:
+            declared[key] = Declaration(key, init=float(value))
+    for decl in declared.values():
+        if decl.name in data:
+            issues.append(_issue_at(decl.origin, f"{decl.name!r} is both an unknown and a data column"))
+        if decl.name in FUNCTIONS:
+            issues.append(_issue_at(decl.origin, f"{decl.name!r} is a function name and cannot be an unknown"))
+    shadow = frozenset(declared) | frozenset(data)
+
+    items: list[ParsedExpression] = []
+    parse = parse_equation if kind == "equations" else parse_expression
+    for text, origin in expressions:
+        try:
+            items.append(parse(text, origin, shadow=shadow))
+        except ProblemError as exc:
+            issues.extend(exc.issues)
+    if not items and not issues:
+        what = {"equations": "equations", "residuals": "residuals", "minimize": "expression to minimize"}[kind]
+        issues.append(_issue_at(file_origin, f"the problem has no {what}"))
+    if issues:
+        raise ProblemError(issues=issues)
+
+    warnings: list[str] = []
+    used: set[str] = set()
+    e_warned = False
+    for item in items:
+        used |= item.names
+        if "e" in item.constants and not e_warned:
+            e_warned = True
+            warnings.append(
+                _warning(
+                    item.origin,
+                    "'e' is read as Euler's number 2.71828...; if 'e' is an unknown, declare it "
+                    "(under 'unknowns' or with --init)",
+                )
+            )
+
+    # data columns: only those used; minimize must stay scalar
+    data_used = [column for column in data if column in used]
+    if kind == "minimize" and data_used:
+        raise ProblemError(
+            f"the expression to minimize uses data columns ({', '.join(data_used)}), so it is a vector",
+            file=items[0].origin.file,
+            line=items[0].origin.line,
+            column=items[0].origin.column,
+            source_line=items[0].origin.source_line,
+            hint="use 'residuals:' (or 'equations:'); the loss is then the sum of squared residuals",
+        )
+    data_out = {column: np.asarray(data[column], dtype=np.float64) for column in data_used}
+    if data_out and next(iter(data_out.values())).shape[0] == 0:
+        raise ProblemError("the data file has no rows", file=path)
+
+    free = sorted(used - set(declared) - set(data))
+    order = list(declared) + free
+    if len(order) > MAX_UNKNOWNS:
+        raise ProblemError(
+            f"too many unknowns ({len(order)}; the limit is {MAX_UNKNOWNS})", file=path
+        )
+    for decl in declared.values():
+        if decl.name not in used:
+            warnings.append(_warning(decl.origin or file_origin, f"unknown {decl.name!r} does not appear in any expression"))
+    for index, item in enumerate(items, start=1):
+        if not (item.names - set(data)):
+            label = "equation" if kind == "equations" else "expression"
+            warnings.append(_warning(item.origin, f"{label} {index} ({excerpt(item.text, 40)!r}) involves no unknowns"))
+
+    if seed is None:
+        seed = solver.get("seed", DEFAULT_SEED)
+    seed = int(seed)
+    solver["seed"] = seed
+    need_random = [n for n in order if n not in declared or declared[n].init is None]
+    draws = dict(zip(need_random, np.random.default_rng(seed).standard_normal(len(need_random)).tolist()))
+    unknowns: list[Unknown] = []
+    for n in order:
+        decl = declared.get(n)
+        lo = decl.min if decl else None
+        hi = decl.max if decl else None
+        value = draws[n] if n in draws else float(decl.init)
+        if n in draws:
+            value = float(np.clip(value, -np.inf if lo is None else lo, np.inf if hi is None else hi))
+        unknowns.append(Unknown(n, value, lo, hi, declared=decl is not None))
+
+    residuals = [item.expr for item in items] if kind != "minimize" else []
+    loss = items[0].expr if kind == "minimize" else None
+    return ProblemSpec(
+        name=name,
+        kind=kind,
+        residuals=residuals,
+        loss=loss,
+        sources=[item.text for item in items],
+        items=items,
+        unknowns=unknowns,
+        data=data_out,
+        solver=solver,
+        warnings=warnings,
+        path=path,
+    )

@@ -1,0 +1,230 @@
+"""The expression grammar: precedence, names, constants, functions, error positions."""
+
+import math
+import os
+
+import pytest
+import sympy
+
+from gradsolve.problem.errors import ProblemError
+from gradsolve.problem.grammar import (
+    CONSTANTS,
+    FUNCTIONS,
+    MAX_DEPTH,
+    Origin,
+    parse_equation,
+    parse_expression,
+)
+
+DOCS = os.path.join(os.path.dirname(__file__), os.pardir, os.pardir, "docs", "problem-language.md")
+
+
+def sym(name):
+    return sympy.Symbol(name, real=True)
+
+
+def value(text, **env):
+    expr = parse_expression(text, shadow=set(env)).expr
+    return float(expr.subs({sym(k): v for k, v in env.items()}))
+
+
+def error(text, **kw):
+    with pytest.raises(ProblemError) as info:
+        parse_expression(text, **kw)
+    return info.value
+
+
+@pytest.mark.parametrize(
+    "text, x, expected",
+    [
+        ("2*x^2 + 1", 3, 19),
+        ("-x^2", 3, -9),
+        ("2^3^2", 0, 512),
+        ("(2^3)^2", 0, 64),
+        ("-2^2", 0, -4),
+        ("x^-1", 4, 0.25),
+        ("2**3**2", 0, 512),
+        ("--x", 3, 3),
+        ("-+-x", 3, 3),
+        ("2 * -x", 3, -6),
+        ("1 - -x", 3, 4),
+        ("x/2/3", 12, 2),
+        ("x - 1 - 1", 3, 1),
+        ("1e-3 * x", 3, 0.003),
+        (".5 + 2.", 0, 2.5),
+        ("1E2", 0, 100),
+    ],
+)
+def test_precedence_and_numbers(text, x, expected):
+    assert value(text, x=x) == pytest.approx(expected, rel=1e-15)
+
+
+def test_caret_is_power_at_token_level():
+    expr = parse_expression("2*x^2 + 1").expr
+    assert expr == 2 * sym("x") ** 2 + 1
+    assert expr.subs(sym("x"), 3) == 19
+
+
+def test_constants_and_shadowing():
+    assert parse_expression("pi").expr == sympy.pi
+    assert float(parse_expression("pi").expr) == pytest.approx(math.pi, rel=1e-15)
+    assert parse_expression("e").expr == sympy.E
+    parsed = parse_expression("e + pi", shadow={"e"})
+    assert parsed.expr == sym("e") + sympy.pi
+    assert parsed.names == {"e"} and parsed.constants == {"pi"}
+    assert parse_expression("pi", shadow={"pi"}).expr == sym("pi")
+    assert set(CONSTANTS) == {"pi", "e"}
+
+
+@pytest.mark.parametrize("name", ["lambda", "E", "I", "S", "N", "Q", "None", "True", "if", "beta", "gamma", "O", "zeta"])
+def test_any_identifier_is_a_plain_symbol(name):
+    parsed = parse_expression(f"{name} + 1")
+    assert parsed.expr == sym(name) + 1
+    assert parsed.names == {name}
+    assert parsed.expr.free_symbols == {sym(name)}
+
+
+def test_equations():
+    for text in ("x^2 = 4", "x^2 == 4", "x^2=4"):
+        parsed = parse_equation(text)
+        assert parsed.expr == sym("x") ** 2 - 4
+        assert parsed.lhs == sym("x") ** 2 and parsed.rhs == 4
+    with pytest.raises(ProblemError, match="no '='"):
+        parse_equation("x + 1")
+    with pytest.raises(ProblemError, match="more than one '='"):
+        parse_equation("x = 1 = 2")
+    with pytest.raises(ProblemError, match="left-hand side"):
+        parse_equation("= 2")
+    with pytest.raises(ProblemError, match="right-hand side"):
+        parse_equation("x =")
+    with pytest.raises(ProblemError, match="inside parentheses"):
+        parse_equation("max(x=1, 2) = 1")
+
+
+@pytest.mark.parametrize(
+    "text, hint",
+    [("2x", "write 2*x"), ("2(x+1)", "write 2*(...)"), ("x y", "write x*y"), ("(x+1)(x-1)", "write (...)*(...)"),
+     ("3 pi", "write 3*pi"), ("x 2", "write x*2")],
+)
+def test_implicit_multiplication_is_refused_with_hint(text, hint):
+    err = error(text)
+    assert "implicit multiplication" in err.message
+    assert err.hint == hint
+
+
+def test_unknown_function_hint_and_caret():
+    err = error("y + sinn(x)", origin=Origin("f.txt", 3, 1, "y + sinn(x)"))
+    assert err.message == "unknown function 'sinn'"
+    assert err.hint == "did you mean 'sin'?"
+    assert (err.file, err.line, err.column) == ("f.txt", 3, 5)
+    text = str(err)
+    assert text.splitlines()[0] == "f.txt:3:5: error: unknown function 'sinn'"
+    source, caret = text.splitlines()[1:3]
+    assert caret.index("^") == source.index("sinn")
+    assert "hint: did you mean 'sin'?" in text
+
+
+def test_caret_column_inside_a_longer_line():
+    # the expression starts at column 7 of its line (as in a YAML list item)
+    line = "  - a*b + c.d = 1"
+    err = error("a*b + c.d", origin=Origin("p.yaml", 9, 5, line))
+    assert (err.line, err.column) == (9, 12)
+    assert line[err.column - 1] == "."
+    source, caret = str(err).splitlines()[1:3]
+    assert caret.index("^") == source.index(".")
+
+
+@pytest.mark.parametrize(
+    "text, column",
+    [("x + 2y", 6), ("x + * y", 5), ("a.b", 2), ("x + 'a'", 5), ("exp(x, 2)", 1), ("x +", 4), ("(x", 1), ("x)", 2)],
+)
+def test_error_columns(text, column):
+    assert error(text).column == column
+
+
+def test_function_table_builds_and_matches_sympy():
+    x, y = sym("x"), sym("y")
+    checks = {
+        "exp(x)": sympy.exp(x), "log(x)": sympy.log(x), "ln(x)": sympy.log(x),
+        "log(x, 2)": sympy.log(x) / sympy.log(2), "log10(x)": sympy.log(x) / sympy.log(10),
+        "log2(x)": sympy.log(x) / sympy.log(2), "sqrt(x)": sympy.sqrt(x), "abs(x)": sympy.Abs(x),
+        "sign(x)": sympy.sign(x), "sin(x)": sympy.sin(x), "cos(x)": sympy.cos(x), "tan(x)": sympy.tan(x),
+        "asin(x)": sympy.asin(x), "arcsin(x)": sympy.asin(x), "acos(x)": sympy.acos(x), "arccos(x)": sympy.acos(x),
+        "atan(x)": sympy.atan(x), "arctan(x)": sympy.atan(x), "atan2(y, x)": sympy.atan2(y, x),
+        "arctan2(y, x)": sympy.atan2(y, x), "sinh(x)": sympy.sinh(x), "cosh(x)": sympy.cosh(x),
+        "tanh(x)": sympy.tanh(x), "asinh(x)": sympy.asinh(x), "acosh(x)": sympy.acosh(x),
+        "atanh(x)": sympy.atanh(x), "min(x, y, 1)": sympy.Min(x, y, 1), "max(x, y)": sympy.Max(x, y),
+        "pow(x, y)": x**y, "hypot(x, y)": sympy.sqrt(x**2 + y**2),
+    }
+    for text, expected in checks.items():
+        assert parse_expression(text).expr == expected, text
+    assert float(parse_expression("cbrt(-8)").expr) == -2.0
+    assert float(parse_expression("sigmoid(0)").expr) == 0.5
+    assert float(parse_expression("log1p(1)").expr) == pytest.approx(math.log(2), rel=1e-15)
+    assert float(parse_expression("expm1(1)").expr) == pytest.approx(math.e - 1, rel=1e-15)
+    assert float(parse_expression("sigmoid(2)").expr) == pytest.approx(1 / (1 + math.exp(-2)), rel=1e-15)
+
+
+def test_every_function_is_documented():
+    with open(DOCS, encoding="utf-8") as fh:
+        docs = fh.read()
+    for name in FUNCTIONS:
+        assert f"`{name}" in docs, name
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("atan2(y)", "atan2() takes 2 arguments, got 1"),
+        ("sin", "'sin' is a function"),
+        ("x(2)", "unknown function 'x'"),
+        ("1/0", "division by zero"),
+        ("x/(1-1)", "division by zero"),
+        ("log(0)", "undefined"),
+        ("sqrt(-1)", "not a real number"),
+        ("asin(2)", "not a real number"),
+        ("(-8)^(1/3)", "not a real number"),
+        ("exp(1000)", "too large"),
+        ("10^400", "too large"),
+        ("10^500", "out of range"),
+        ("2^-5000", "out of range"),
+        ("x ** 100000", "exponent is too large"),
+        ("1_000", "separators"),
+        ("0x1f", "decimal"),
+        ("1j", "complex"),
+        ("07", "leading zeros"),
+        ("x // 2", "floor division"),
+        ("x % 2", "remainder"),
+        ("x < 2", "comparisons"),
+        ("x; y", "';'"),
+        ("", "empty"),
+        ("   ", "empty"),
+        ("()", "empty parentheses"),
+        ("x, y", "tuples"),
+        ("x += 1", "assignment operator"),
+        ("__class__", "reserved"),
+        ("max(*x)", "unpacking"),
+    ],
+)
+def test_refusals(text, message):
+    err = error(text)
+    assert message in err.message
+
+
+def test_limits():
+    assert "too long" in error("x+" * 5001 + "x").message
+    assert "nested too deeply" in error("(" * (MAX_DEPTH + 1) + "x" + ")" * (MAX_DEPTH + 1)).message
+    assert parse_expression("(" * MAX_DEPTH + "x" + ")" * MAX_DEPTH).expr == sym("x")
+    assert "too many digits" in error("1" * 101).message
+    assert "too many signs" in error("-" * 200 + "x").message
+    assert parse_expression("sin(" * 60 + "x" + ")" * 60).names == {"x"}
+    assert "nested too deeply" in error("x^" * 150 + "x").message
+
+
+def test_long_flat_expressions_are_fine():
+    # a flat sum near the length limit is not "deep": the walker flattens it
+    text = "+".join(f"x{i % 50}" for i in range(2400))
+    assert len(text) < 10_000
+    parsed = parse_expression(text)
+    assert len(parsed.names) == 50
+

@@ -1,0 +1,109 @@
+"""Property tests: arbitrary text never escapes as anything but ProblemError; ^ is power."""
+
+import math
+import subprocess
+import sys
+import time
+
+import pytest
+import sympy
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from gradsolve.problem import from_text
+from gradsolve.problem.errors import ProblemError
+from gradsolve.problem.grammar import parse_equation, parse_expression
+
+GRAMMAR_ALPHABET = "xyze0123456789.+-*/^()=, _abcpisnqrtlogm\t'\"[]{}:;#!<>%&|~@\\\x00\x1b\u202e\uff11"
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.text(alphabet=GRAMMAR_ALPHABET, max_size=60))
+def test_arbitrary_text_is_parsed_or_refused_cleanly(text):
+    start = time.perf_counter()
+    for parse in (parse_expression, parse_equation):
+        try:
+            parse(text)
+        except ProblemError as exc:
+            rendered = str(exc)
+            assert "\x00" not in rendered and "\x1b" not in rendered and "\u202e" not in rendered
+    assert time.perf_counter() - start < 1.0
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.text(max_size=200))
+def test_arbitrary_unicode_files_are_parsed_or_refused_cleanly(text):
+    try:
+        from_text(text, "fuzz.txt")
+    except ProblemError:
+        pass
+
+
+def _expressions():
+    leaf = st.one_of(st.integers(0, 9).map(str), st.just("x"), st.just("y"))
+
+    def extend(children):
+        binary = st.tuples(children, st.sampled_from(["+", "-", "*", "^"]), children).map(
+            lambda t: f"({t[0]} {t[1]} {t[2]})"
+        )
+        unary = children.map(lambda c: f"(-{c})")
+        return st.one_of(binary, unary)
+
+    return st.recursive(leaf, extend, max_leaves=6)
+
+
+@settings(max_examples=200, deadline=None)
+@given(_expressions())
+def test_caret_means_power_like_python_double_star(text):
+    """Fully parenthesised trees: the parser and Python's own ** agree (a test oracle only)."""
+    python_text = text.replace("^", "**")
+    env = {"x": 1.5, "y": -0.5}
+    try:
+        expected = _python_value(python_text, env)
+    except (ZeroDivisionError, OverflowError, ValueError, TypeError):
+        return
+    if not (isinstance(expected, float) and math.isfinite(expected)) or abs(expected) > 1e12:
+        return
+    try:
+        parsed = parse_expression(text)
+    except ProblemError:
+        return  # e.g. a complex intermediate, refused on purpose
+    got = complex(parsed.expr.subs({sympy.Symbol("x", real=True): 1.5, sympy.Symbol("y", real=True): -0.5}).evalf(30))
+    assert got.imag == pytest.approx(0.0, abs=1e-9)
+    assert got.real == pytest.approx(expected, rel=1e-9, abs=1e-9)
+
+
+def _python_value(text, env):
+    """Evaluate a tiny fully-parenthesised arithmetic string with a recursive-descent reader."""
+    import ast
+    import operator
+
+    ops = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Pow: operator.pow}
+
+    def walk(node):
+        if isinstance(node, ast.BinOp):
+            left, right = walk(node.left), walk(node.right)
+            if isinstance(node.op, ast.Pow) and abs(right) > 50:
+                raise OverflowError
+            return float(ops[type(node.op)](left, right))
+        if isinstance(node, ast.UnaryOp):
+            return -walk(node.operand)
+        if isinstance(node, ast.Name):
+            return env[node.id]
+        return float(node.value)
+
+    return walk(ast.parse(text, mode="eval").body)
+
+
+def test_light_imports():
+    code = (
+        "import sys\n"
+        "import gradsolve\n"
+        "assert 'gradsolve.problem' not in sys.modules, 'import gradsolve loads the problem layer'\n"
+        "from gradsolve.problem import ProblemError\n"
+        "assert 'sympy' not in sys.modules, 'ProblemError pulled in sympy'\n"
+        "assert 'yaml' not in sys.modules and 'pyarrow' not in sys.modules\n"
+        "import gradsolve.problem.files, gradsolve.problem.spec\n"
+        "assert not any(m.split('.')[0] in ('click', 'rich') for m in sys.modules)\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
