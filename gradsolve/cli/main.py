@@ -74,6 +74,10 @@ def solver_options(func):
                      help="Stop when the loss is at most this (default 1e-20)."),
         click.option("--seed", type=int, default=None, help="Seed for random starting values (default 0)."),
         click.option("--init", "inits", type=InitType(), multiple=True, help="Starting value NAME=VALUE (repeatable)."),
+        click.option("--starts", type=click.IntRange(min=1), default=None,
+                     help="Solve K starting points as one batch and list every distinct solution (default 1)."),
+        click.option("--no-trace", "no_trace", is_flag=True,
+                     help="Evaluate with the autograd engine every step instead of the traced graph."),
         click.option("--device", type=click.Choice(["cpu", "cuda", "auto"]), default="cpu", show_default=True,
                      help="cuda needs gradsolve[gpu]; auto uses cuda when present, else cpu."),
         click.option("--dtype", type=click.Choice(["float64", "float32"]), default="float64", show_default=True),
@@ -115,16 +119,17 @@ def _fail(message: str, code: int = EXIT_BAD_INPUT):
 
 def _overrides(kw) -> dict:
     return {"optimizer": kw["optimizer"], "lr": kw["lr"], "steps": kw["steps"], "tol": kw["tol"],
-            "atol": kw["atol"], "seed": kw["seed"], "device": kw["device"], "dtype": kw["dtype"]}
+            "atol": kw["atol"], "seed": kw["seed"], "device": kw["device"], "dtype": kw["dtype"],
+            "starts": kw.get("starts"), "trace": False if kw.get("no_trace") else None}
 
 
-def _execute(load_spec, kw):
+def _execute(load_spec, kw, solve_and_render=None):
     """Load, solve, render and exit with the result's code; every failure becomes a clean exit."""
     from gradsolve.problem.errors import ProblemError
 
     try:
         spec = load_spec()
-        return _solve_and_render(spec, kw)
+        return (solve_and_render or _solve_and_render)(spec, kw)
     except ProblemError as exc:
         click.echo(exc.format() if hasattr(exc, "format") else str(exc), err=True)
         sys.exit(EXIT_BAD_INPUT)
@@ -242,27 +247,84 @@ def minimize(expr_or_file, force_expr, **kw):
 @click.argument("data", metavar="DATA")
 @click.option("--degree", type=click.IntRange(min=0, max=30), default=None, help="Fit a polynomial c0 + c1*x + ... + cN*x**N.")
 @click.option("--model", default=None, help="Fit a model in the problem language, e.g. 'a*exp(b*x) + c'.")
-@click.option("-x", "x_columns", multiple=True, help="Predictor column (name or 0-based index; default: the first).")
-@click.option("-y", "y_column", default=None, help="Response column (default: the second).")
+@click.option("-x", "x_columns", multiple=True,
+              help="Predictor column, name or 0-based index (default: the first); repeat for several.")
+@click.option("-y", "y_column", default=None,
+              help="Response: a column (default: the second) or an expression of columns, e.g. 'log(y)'.")
+@click.option("--header/--no-header", default=None,
+              help="Whether the first row names the columns (default: yes when all its cells are non-numeric).")
+@click.option("--sigma", default=None, metavar="COL",
+              help="Column of per-row standard deviations: weights 1/sigma^2, and the standard errors are then "
+                   "absolute (without it they are scaled by the reduced chi-square).")
+@click.option("--drop-invalid", is_flag=True, help="Skip rows with a missing or non-numeric cell (and count them).")
+@click.option("--robust-loss", type=click.Choice(["squared", "huber", "soft_l1", "cauchy"]), default="squared",
+              show_default=True, help="Loss for data with outliers (iteratively reweighted least squares).")
+@click.option("--f-scale", type=PositiveFloat(), default=1.0, show_default=True,
+              help="Residual size where a robust loss starts to discount (same units as y).")
+@click.option("--predict", "predict", multiple=True, metavar="X",
+              help="Print the fitted value (and its standard error) at X; comma-separated for several -x.")
+@click.option("--plot", default=None, metavar="OUT.png", help="Draw data, fit and residuals (needs gradsolve[plot]).")
 @solver_options
-def fit(data, degree, model, x_columns, y_column, **kw):
-    """Fit a polynomial (--degree) or a model (--model) to the columns of a CSV file by least squares.
+def fit(data, degree, model, x_columns, y_column, header, sigma, drop_invalid, robust_loss, f_scale, predict, plot,
+        **kw):
+    """Fit a polynomial (--degree) or a model (--model) to the columns of DATA by least squares.
+
+    DATA is CSV or TSV (delimiter sniffed), Parquet (.parquet), or - for standard input.
+    A model linear in its parameters is reduced once by a QR factorization (auto: solved directly);
+    a nonlinear one is fitted by Levenberg-Marquardt, starting from the data unless --init says otherwise.
+    The result gives each coefficient with its standard error, their correlations, R^2 and RMSE.
 
     \b
     Examples:
       gradsolve fit problems/polynomial.csv --degree 2
       gradsolve fit data.csv --model "a*exp(b*x) + c" --init a=1 --init b=-0.5
+      gradsolve fit data.tsv -x t -y "log(counts)" --degree 1 --predict 10
+      gradsolve fit data.csv --degree 3 --sigma err --robust-loss huber --plot fit.png
     """
     if (degree is None) == (model is None):
         _fail("fit needs exactly one of --degree N or --model EXPR")
 
     def load():
-        from gradsolve.solve.fit import fit_spec
+        from gradsolve.solve.fit import prepare_fit
 
-        return fit_spec(data, degree=degree, model=model, x_columns=list(x_columns), y_column=y_column,
-                        init=_init_map(kw["inits"]), seed=kw["seed"])
+        return prepare_fit(data, degree=degree, model=model, x_columns=list(x_columns), y_column=y_column,
+                           init=_init_map(kw["inits"]), seed=kw["seed"], header=header, sigma=sigma,
+                           drop_invalid=drop_invalid, robust_loss=robust_loss, f_scale=f_scale,
+                           predict=list(predict), plot=plot, stdin=sys.stdin if data == "-" else None)
 
-    _execute(load, kw)
+    _execute(load, kw, _fit_and_render)
+
+
+def _fit_and_render(task, kw):
+    from gradsolve.cli.progress import make_progress
+    from gradsolve.cli.render import render_csv, render_json, render_table
+    from gradsolve.solve.fit import plot_fit, run_fit
+    from gradsolve.solve.loop import SolveOptions
+
+    options = SolveOptions()
+    for key, value in _overrides(kw).items():
+        if value is not None:
+            setattr(options, key, value)
+    progress = make_progress(kw["progress"], kw["quiet"])
+    every = kw["every"] or (1 if options.optimizer in ("lm", "lbfgs", "auto") else 100)
+    try:
+        result = run_fit(task, options, on_progress=progress.row, every=every, on_start=progress.start)
+    finally:
+        progress.finish()
+    if task.plot:
+        plot_fit(task, result, task.plot)
+    output = kw["output"]
+    if output == "json":
+        click.echo(render_json(result))
+    elif output == "csv":
+        click.echo(render_csv(result), nl=False)
+    else:
+        from rich.console import Console
+
+        render_table(result, Console(highlight=False))
+    if result.status == "interrupted":
+        click.echo("gradsolve: interrupted: the result above is the best point found so far", err=True)
+    sys.exit(result.exit_code)
 
 
 @cli.command()

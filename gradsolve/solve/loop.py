@@ -52,6 +52,8 @@ class SolveOptions:
     device: str = "cpu"
     dtype: str = "float64"
     every: int | None = None
+    trace: bool = True  # evaluate a traced copy of the graph (gradsolve.solve.trace); False: the engine
+    starts: int = 1  # >1: batched multistart (gradsolve.solve.multistart)
 
 
 @dataclass
@@ -146,7 +148,7 @@ def _sgd_rate(objective, params) -> float:
             curvature = 0.0
             for _ in range(20):
                 v = v / (np.linalg.norm(v) or 1.0)
-                vecs = [gs.tensor(x, dtype=params[0].dtype) for x in v]
+                vecs = [gs.tensor(x, dtype=params[0].dtype, device=params[0].device) for x in v]
                 hv = gs.autograd.functional.hvp(objective.loss, params, vecs)
                 hv = np.array([float(h.item()) for h in hv])
                 curvature = abs(float(v @ hv))
@@ -158,37 +160,147 @@ def _sgd_rate(objective, params) -> float:
     return 1e-3
 
 
-def _make_optimizer(method, params, objective, options, lower, upper):
+def _make_optimizer(method, point, objective, options, lower, upper):
+    """The optimizer for `method` over `point.params`, and its learning rate (None for lm)."""
     lr = options.lr
+    params = point.params
     if method == "lm":
-        return optim.LevenbergMarquardt(params, residuals=objective.residuals, xtol=options.tol, ftol=options.tol,
-                                        gtol=0.0, atol=options.atol, lower=lower, upper=upper), None
+        return point.make_lm(xtol=options.tol, ftol=options.tol, gtol=0.0, atol=options.atol, lower=lower,
+                             upper=upper), None
     if method == "lbfgs":
         return optim.LBFGS(params, lr=lr or DEFAULT_LR["lbfgs"], max_iter=1, max_eval=25, tolerance_grad=0.0,
                            tolerance_change=0.0, history_size=50, line_search_fn="strong_wolfe"), lr or 1.0
     if method == "sgd":
-        lr = lr or _sgd_rate(objective, params)
+        lr = lr or _sgd_rate(objective, objective.params)
         return optim.SGD(params, lr=lr), lr
     lr = lr or DEFAULT_LR[method]
-    cls = {"adadelta": optim.Adadelta, "adam": optim.Adam, "adamw": optim.AdamW, "nadam": optim.NAdam,
-           "rmsprop": optim.RMSprop, "adagrad": optim.Adagrad}[method]
-    return cls(params, lr=lr), lr
+    return FIRST_ORDER_CLASSES[method](params, lr=lr), lr
+
+
+FIRST_ORDER_CLASSES = {"sgd": optim.SGD, "adadelta": optim.Adadelta, "adam": optim.Adam, "adamw": optim.AdamW,
+                       "nadam": optim.NAdam, "rmsprop": optim.RMSprop, "adagrad": optim.Adagrad}
+
+
+class EagerPoint:
+    """The unknowns as the engine's 0-d leaf tensors: what the loop moves when nothing is traced."""
+
+    label = "eager"
+
+    def __init__(self, objective):
+        self.objective = objective
+        self.params = objective.params  # what the optimizer updates
+
+    def values(self) -> np.ndarray:
+        return _values(self.params)
+
+    def set_values(self, values) -> None:
+        _set_values(self.params, values)
+
+    def project(self, lower, upper) -> None:
+        _project(self.params, lower, upper)
+
+    def loss_grad(self):
+        """(loss, gradient array) at the current point; leaves each parameter's .grad set."""
+        return _gradient(self.objective, self.params)
+
+    def loss(self) -> float:
+        with gs.no_grad():
+            return float(self.objective.loss().item())
+
+    def closure(self):
+        objective = self.objective
+
+        def closure():
+            for p in self.params:
+                p.grad = None
+            value = objective.loss()
+            value.backward()
+            return value
+
+        return closure
+
+    def make_lm(self, **settings):
+        return optim.LevenbergMarquardt(self.params, residuals=self.objective.residuals, **settings)
+
+
+class _Watch:
+    """Bookkeeping shared by every loop: best point, history, the stopping tests, progress rows."""
+
+    def __init__(self, options, method, names, on_progress, every, start, x0):
+        self.options, self.method, self.names = options, method, names
+        self.on_progress, self.every, self.start = on_progress, every, start
+        self.best_loss, self.best_x = math.inf, list(x0)
+        self.last_finite_x = list(x0)
+        self.history = []
+        self.prev_loss = None
+        self.flat_steps = 0
+        self.first_grad_norm = None
+        self.current_step = 0
+
+    def offer(self, loss, x) -> None:
+        """A loss measured at x (before a step): it may be the best point."""
+        if loss < self.best_loss:
+            self.best_loss, self.best_x = loss, list(x)
+
+    def observe(self, step, loss_now, grad_norm, step_norm, x_norm, x_new, rate, rate_name, lm_stop=None):
+        """After a step: None to go on, or (status, reason) to stop."""
+        options = self.options
+        if not (math.isfinite(loss_now) and all(map(math.isfinite, x_new))):
+            return "diverged", f"the loss became {loss_now} at step {step}"
+        self.last_finite_x = list(x_new)
+        self.history.append(loss_now)
+        prev_loss = self.prev_loss
+        change = None if prev_loss is None else loss_now - prev_loss
+        if loss_now < self.best_loss:
+            self.best_loss, self.best_x = loss_now, list(x_new)
+        if self.first_grad_norm is None:
+            self.first_grad_norm = grad_norm
+        stop = None
+        if lm_stop is not None:
+            code, converged = lm_stop
+            if converged:
+                stop = ("converged", _lm_reason(code, options))
+            else:
+                stop = ("converged", "no damping gives a further decrease (stalled at a minimum)")
+        elif loss_now <= options.atol:
+            stop = ("converged", f"loss {loss_now:.3g} <= atol {options.atol:g}")
+        elif grad_norm is not None and grad_norm <= options.tol * max(1.0, self.first_grad_norm or 0.0):
+            stop = ("converged", f"gradient norm {grad_norm:.3g} <= tol * max(1, initial gradient norm) (gtol)")
+        elif self.method != "lm" and step_norm <= options.tol * (options.tol + x_norm):
+            stop = ("converged", f"step {step_norm:.3g} <= tol * |x| (xtol)")
+        elif change is not None and abs(change) <= options.tol * max(abs(prev_loss), 1e-300):
+            self.flat_steps += 1
+            if self.flat_steps >= FTOL_PATIENCE or self.method == "lbfgs":
+                stop = ("converged", "relative loss change <= tol (ftol)")
+        else:
+            self.flat_steps = 0
+        if self.on_progress is not None and (stop is not None or step % self.every == 0 or step == 1
+                                             or step == options.steps):
+            self.on_progress(ProgressRow(step, loss_now, change, grad_norm, step_norm, rate, rate_name,
+                                         dict(zip(self.names, map(float, x_new))), time.perf_counter() - self.start))
+        self.prev_loss = loss_now
+        return stop
 
 
 def run(objective, options: SolveOptions, *, method: str, lower=None, upper=None,
-        on_progress: Callable[[ProgressRow], None] | None = None, every: int = 1) -> Outcome:
+        on_progress: Callable[[ProgressRow], None] | None = None, every: int = 1, point=None) -> Outcome:
     """Minimize `objective` with `method`, reporting a progress row every `every` steps.
 
     `objective` has `params` (0-d leaf tensors), `names`, `loss()` (0-d tensor) and
-    `residuals` (a closure returning the 1-D residual tensor, or None).
+    `residuals` (a closure returning the 1-D residual tensor, or None).  `point` is
+    what the optimizer moves: the objective's own tensors (`EagerPoint`, the
+    default) or a traced stand-in (`gradsolve.solve.trace.TracedPoint`) with the
+    same methods; the reported point is always evaluated afresh on `objective`.
     """
     params = objective.params
+    point = point if point is not None else EagerPoint(objective)
     n = len(params)
     lower = list(lower) if lower is not None else [None] * n
     upper = list(upper) if upper is not None else [None] * n
     bounded = any(v is not None for v in lower + upper)
-    _project(params, lower, upper)
-    opt, lr = _make_optimizer(method, params, objective, options, lower, upper)
+    point.project(lower, upper)
+    _set_values(params, point.values())
+    opt, lr = _make_optimizer(method, point, objective, options, lower, upper)
     plateau = None
     if method in FIRST_ORDER and method != "sgd":
         # Halve the rate when the best loss stalls, so that adaptive methods settle on a point
@@ -197,108 +309,29 @@ def run(objective, options: SolveOptions, *, method: str, lower=None, upper=None
                                                        min_lr=0.0, eps=0.0)
 
     start = time.perf_counter()
-    x = _values(params)
-    best_x, best_loss = x.copy(), math.inf
-    last_finite_x = x.copy()
-    history = []
+    x = point.values()
+    watch = _Watch(options, method, objective.names, on_progress, every, start, x)
     status, reason = "max_steps", f"reached the step limit ({options.steps})"
-    prev_loss = None
-    grad_norm = None
-    flat_steps = 0
-    first_grad_norm = None
     step = 0
-    jacobian = None
+    fast = getattr(point, "fast_first_order", None)
     try:
-        for step in range(1, options.steps + 1):
-            if method == "lm":
-                loss = float(opt.step())
-                x_new = _values(params)
-                jacobian = opt.jacobian
-                g = 2.0 * jacobian.T @ opt.residuals if jacobian is not None else None
-                grad_norm = float(np.max(np.abs(g))) if g is not None and g.size else 0.0
-                rate, rate_name = float(opt.lam), "damping"
-                loss_now = loss
-            elif method == "lbfgs":
-                def closure():
-                    opt.zero_grad()
-                    value = objective.loss()
-                    value.backward()
-                    return value
-
-                loss_before = float(opt.step(closure).item())
-                x_new = _values(params)
-                loss_now, g = _gradient(objective, params)
-                grad_norm = float(np.max(np.abs(g))) if g.size else 0.0
-                rate, rate_name = lr, "lr"
-                if prev_loss is None:
-                    prev_loss = loss_before
-            else:
-                opt.zero_grad()
-                value = objective.loss()
-                loss_before = float(value.item())
-                if not math.isfinite(loss_before):
-                    status, reason = "diverged", f"the loss became {loss_before} at step {step}"
-                    break
-                value.backward()
-                g = np.array([0.0 if p.grad is None else float(p.grad.item()) for p in params])
-                if loss_before < best_loss:
-                    best_loss, best_x = loss_before, x.copy()
-                opt.step()
-                if bounded:
-                    _project(params, lower, upper)
-                x_new = _values(params)
-                rate, rate_name = float(opt.param_groups[0]["lr"]), "lr"
-                grad_norm = float(np.max(np.abs(g))) if g.size else 0.0
-                with gs.no_grad():
-                    loss_now = float(objective.loss().item())
-                if plateau is not None:
-                    plateau.step(loss_now)
-            step_norm = float(np.linalg.norm(x_new - x))
-            if not (math.isfinite(loss_now) and np.all(np.isfinite(x_new))):
-                status, reason = "diverged", f"the loss became {loss_now} at step {step}"
-                _set_values(params, last_finite_x)
-                break
-            last_finite_x = x_new.copy()
-            history.append(loss_now)
-            change = None if prev_loss is None else loss_now - prev_loss
-            if loss_now < best_loss:
-                best_loss, best_x = loss_now, x_new.copy()
-            if first_grad_norm is None:
-                first_grad_norm = grad_norm
-            stop = None
-            if method == "lm" and opt.stop_reason is not None:
-                if opt.converged:
-                    stop = ("converged", _lm_reason(opt.stop_reason, options))
-                else:
-                    stop = ("converged", "no damping gives a further decrease (stalled at a minimum)")
-            elif loss_now <= options.atol:
-                stop = ("converged", f"loss {loss_now:.3g} <= atol {options.atol:g}")
-            elif grad_norm is not None and grad_norm <= options.tol * max(1.0, first_grad_norm or 0.0):
-                stop = ("converged", f"gradient norm {grad_norm:.3g} <= tol * max(1, initial gradient norm) (gtol)")
-            elif method != "lm" and step_norm <= options.tol * (options.tol + float(np.linalg.norm(x_new))):
-                stop = ("converged", f"step {step_norm:.3g} <= tol * |x| (xtol)")
-            elif change is not None and abs(change) <= options.tol * max(abs(prev_loss), 1e-300):
-                flat_steps += 1
-                if flat_steps >= FTOL_PATIENCE or method == "lbfgs":
-                    stop = ("converged", "relative loss change <= tol (ftol)")
-            else:
-                flat_steps = 0
-            if on_progress is not None and (stop is not None or step % every == 0 or step == 1
-                                            or step == options.steps):
-                on_progress(ProgressRow(step, loss_now, change, grad_norm, step_norm, rate, rate_name,
-                                        dict(zip(objective.names, x_new)), time.perf_counter() - start))
-            prev_loss = loss_now
-            x = x_new
+        if method in FIRST_ORDER and fast is not None:
+            step, stop = fast(opt, plateau, watch, lower, upper, options.steps)
             if stop is not None:
                 status, reason = stop
-                break
+        else:
+            step, stop = _iterate(point, opt, method, lr, plateau, watch, lower, upper, bounded, options.steps)
+            if stop is not None:
+                status, reason = stop
     except KeyboardInterrupt:
-        status, reason = "interrupted", f"interrupted at step {step}"
+        status, reason = "interrupted", f"interrupted at step {watch.current_step}"
+        step = watch.current_step
     elapsed = time.perf_counter() - start
 
-    # Report the best point seen, evaluated afresh.
-    _set_values(params, best_x if math.isfinite(best_loss) else last_finite_x)
+    # Report the best point seen, evaluated afresh on the engine.
+    _set_values(params, watch.best_x if math.isfinite(watch.best_loss) else watch.last_finite_x)
     final_loss, g = _gradient(objective, params)
+    jacobian = None
     if method == "lm":
         try:
             jac = gs.autograd.functional.jacobian(objective.residuals, params)
@@ -310,7 +343,57 @@ def run(objective, options: SolveOptions, *, method: str, lower=None, upper=None
                  if (lo is not None and v <= lo) or (hi is not None and v >= hi)]
     return Outcome(status=status, stop_reason=reason, optimizer=method, steps=step, loss=final_loss,
                    gradient_norm=float(np.max(np.abs(g))) if g.size else 0.0, values=values,
-                   elapsed_s=elapsed, loss_history=history, at_bounds=at_bounds, jacobian=jacobian)
+                   elapsed_s=elapsed, loss_history=watch.history, at_bounds=at_bounds, jacobian=jacobian)
+
+
+def _iterate(point, opt, method, lr, plateau, watch, lower, upper, bounded, steps):
+    """The loop for every method and point: returns (steps run, (status, reason) or None)."""
+    x = point.values()
+    step = 0
+    for step in range(1, steps + 1):
+        watch.current_step = step
+        if method == "lm":
+            loss_now = float(opt.step())
+            x_new = point.values()
+            jacobian = opt.jacobian
+            g = 2.0 * jacobian.T @ opt.residuals if jacobian is not None else None
+            grad_norm = float(np.max(np.abs(g))) if g is not None and g.size else 0.0
+            rate, rate_name = float(opt.lam), "damping"
+        elif method == "lbfgs":
+            loss_before = float(opt.step(point.closure()).item())
+            x_new = point.values()
+            loss_now, g = point.loss_grad()
+            grad_norm = float(np.max(np.abs(g))) if g.size else 0.0
+            rate, rate_name = lr, "lr"
+            if watch.prev_loss is None:
+                watch.prev_loss = loss_before
+        else:
+            opt.zero_grad()
+            loss_before, g = point.loss_grad()
+            if not math.isfinite(loss_before):
+                return step, ("diverged", f"the loss became {loss_before} at step {step}")
+            watch.offer(loss_before, x)
+            opt.step()
+            if bounded:
+                point.project(lower, upper)
+            x_new = point.values()
+            rate, rate_name = float(opt.param_groups[0]["lr"]), "lr"
+            grad_norm = float(np.max(np.abs(g))) if g.size else 0.0
+            loss_now = point.loss()
+            if plateau is not None:
+                plateau.step(loss_now)
+        step_norm = float(np.linalg.norm(x_new - x))
+        lm_stop = None
+        if method == "lm" and opt.stop_reason is not None:
+            lm_stop = (opt.stop_reason, opt.converged)
+        stop = watch.observe(step, loss_now, grad_norm, step_norm, float(np.linalg.norm(x_new)), x_new, rate,
+                             rate_name, lm_stop)
+        if stop is not None:
+            if stop[0] == "diverged":
+                point.set_values(watch.last_finite_x)
+            return step, stop
+        x = x_new
+    return step, None
 
 
 def _lm_reason(code: str, options: SolveOptions) -> str:

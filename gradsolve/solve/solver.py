@@ -11,6 +11,7 @@ from gradsolve.problem.lower import lower
 from gradsolve.problem.spec import ProblemSpec
 from gradsolve.solve.loop import Outcome, SolveError, SolveOptions, choose_method, run
 from gradsolve.solve.result import Result
+from gradsolve.solve.trace import TracedPoint, TraceUnavailable, trace_problem
 
 NON_SMOOTH_FUNCTIONS = ("Abs", "Min", "Max", "sign", "Heaviside", "floor", "ceiling")
 
@@ -62,6 +63,8 @@ def merged_options(spec: ProblemSpec, overrides: dict) -> SolveOptions:
         raise SolveError("tol and atol must be non-negative")
     if options.lr is not None and not options.lr > 0:
         raise SolveError(f"lr must be positive, got {options.lr}")
+    if not (isinstance(options.starts, int) and options.starts >= 1):
+        raise SolveError(f"starts must be a positive integer, got {options.starts!r}")
     if options.dtype not in ("float64", "float32"):
         raise SolveError(f"dtype must be float64 or float32, got {options.dtype!r}")
     return options
@@ -69,7 +72,15 @@ def merged_options(spec: ProblemSpec, overrides: dict) -> SolveOptions:
 
 def solve_spec(spec: ProblemSpec, options: SolveOptions, *, on_progress=None, every: int = 1,
                on_start=None) -> Result:
-    """Solve `spec` and return a Result; `on_progress` receives ProgressRow objects."""
+    """Solve `spec` and return a Result; `on_progress` receives ProgressRow objects.
+
+    `on_start(label, names)` gets the method and how the graph is evaluated
+    ("lm — traced: straight-line Python floats", or "eager" and why).  Tracing is
+    on by default for every problem lowered from a spec (files, expressions and
+    fits alike: all become the same compiled Program); `options.trace = False`
+    (`--no-trace`) keeps the engine.  `options.starts > 1` solves a batch of
+    starting points (gradsolve.solve.multistart).
+    """
     device = gs.backend.resolve_device(options.device)
     dtype = getattr(gs, options.dtype)
     lowered = lower(spec, dtype=dtype, device=device)
@@ -80,15 +91,38 @@ def solve_spec(spec: ProblemSpec, options: SolveOptions, *, on_progress=None, ev
     upper_b = [None if not math.isfinite(v) else float(v) for v in hi]
     bounded = any(v is not None for v in lower_b + upper_b)
     method = choose_method(options.optimizer, has_residuals=has_residuals, smooth=is_smooth(spec), bounded=bounded)
-    if on_start is not None:
-        on_start(method, names)
     objective = _Objective(lowered, names, has_residuals)
+    if options.starts > 1:
+        from gradsolve.solve.multistart import solve_multistart
+
+        return solve_multistart(spec, lowered, objective, options, method=method, lower=lower_b, upper=upper_b,
+                                device=device, on_progress=on_progress, every=every, on_start=on_start)
+    trace, how = make_trace(lowered, method, options, device)
+    if on_start is not None:
+        on_start(f"{method} — {how}", names)
+    point = TracedPoint(trace, lowered.values(), lowered.dtype) if trace is not None else None
     outcome = run(objective, options, method=method, lower=lower_b, upper=upper_b, on_progress=on_progress,
-                  every=every)
-    return _to_result(spec, lowered, objective, outcome, options, device)
+                  every=every, point=point)
+    return to_result(spec, lowered, objective, outcome, options, device)
 
 
-def _to_result(spec, lowered, objective, outcome: Outcome, options, device) -> Result:
+def make_trace(lowered, method, options, device):
+    """(Trace or None, how the graph is evaluated in words): None means the engine runs it, and why."""
+    if not options.trace:
+        return None, "eager (--no-trace)"
+    if str(device) != "cpu":
+        return None, f"eager: traced code runs on the cpu, not {device}"
+    try:
+        trace = trace_problem(lowered)
+    except TraceUnavailable as exc:
+        return None, f"eager: cannot trace ({exc})"
+    if method == "lm" and not trace.has_jacobian:
+        return None, f"eager: cannot trace the Jacobian ({trace.jacobian_reason})"
+    return trace, trace.label
+
+
+def to_result(spec, lowered, objective, outcome: Outcome, options, device) -> Result:
+    """The Result of `outcome`; the lowered problem's parameters must hold the reported point."""
     names = spec.unknown_names
     status = outcome.status
     reason = outcome.stop_reason

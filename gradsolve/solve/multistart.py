@@ -1,0 +1,349 @@
+"""Batched multistart: solve K starting points together and report every distinct solution found.
+
+A nonlinear system can have several solutions (the circle x**2 + y**2 = 25 meets
+the line x + y = 7 at (3, 4) and at (4, 3)); one start finds one of them.
+
+Starts.  The first start is the problem's own starting point; the other K - 1
+are drawn from ``numpy.random.default_rng(seed)``: uniform within the bounds for
+an unknown with both a ``min`` and a ``max``, otherwise ``init + N(0, s)`` with
+``s = max(1, |init|)``, then clipped into whatever bounds there are.
+
+One batch.  First-order methods (sgd, adam, ...) run all K starts as one
+``(K, p)`` array: the traced array code (or the engine over ``(K, 1)`` leaf
+tensors with ``--no-trace``) evaluates K losses and gradients per call, the
+gs.optim update rule (``Optimizer._update``, the one definition) moves all rows
+at once with a per-start learning rate, a per-start copy of the loop's
+learning-rate plateau rule halves it, and the loop's stopping tests run per
+start; a start that stops (converged or diverged) is frozen.  So the cost of a
+step grows far slower than K.  Levenberg-Marquardt and L-BFGS, whose
+iterations branch per start (damping retries, line searches), solve the starts
+one after another with the single-start loop (traced when possible).
+
+Solutions.  The candidates are the starts that converged (all finite ones when
+none did).  They are grouped by distance in the unknowns' scale: two points are
+one solution when every unknown differs by at most ``CLUSTER_RTOL * max(1, |v|)``;
+groups are listed best loss first, each with how many starts reached it (when the
+best group's loss is at most ``atol``, groups above it are dropped: they stalled).  When
+the best solution's Jacobian is rank deficient the solutions form a continuum
+(the four-unknown puzzle), which is reported once, with its ``solution_set``,
+not as K points.  The top-level parameters, status and exit code are the best
+solution's.
+"""
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+import sympy
+
+import gradsolve as gs
+from gradsolve.problem.lower import compile_program
+from gradsolve.solve.loop import (FIRST_ORDER, FIRST_ORDER_CLASSES, DEFAULT_LR, FTOL_PATIENCE, Outcome,
+                                  ProgressRow, _gradient, _sgd_rate, _set_values, _values, run)
+from gradsolve.solve.trace import ArraySlot, TracedPoint
+
+__all__ = ["draw_starts", "cluster", "solve_multistart", "run_batch", "EagerBatch", "CLUSTER_RTOL"]
+
+CLUSTER_RTOL = 1e-6
+PLATEAU = dict(factor=0.5, patience=50, threshold=1e-3)  # as the loop's ReduceLROnPlateau
+
+
+def draw_starts(spec, K: int, seed: int) -> np.ndarray:
+    """(K, p) starting points: the problem's own first, then K - 1 drawn from `seed` (see the module doc)."""
+    init = spec.initial_values()
+    lo, hi = spec.bounds()
+    rng = np.random.default_rng(seed)
+    starts = np.empty((K, init.shape[0]))
+    starts[0] = init
+    if K > 1:
+        both = np.isfinite(lo) & np.isfinite(hi)
+        spread = np.maximum(1.0, np.abs(init))
+        normal = init + rng.standard_normal((K - 1, init.shape[0])) * spread
+        uniform = rng.uniform(np.where(both, lo, 0.0), np.where(both, hi, 1.0), size=(K - 1, init.shape[0]))
+        starts[1:] = np.where(both, uniform, normal)
+    return np.clip(starts, lo, hi)
+
+
+class EagerBatch:
+    """The engine over a batch: each unknown a (K, 1) leaf tensor, the program compiled over them."""
+
+    def __init__(self, spec, lowered, K: int):
+        self.kind = spec.kind
+        self.K = K
+        dtype = lowered.dtype
+        self.params = [gs.zeros((K, 1), dtype=dtype, requires_grad=True) for _ in lowered.params]
+        inputs = {sympy.Symbol(n, real=True): p for n, p in zip(spec.unknown_names, self.params)}
+        inputs.update({sympy.Symbol(n, real=True): t for n, t in lowered.data.items()})
+        self.program = compile_program(spec.expressions, inputs, dtype=dtype, device=lowered.device)
+        self.widths = [spec.n_rows or 1 for _ in spec.expressions]
+        self.zeros = gs.zeros((K, 1), dtype=dtype)
+
+    def batch_loss_grad(self, X):
+        with gs.no_grad():
+            for j, p in enumerate(self.params):
+                p._assign_(p._xp.asarray(np.ascontiguousarray(X[:, j:j + 1]), dtype=p._data.dtype))
+        for p in self.params:
+            p.grad = None
+        outs = self.program.run()
+        if self.kind == "minimize":
+            loss = (outs[0] + self.zeros).reshape(self.K)
+        else:
+            pieces = [o.reshape(1, -1) if o.ndim == 1 else o for o in outs]
+            pieces = [piece + self.zeros for piece in pieces]
+            r = pieces[0] if len(pieces) == 1 else gs.cat(pieces, dim=1)
+            loss = (r * r).sum(dim=1)
+        if loss.requires_grad:
+            loss.sum().backward()
+        G = np.concatenate([np.zeros((self.K, 1)) if p.grad is None else np.asarray(p.grad.numpy(), dtype=np.float64)
+                            for p in self.params], axis=1)
+        return np.asarray(loss.detach().numpy(), dtype=np.float64), G
+
+
+def run_batch(evaluator, X0, options, *, method: str, lower=None, upper=None, lr=None, on_progress=None,
+              every: int = 100, names=()):
+    """First-order method on K starts at once; returns per-start dict of arrays (see solve_multistart).
+
+    `evaluator.batch_loss_grad(X) -> (loss (K,), G (K, p))`.  Per start: the loop's
+    stopping tests (atol, gtol, xtol, ftol with patience), best point, divergence;
+    a stopped start is frozen.
+    """
+    if method not in FIRST_ORDER:
+        raise ValueError(f"run_batch runs first-order methods, not {method}")
+    X = np.array(X0, dtype=np.float64)
+    K, p = X.shape
+    lo = np.array([-math.inf if v is None else v for v in (lower or [None] * p)])
+    hi = np.array([math.inf if v is None else v for v in (upper or [None] * p)])
+    bounded = bool(np.any(np.isfinite(lo)) or np.any(np.isfinite(hi)))
+    X = np.clip(X, lo, hi)
+    opt = FIRST_ORDER_CLASSES[method]([gs.tensor(0.0, requires_grad=True)], lr=lr)
+    group = opt.param_groups[0]
+    group["lr"] = np.full((K, 1), float(lr))
+    slot, state = ArraySlot(X.copy()), {}
+    plateau = method != "sgd"
+    plateau_best, bad_epochs = np.full(K, math.inf), np.zeros(K, dtype=np.int64)
+    tol, atol = options.tol, options.atol
+
+    active = np.ones(K, dtype=bool)
+    status = np.array(["max_steps"] * K, dtype=object)
+    reason = np.array([f"reached the step limit ({options.steps})"] * K, dtype=object)
+    steps_run = np.zeros(K, dtype=np.int64)
+    best_loss, best_x = np.full(K, math.inf), X.copy()
+    last_finite = X.copy()
+    prev_loss = np.full(K, math.nan)
+    first_gnorm = np.full(K, math.nan)
+    flat = np.zeros(K, dtype=np.int64)
+    history = []
+    all_active = True
+    start = time.perf_counter()
+    loss, G = evaluator.batch_loss_grad(X)
+    step = 0
+    try:
+        for step in range(1, options.steps + 1):
+            finite = np.isfinite(loss)
+            newly = active & ~finite
+            if newly.any():
+                _stop(newly, "diverged", f"the loss became non-finite at step {step}", status, reason, active,
+                      steps_run, step)
+            better = active & (loss < best_loss)
+            np.copyto(best_loss, loss, where=better)
+            np.copyto(best_x, X, where=better[:, None])
+            slot._data = X
+            with np.errstate(all="ignore"):
+                opt._update(slot, G, state, group)
+            X_new = slot._data if all_active else np.where(active[:, None], slot._data, X)
+            if bounded:
+                X_new = np.clip(X_new, lo, hi)
+            gnorm = _row_max_abs(G)
+            loss_new, G = evaluator.batch_loss_grad(X_new)
+            if plateau:
+                improved = loss_new < plateau_best * (1.0 - PLATEAU["threshold"])
+                plateau_best = np.where(improved, loss_new, plateau_best)
+                bad_epochs = np.where(improved, 0, bad_epochs + 1)
+                reduce = active & (bad_epochs > PLATEAU["patience"])
+                if reduce.any():
+                    group["lr"] = np.where(reduce[:, None], group["lr"] * PLATEAU["factor"], group["lr"])
+                    bad_epochs[reduce] = 0
+            # the loop's tests (_Watch.observe), per start
+            ok = np.isfinite(loss_new)
+            for j in range(p):
+                ok &= np.isfinite(X_new[:, j])
+            newly = active & ~ok
+            if newly.any():
+                _stop(newly, "diverged", f"the loss became non-finite at step {step}", status, reason, active,
+                      steps_run, step)
+                np.copyto(X_new, last_finite, where=newly[:, None])
+            np.copyto(last_finite, X_new, where=active[:, None])
+            better = active & (loss_new < best_loss)
+            np.copyto(best_loss, loss_new, where=better)
+            np.copyto(best_x, X_new, where=better[:, None])
+            if step == 1:
+                first_gnorm = gnorm
+            step_norm = _row_norm(X_new - X)
+            x_norm = _row_norm(X_new)
+            change = loss_new - prev_loss
+            with np.errstate(invalid="ignore"):
+                at = active & (loss_new <= atol)
+                gt = active & ~at & (gnorm <= tol * np.maximum(1.0, first_gnorm))
+                xt = active & ~at & ~gt & (step_norm <= tol * (tol + x_norm))
+                small = np.abs(change) <= tol * np.maximum(np.abs(prev_loss), 1e-300)
+            flat = np.where(small, flat + 1, 0)
+            ft = active & ~(at | gt | xt) & (flat >= FTOL_PATIENCE)
+            for mask, why in ((at, f"loss <= atol {atol:g}"), (gt, "gradient norm <= tol * max(1, initial) (gtol)"),
+                              (xt, "step <= tol * |x| (xtol)"), (ft, "relative loss change <= tol (ftol)")):
+                if mask.any():
+                    _stop(mask, "converged", why, status, reason, active, steps_run, step)
+            prev_loss, X, loss = loss_new, X_new, loss_new
+            all_active = bool(active.all())
+            history.append(float(best_loss.min()))
+            if on_progress is not None and (step % every == 0 or step == 1 or not active.any()
+                                            or step == options.steps):
+                k = int(np.argmin(best_loss))
+                on_progress(ProgressRow(step, float(best_loss[k]), None, float(gnorm[k]), None,
+                                        float(group["lr"][k, 0]), "lr", dict(zip(names, best_x[k].tolist())),
+                                        time.perf_counter() - start))
+            if not active.any():
+                break
+    except KeyboardInterrupt:
+        status[active] = "interrupted"
+        reason[active] = f"interrupted at step {step}"
+    steps_run[active] = step
+    return {"values": best_x, "loss": best_loss, "status": status, "reason": reason, "steps": steps_run,
+            "history": history, "elapsed_s": time.perf_counter() - start}
+
+
+def _row_max_abs(A):
+    """max |A[k, j]| over j (NaN if any is NaN), a column at a time: fast for few columns."""
+    out = np.zeros(A.shape[0])
+    for j in range(A.shape[1]):
+        out = np.maximum(out, np.abs(A[:, j]))
+    return out
+
+
+def _row_norm(A):
+    """The Euclidean norm of each row, a column at a time."""
+    out = np.zeros(A.shape[0])
+    for j in range(A.shape[1]):
+        column = A[:, j]
+        out += column * column
+    return np.sqrt(out)
+
+
+def _stop(mask, what, why, status, reason, active, steps_run, step):
+    status[mask] = what
+    reason[mask] = why
+    steps_run[mask] = step
+    active[mask] = False
+
+
+def cluster(values, losses, rtol: float = CLUSTER_RTOL):
+    """Group points (rows of `values`) that agree to `rtol` in each unknown's scale; best loss first.
+
+    Returns a list of (index of the group's best point, count), ordered by loss.
+    """
+    order = np.argsort(losses, kind="stable")
+    centers, counts, firsts = [], [], []
+    C = np.empty((0, values.shape[1]))
+    for i in order:
+        v = values[i]
+        if C.shape[0]:
+            scale = np.maximum(1.0, np.maximum(np.abs(C), np.abs(v)))
+            close = np.all(np.abs(C - v) <= rtol * scale, axis=1)
+            hit = np.flatnonzero(close)
+            if hit.size:
+                counts[hit[0]] += 1
+                continue
+        C = np.vstack([C, v])
+        centers.append(v)
+        counts.append(1)
+        firsts.append(int(i))
+    return list(zip(firsts, counts))
+
+
+def solve_multistart(spec, lowered, objective, options, *, method, lower, upper, device, on_progress=None,
+                     every=100, on_start=None):
+    """Solve `options.starts` starts of `spec`; the Result of the best, with `extra["solutions"]`."""
+    from gradsolve.solve.solver import make_trace, to_result
+
+    K = options.starts
+    names = spec.unknown_names
+    starts = draw_starts(spec, K, options.seed)
+    trace, how = make_trace(lowered, method, options, device)
+    t0 = time.perf_counter()
+    if method in FIRST_ORDER:
+        evaluator = trace
+        if trace is None:
+            evaluator = EagerBatch(spec, lowered, K)
+        elif trace.flavour == "float":
+            how = "traced: NumPy arrays"
+        if on_start is not None:
+            on_start(f"{method} — {how}, {K} starts as one batch", names)
+        lr = options.lr or (DEFAULT_LR.get(method) if method != "sgd" else _sgd_rate(objective, objective.params))
+        out = run_batch(evaluator, starts, options, method=method, lower=lower, upper=upper, lr=lr,
+                        on_progress=on_progress, every=every, names=names)
+    else:
+        if on_start is not None:
+            on_start(f"{method} — {how}, {K} starts one after another", names)
+        out = _run_each(spec, lowered, objective, options, method, lower, upper, trace, starts, on_progress,
+                        max(every, K // 50))
+    elapsed = time.perf_counter() - t0
+
+    status, losses, values = out["status"], out["loss"], out["values"]
+    converged = status == "converged"
+    candidates = np.flatnonzero(converged if converged.any() else np.isfinite(losses))
+    if candidates.size == 0:
+        candidates = np.arange(K)
+    groups = cluster(values[candidates], np.where(np.isfinite(losses[candidates]), losses[candidates], math.inf))
+    groups = [(int(candidates[i]), n) for i, n in groups]
+    if losses[groups[0][0]] <= options.atol:  # equations that hold: groups merely stalled elsewhere are not solutions
+        groups = [(i, n) for i, n in groups if losses[i] <= options.atol]
+    best = groups[0][0]
+
+    _set_values(objective.params, values[best])
+    final_loss, g = _gradient(objective, objective.params)
+    outcome = Outcome(status=str(status[best]), stop_reason=str(out["reason"][best]), optimizer=method,
+                      steps=int(out["steps"][best]), loss=final_loss,
+                      gradient_norm=float(np.max(np.abs(g))) if g.size else 0.0, values=_values(objective.params),
+                      elapsed_s=elapsed, loss_history=out["history"],
+                      at_bounds=[n for n, v, lo, hi in zip(names, values[best], lower, upper)
+                                 if (lo is not None and v <= lo) or (hi is not None and v >= hi)])
+    result = to_result(spec, lowered, objective, outcome, options, device)
+    if result.solution_set is not None:  # a continuum: one entry, every start that reached it
+        groups = [(best, int(candidates.size))]
+    result.extra["solutions"] = [
+        {"parameters": dict(zip(names, map(float, values[i]))), "loss": float(losses[i]), "starts": int(n)}
+        for i, n in groups
+    ]
+    result.extra["starts"] = K
+    return result
+
+
+def _run_each(spec, lowered, objective, options, method, lower, upper, trace, starts, on_progress, every):
+    """The single-start loop once per start (lm, lbfgs)."""
+    K = starts.shape[0]
+    values = np.empty_like(starts)
+    losses = np.full(K, math.inf)
+    status = np.array(["max_steps"] * K, dtype=object)
+    reason = np.array([""] * K, dtype=object)
+    steps = np.zeros(K, dtype=np.int64)
+    history = []
+    gnorms = np.zeros(K)
+    t0 = time.perf_counter()
+    for k in range(K):
+        _set_values(objective.params, starts[k])
+        point = TracedPoint(trace, starts[k], lowered.dtype) if trace is not None else None
+        outcome = run(objective, options, method=method, lower=lower, upper=upper, point=point)
+        values[k], losses[k] = outcome.values, outcome.loss
+        status[k], reason[k], steps[k] = outcome.status, outcome.stop_reason, outcome.steps
+        gnorms[k] = outcome.gradient_norm
+        history.append(float(np.min(losses[:k + 1])))
+        if on_progress is not None and ((k + 1) % every == 0 or k in (0, K - 1)):
+            j = int(np.argmin(losses[:k + 1]))
+            on_progress(ProgressRow(k + 1, float(losses[j]), None, float(gnorms[j]), None, None, "start",
+                                    dict(zip(spec.unknown_names, values[j].tolist())), time.perf_counter() - t0))
+        if outcome.status == "interrupted":
+            status[k + 1:] = "interrupted"
+            values[k + 1:] = starts[k + 1:]
+            break
+    return {"values": values, "loss": losses, "status": status, "reason": reason, "steps": steps,
+            "history": history}
