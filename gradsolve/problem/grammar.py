@@ -45,6 +45,7 @@ from typing import Callable
 
 import sympy
 from sympy.codegen.cfunctions import expm1 as _sympy_expm1
+from sympy.core.logic import fuzzy_and
 from sympy.codegen.cfunctions import log1p as _sympy_log1p
 
 from .errors import ProblemError, excerpt
@@ -63,6 +64,8 @@ __all__ = [
     "parse_expression",
     "parse_equation",
     "sigmoid",
+    "maximum",
+    "minimum",
     "is_valid_name",
 ]
 
@@ -76,6 +79,8 @@ MAX_DEPTH = 100
 MAX_INT_DIGITS = 100
 #: Largest |exponent| of a numeric power applied to a non-constant base.
 MAX_EXPONENT = 10_000
+#: Most arguments of one min(...) / max(...) call.
+MAX_EXTREMUM_ARGS = 64
 #: Longest name (unknown or data column).
 MAX_NAME_CHARS = 100
 #: Largest number of decimal digits an exact constant may grow to (sympy prints
@@ -134,6 +139,63 @@ class sigmoid(sympy.Function):
         if self.args[0].is_extended_real:
             return True
         return None
+
+
+class _Extremum(sympy.Function):
+    """n-ary max/min kept as one unevaluated node.
+
+    sympy's own ``Max``/``Min`` compare every pair of arguments (with
+    assumption queries) when built and flatten nested calls, which is
+    quadratic and was measured at seconds for ~100 symbolic arguments; these
+    nodes do nothing when built.  ``fdiff`` gives sympy.diff the usual
+    Heaviside derivative and ``_eval_evalf`` the numeric value.
+    """
+
+    _pick = None  # max or min of numeric values
+    _step_sign = 1  # +1: d max/d a_i = H(a_i - others); -1: d min/d a_i = H(others - a_i)
+
+    def fdiff(self, argindex=1):
+        args = list(self.args)
+        chosen = args.pop(argindex - 1)
+        if not args:
+            return sympy.Integer(1)
+        other = args[0] if len(args) == 1 else type(self)(*args)
+        return sympy.Heaviside(self._step_sign * (chosen - other))
+
+    def _eval_evalf(self, prec):
+        dps = max(15, int(prec * 0.30103) + 2)
+        values = [arg.evalf(dps) for arg in self.args]
+        if all(v.is_Number and v.is_extended_real for v in values):
+            return type(self)._pick(values)
+        return None
+
+    def _eval_is_extended_real(self):
+        return fuzzy_and(arg.is_extended_real for arg in self.args)
+
+
+class maximum(_Extremum):
+    """max(a, b, ...): the largest argument."""
+
+    _pick = staticmethod(max)
+    _step_sign = 1
+
+
+class minimum(_Extremum):
+    """min(a, b, ...): the smallest argument."""
+
+    _pick = staticmethod(min)
+    _step_sign = -1
+
+
+maximum.__name__ = "max"  # printed as the user wrote it
+minimum.__name__ = "min"
+
+
+def _extremum(node_class):
+    def build(*args):
+        return args[0] if len(args) == 1 else node_class(*args)
+
+    return build
 
 
 # ----------------------------------------------------------------------------- function table
@@ -195,8 +257,8 @@ def _specs() -> dict[str, FunctionSpec]:
         FunctionSpec("acosh", 1, 1, sympy.acosh, "inverse hyperbolic cosine", ("arccosh",)),
         FunctionSpec("atanh", 1, 1, sympy.atanh, "inverse hyperbolic tangent", ("arctanh",)),
         FunctionSpec("sigmoid", 1, 1, sigmoid, "logistic function 1 / (1 + exp(-x))"),
-        FunctionSpec("min", 1, None, sympy.Min, "smallest of its arguments"),
-        FunctionSpec("max", 1, None, sympy.Max, "largest of its arguments"),
+        FunctionSpec("min", 1, MAX_EXTREMUM_ARGS, _extremum(minimum), "smallest of its arguments"),
+        FunctionSpec("max", 1, MAX_EXTREMUM_ARGS, _extremum(maximum), "largest of its arguments"),
         FunctionSpec("pow", 2, 2, None, "pow(x, y) is x**y"),  # built by _power
         FunctionSpec("hypot", 2, 2, lambda x, y: sympy.sqrt(x**2 + y**2), "sqrt(x**2 + y**2)"),
     ]

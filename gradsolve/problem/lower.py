@@ -21,8 +21,8 @@ How sympy's canonical forms are lowered:
 * ``Pow`` -> ``x ** n`` for an integer n (``x**-1`` is ``1/x``), ``sqrt`` for
   exponent 1/2, ``1/sqrt`` for -1/2, ``x ** float`` for other numeric exponents
   (rationals become floats), ``gs.pow(x, y)`` for a symbolic exponent;
-* functions through ``LOWERING`` (``Abs`` -> ``gs.abs``, ``Min``/``Max`` ->
-  n-ary ``gs.minimum``/``gs.maximum``, ``atan2`` -> ``gs.atan2``, ...);
+* functions through ``LOWERING`` (``Abs`` -> ``gs.abs``, ``min``/``max`` (and
+  sympy's ``Min``/``Max``) -> n-ary ``gs.minimum``/``gs.maximum``, ``atan2`` -> ``gs.atan2``, ...);
 * ``Integer``/``Rational``/``Float`` and ``pi``/``E`` -> constants.
 """
 
@@ -40,6 +40,8 @@ from sympy.codegen.cfunctions import log1p as _sympy_log1p
 import gradsolve as gs
 
 from .errors import ProblemError
+from .grammar import maximum as _max_node
+from .grammar import minimum as _min_node
 from .grammar import sigmoid as _sympy_sigmoid
 from .spec import ProblemSpec
 
@@ -175,6 +177,8 @@ LOWERING: dict[type, Rule] = {
     _sympy_sigmoid: _call(gs.sigmoid),
     sympy.Abs: _call(gs.abs),
     sympy.sign: _call(gs.sign),
+    _min_node: _call(_minimum),
+    _max_node: _call(_maximum),
     sympy.Min: _call(_minimum),
     sympy.Max: _call(_maximum),
 }

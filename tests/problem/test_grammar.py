@@ -153,12 +153,18 @@ def test_function_table_builds_and_matches_sympy():
         "atan(x)": sympy.atan(x), "arctan(x)": sympy.atan(x), "atan2(y, x)": sympy.atan2(y, x),
         "arctan2(y, x)": sympy.atan2(y, x), "sinh(x)": sympy.sinh(x), "cosh(x)": sympy.cosh(x),
         "tanh(x)": sympy.tanh(x), "asinh(x)": sympy.asinh(x), "acosh(x)": sympy.acosh(x),
-        "atanh(x)": sympy.atanh(x), "min(x, y, 1)": sympy.Min(x, y, 1), "max(x, y)": sympy.Max(x, y),
+        "atanh(x)": sympy.atanh(x),
         "pow(x, y)": x**y, "hypot(x, y)": sympy.sqrt(x**2 + y**2),
     }
     for text, expected in checks.items():
         assert parse_expression(text).expr == expected, text
     assert float(parse_expression("cbrt(-8)").expr) == -2.0
+    assert float(parse_expression("min(3, 1, 2) + max(4, 7.5)").expr) == 8.5
+    mx = parse_expression("max(x, y, 1)").expr
+    assert str(mx) == "max(x, y, 1)" and mx.free_symbols == {x, y}
+    assert float(mx.subs({x: 3, y: 2}).evalf()) == 3.0
+    assert sympy.diff(mx, x).subs({x: 3, y: 2}) == 1  # Heaviside derivative
+    assert parse_expression("min(x)").expr == x
     assert float(parse_expression("sigmoid(0)").expr) == 0.5
     assert float(parse_expression("log1p(1)").expr) == pytest.approx(math.log(2), rel=1e-15)
     assert float(parse_expression("expm1(1)").expr) == pytest.approx(math.e - 1, rel=1e-15)

@@ -74,6 +74,20 @@ CORPUS = [
     "x\\\ny",
     "x\ty\x7f",
     "\ud800",
+    "max(" + ",".join(f"x{i}" for i in range(100)) + ")",
+]
+
+# Accepted, but built to be expensive for a careless implementation (sympy's own
+# Max flattening/comparisons, constant chains re-evaluated at every level, ...).
+HEAVY_BUT_VALID = [
+    "sin(" * 99 + "1" + ")" * 99,
+    "sqrt(" * 99 + "2" + ")" * 99,
+    "max(" + ",".join("max(" + ",".join(f"x{i}_{j}" for j in range(50)) + ")" for i in range(25)) + ")",
+    "+".join(f"x^{i}" for i in range(1200)),
+    "+".join(f"1/{i}" for i in range(1, 1200)),
+    "x" + "-x" * 4000,
+    "/".join(["x"] * 2000),
+    "+".join(f"{i}.5*y{i % 7}" for i in range(900)),
 ]
 
 
@@ -164,6 +178,14 @@ def test_yaml_attacks_refused(name, in_tmp):
         assert "tags" in info.value.message
     if name in ("billion-laughs", "one-alias", "merge-key"):
         assert "aliases" in info.value.message
+
+
+@pytest.mark.parametrize("text", HEAVY_BUT_VALID, ids=range(len(HEAVY_BUT_VALID)))
+def test_heavy_valid_expressions_are_quick(text):
+    assert len(text) <= 10_000
+    start = time.perf_counter()
+    parse_expression(text)
+    assert time.perf_counter() - start < 1.0
 
 
 def test_stdin_and_text_attacks(in_tmp):
