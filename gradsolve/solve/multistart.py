@@ -19,8 +19,8 @@ step grows far slower than K.  Levenberg-Marquardt and L-BFGS, whose
 iterations branch per start (damping retries, line searches), solve the starts
 one after another with the single-start loop (traced when possible).
 
-Solutions.  The candidates are the starts that converged (all finite ones when
-none did).  They are grouped by distance in the unknowns' scale: two points are
+Solutions.  The candidates are the starts that converged (when none did, the
+``UNCONVERGED_LISTED`` best finite points, which are not solutions).  They are grouped by distance in the unknowns' scale: two points are
 one solution when every unknown differs by at most ``CLUSTER_RTOL * max(1, |v|)``;
 groups are listed best loss first, each with how many starts reached it (when the
 best group's loss is at most ``atol``, groups above it are dropped: they stalled).  When
@@ -236,24 +236,43 @@ def _stop(mask, what, why, status, reason, active, steps_run, step):
     active[mask] = False
 
 
+UNCONVERGED_LISTED = 10
+
+
 def cluster(values, losses, rtol: float = CLUSTER_RTOL):
     """Group points (rows of `values`) that agree to `rtol` in each unknown's scale; best loss first.
 
     Returns a list of (index of the group's best point, count), ordered by loss.
+    Greedy in order of loss; each point is compared only with the groups whose
+    first coordinate lies within the tolerance window (centres kept sorted on it),
+    so K scattered points cost O(K log K), not O(K^2).
     """
+    import bisect
+
     order = np.argsort(losses, kind="stable")
+    keys = []      # first coordinate of each centre, sorted
+    slots = []     # index into centers/counts/firsts, in the order of keys
     centers, counts, firsts = [], [], []
-    C = np.empty((0, values.shape[1]))
     for i in order:
         v = values[i]
-        if C.shape[0]:
-            scale = np.maximum(1.0, np.maximum(np.abs(C), np.abs(v)))
-            close = np.all(np.abs(C - v) <= rtol * scale, axis=1)
-            hit = np.flatnonzero(close)
-            if hit.size:
-                counts[hit[0]] += 1
-                continue
-        C = np.vstack([C, v])
+        v0 = float(v[0])
+        # |c0 - v0| <= rtol * max(1, |c0|, |v0|) implies c0 lies in this window
+        reach = rtol * max(1.0, abs(v0)) / (1.0 - rtol) if rtol < 1 else np.inf
+        lo = bisect.bisect_left(keys, v0 - reach)
+        hi = bisect.bisect_right(keys, v0 + reach)
+        found = None
+        for k in range(lo, hi):
+            c = centers[slots[k]]
+            scale = np.maximum(1.0, np.maximum(np.abs(c), np.abs(v)))
+            if np.all(np.abs(c - v) <= rtol * scale):
+                if found is None or slots[k] < found:
+                    found = slots[k]  # the best (earliest) matching group
+        if found is not None:
+            counts[found] += 1
+            continue
+        position = bisect.bisect_left(keys, v0)
+        keys.insert(position, v0)
+        slots.insert(position, len(centers))
         centers.append(v)
         counts.append(1)
         firsts.append(int(i))
@@ -297,6 +316,10 @@ def solve_multistart(spec, lowered, objective, options, *, method, lower, upper,
     groups = [(int(candidates[i]), n) for i, n in groups]
     if losses[groups[0][0]] <= options.atol:  # equations that hold: groups merely stalled elsewhere are not solutions
         groups = [(i, n) for i, n in groups if losses[i] <= options.atol]
+    if not converged.any():
+        # No start converged: these are not solutions, only the best points reached. Listing
+        # every one of K scattered points helps nobody; keep the best few.
+        groups = groups[:UNCONVERGED_LISTED]
     best = groups[0][0]
 
     _set_values(objective.params, values[best])
