@@ -36,6 +36,8 @@ def render_table(result, console):
     from rich.table import Table
     from rich.text import Text
 
+    if "statistics" in result.extra:
+        return render_fit(result, console)
     data = result.to_dict()
     title = Text.assemble((f"{data['problem']}: ", "bold"), (data["status"], STATUS_STYLE.get(data["status"], "")),
                           f" — {data['stop_reason']}")
@@ -112,3 +114,75 @@ def sparkline(values, width=48) -> str:
     span = hi - lo or 1.0
     return "".join(SPARK[min(len(SPARK) - 1, int((v - lo) / span * (len(SPARK) - 1)))] for v in logs) + \
         f"  {finite[0]:.2e} -> {finite[-1]:.2e}"
+
+
+def _pm(value, error) -> str:
+    """'value +/- error (percent)' with the error to 2 significant digits."""
+    if value is None:
+        return "-"
+    if error is None:
+        return f"{_num(value)} +/- ?"
+    percent = abs(error / value) * 100 if value else math.inf
+    pct = f"{percent:.2g}%" if math.isfinite(percent) else "-"
+    return f"{_num(value)} +/- {error:.2g} ({pct})"
+
+
+def render_fit(result, console):
+    """A fit: status, the model, coefficients with errors, correlations, goodness of fit, predictions."""
+    from rich.table import Table
+    from rich.text import Text
+
+    data = result.to_dict()
+    stats = data["statistics"]
+    notes = data.get("fit", {})
+    console.print(Text.assemble((f"{data['problem']}: ", "bold"),
+                                (data["status"], STATUS_STYLE.get(data["status"], "")), f" — {data['stop_reason']}"))
+    rows = notes.get("rows")
+    dropped = notes.get("dropped")
+    console.print(f"optimizer {data['optimizer']}, {data['steps']} steps, {rows} rows"
+                  + (f" ({dropped} dropped: invalid cells)" if dropped else "")
+                  + f", {data['elapsed_s']:.3f}s on {data['device']} ({data['dtype']})", highlight=False)
+    console.print(Text(data["model"], style="bold"))
+    start = notes.get("start")
+    if start and start.get("source") != "--init":
+        console.print(Text("started " + start["source"] + ": " + ", ".join(
+            f"{k} = {_num(v)}" for k, v in start["parameters"].items()), style="dim"))
+    table = Table(title="coefficients", title_justify="left")
+    table.add_column("name")
+    table.add_column("value +/- standard error (relative)", justify="right")
+    for name, value in data["parameters"].items():
+        table.add_row(name, _pm(value, stats["stderr"].get(name)))
+    console.print(table)
+    matrix = stats["correlation"].get("matrix")
+    names = stats["correlation"]["names"]
+    if matrix and len(names) > 1:
+        corr = Table(title="correlation of the coefficients", title_justify="left")
+        corr.add_column("")
+        for name in names:
+            corr.add_column(name, justify="right")
+        for name, row in zip(names, matrix):
+            corr.add_row(name, *["-" if v is None else f"{v:+.3f}" for v in row])
+        console.print(corr)
+    def _g(v):
+        return "-" if v is None else f"{v:.6g}"
+    console.print(f"R^2 {_g(stats['r_squared'])}, RMSE {_g(stats['rmse'])}, residual sum of squares "
+                  f"{_g(stats['rss'])}, degrees of freedom {stats['dof']}, residual sd {_g(stats.get('residual_sd'))}"
+                  f"; standard errors {stats.get('sigma', '')}", highlight=False)
+    if stats["covariance"] != "ok":
+        console.print(Text(f"no standard errors for {', '.join(stats['unavailable'])}: {stats['reason']}",
+                           style="yellow"))
+    if data.get("predictions"):
+        pred = Table(title="predictions", title_justify="left")
+        first = data["predictions"][0]
+        for name in first["x"]:
+            pred.add_column(name, justify="right")
+        pred.add_column("predicted +/- standard error", justify="right")
+        for p in data["predictions"]:
+            pred.add_row(*[_num(v) for v in p["x"].values()], _pm(p["y"], p["stderr"]))
+        console.print(pred)
+    if data.get("plot"):
+        console.print(f"plot written to {data['plot']}", highlight=False)
+    for warning in result.warnings:
+        console.print(Text("warning: " + warning, style="yellow"))
+    if result.loss_history and console.is_terminal:
+        console.print(Text("loss: " + sparkline(result.loss_history), style="cyan"))

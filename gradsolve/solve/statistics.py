@@ -1,0 +1,103 @@
+"""Fit statistics: standard errors, correlations, R^2, RMSE -- or why they cannot be had.
+
+The covariance of the parameters is ``s2 * K K^T``: K = M R^-1 for a linear
+fit (R from the QR reduction, M the change of basis to the user's
+coefficients), K = V S^-1 from the SVD J = U S V^T of the residual Jacobian
+for a nonlinear one.  ``s2`` is the reduced chi-square rss / dof, or 1 when the
+rows carry standard deviations (``--sigma``: the errors are then absolute).
+
+Everything here is p x p (or n x p for a Jacobian, on the host): NumPy directly.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+__all__ = ["covariance_from_K", "fit_statistics", "jacobian_K"]
+
+#: A parameter whose weight in a null-space direction exceeds this is "not determined".
+NULL_COMPONENT = 1e-6
+
+
+def jacobian_K(J: np.ndarray):
+    """(K, rank, null_space) from the residual Jacobian: Cov = s2 K K^T on the identifiable part."""
+    J = np.asarray(J, dtype=np.float64)
+    if J.size == 0:
+        return np.zeros((J.shape[1], 0)), 0, np.eye(J.shape[1])
+    # column scaling first: the rank should not depend on a parameter's units
+    norms = np.linalg.norm(J, axis=0)
+    norms = np.where(norms > 0, norms, 1.0)
+    _, s, Vt = np.linalg.svd(J / norms, full_matrices=True)
+    tol = max(J.shape) * np.finfo(np.float64).eps * (float(s[0]) if s.size else 0.0)
+    rank = int(np.count_nonzero(s > tol))
+    K = (Vt[:rank].T / s[:rank]) / norms[:, None]
+    return K, rank, Vt[rank:]
+
+
+def covariance_from_K(K: np.ndarray, s2: float) -> np.ndarray:
+    return s2 * (K @ K.T)
+
+
+def fit_statistics(names, *, K, rank, null_space=None, rss, sum_r2, n, tss, weighted, at_bounds=(),
+                   extra_reason=None) -> dict:
+    """The ``statistics`` object of the JSON result (README: "Fit statistics")."""
+    p = len(names)
+    dof = n - rank
+    stats = {
+        "stderr": {name: None for name in names},
+        "correlation": {"names": list(names), "matrix": None},
+        "r_squared": (1.0 - rss / tss) if tss > 0 else None,
+        "rmse": math.sqrt(sum_r2 / n) if n > 0 else None,
+        "rss": rss,
+        "dof": int(dof),
+        "residual_sd": math.sqrt(rss / dof) if dof > 0 else None,
+        "covariance": "ok",
+        "reason": None,
+        "unavailable": [],
+        "sigma": "absolute" if weighted else "scaled by the reduced chi-square",
+    }
+    undetermined = set()
+    reasons = []
+    if null_space is not None and len(null_space):
+        for direction in np.atleast_2d(null_space):
+            for name, component in zip(names, direction):
+                if abs(component) > NULL_COMPONENT:
+                    undetermined.add(name)
+        reasons.append(f"the Jacobian has rank {rank} of {p}: the data do not determine "
+                       f"{', '.join(n for n in names if n in undetermined)} separately "
+                       "(a combination of them can change without changing the fit)")
+    stuck = [name for name in names if name in set(at_bounds)]
+    if stuck:
+        undetermined.update(stuck)
+        reasons.append(f"{', '.join(stuck)} ended on a bound, where the error estimate does not apply")
+    if dof <= 0:
+        undetermined.update(names)
+        reasons.append(f"no degrees of freedom left ({n} rows, {rank} determined parameters)")
+    if extra_reason:
+        undetermined.update(names)
+        reasons.append(extra_reason)
+    s2 = 1.0 if weighted else (rss / dof if dof > 0 else math.nan)
+    if not math.isfinite(s2):
+        undetermined.update(names)
+    cov = covariance_from_K(K, s2) if K is not None and K.size and math.isfinite(s2) else None
+    if cov is not None:
+        sd = np.sqrt(np.maximum(np.diag(cov), 0.0))
+        for i, name in enumerate(names):
+            if name not in undetermined:
+                stats["stderr"][name] = float(sd[i])
+        matrix = []
+        for i, a in enumerate(names):
+            row = []
+            for j, b in enumerate(names):
+                if a in undetermined or b in undetermined or sd[i] == 0 or sd[j] == 0:
+                    row.append(None)
+                else:
+                    row.append(1.0 if i == j else float(np.clip(cov[i, j] / (sd[i] * sd[j]), -1.0, 1.0)))
+            matrix.append(row)
+        stats["correlation"]["matrix"] = matrix
+    if undetermined:
+        stats["covariance"] = "unavailable"
+        stats["unavailable"] = [name for name in names if name in undetermined]
+        stats["reason"] = "; ".join(reasons) or "the covariance could not be estimated"
+    return stats
