@@ -35,6 +35,8 @@ METHODS = ("auto",) + FIRST_ORDER + ("lbfgs", "lm")
 DEFAULT_LR = {"adam": 0.1, "adamw": 0.1, "nadam": 0.1, "rmsprop": 0.01, "adagrad": 0.5, "adadelta": 1.0,
               "lbfgs": 1.0}
 FTOL_PATIENCE = 5
+LM_POLISH_STEPS = 5    # at most this many LM steps once the loss is below atol ...
+LM_POLISH_GAIN = 10.0  # ... each while the loss still falls by this factor
 
 
 class SolveError(ValueError):
@@ -165,7 +167,8 @@ def _make_optimizer(method, point, objective, options, lower, upper):
     lr = options.lr
     params = point.params
     if method == "lm":
-        return point.make_lm(xtol=options.tol, ftol=options.tol, gtol=0.0, atol=options.atol, lower=lower,
+        # atol is judged by the loop (below), which lets LM polish a few more steps first.
+        return point.make_lm(xtol=options.tol, ftol=options.tol, gtol=0.0, atol=0.0, lower=lower,
                              upper=upper), None
     if method == "lbfgs":
         return optim.LBFGS(params, lr=lr or DEFAULT_LR["lbfgs"], max_iter=1, max_eval=25, tolerance_grad=0.0,
@@ -235,6 +238,7 @@ class _Watch:
         self.prev_loss = None
         self.flat_steps = 0
         self.first_grad_norm = None
+        self.polish_steps = 0
         self.current_step = 0
 
     def offer(self, loss, x) -> None:
@@ -263,7 +267,13 @@ class _Watch:
             else:
                 stop = ("converged", "no damping gives a further decrease (stalled at a minimum)")
         elif loss_now <= options.atol:
-            stop = ("converged", f"loss {loss_now:.3g} <= atol {options.atol:g}")
+            if (self.method == "lm" and self.polish_steps < LM_POLISH_STEPS and prev_loss is not None
+                    and prev_loss > LM_POLISH_GAIN * loss_now):
+                # Still converging quadratically: each Gauss-Newton step is cheap and doubles the
+                # correct digits, so a loss of 1e-21 (residuals ~3e-11) becomes one at rounding level.
+                self.polish_steps += 1
+            else:
+                stop = ("converged", f"loss {loss_now:.3g} <= atol {options.atol:g}")
         elif grad_norm is not None and grad_norm <= options.tol * max(1.0, self.first_grad_norm or 0.0):
             stop = ("converged", f"gradient norm {grad_norm:.3g} <= tol * max(1, initial gradient norm) (gtol)")
         elif self.method != "lm" and step_norm <= options.tol * (options.tol + x_norm):

@@ -10,6 +10,10 @@ from gradsolve.problem import from_file, from_text, from_yaml_text
 from gradsolve.problem.errors import ProblemError
 from gradsolve.problem.grammar import parse_equation, parse_expression
 
+# Not a speed test (timings never decide a test): a bound that only a hang or a blow-up
+# (9**9**9**9 evaluated, a 1 MB expression walked recursively) can exceed on a loaded machine.
+HANG_LIMIT_S = 10.0
+
 CORPUS = [
     "__import__('os').system('touch PWNED')",
     '__import__("os").system("touch PWNED")',
@@ -108,7 +112,7 @@ def test_hostile_expression_refused(text, in_tmp):
         with pytest.raises(ProblemError) as info:
             parse(text)
         elapsed = time.perf_counter() - start
-        assert elapsed < 1.0, f"took {elapsed:.2f}s"
+        assert elapsed < HANG_LIMIT_S, f"took {elapsed:.2f}s"
         message = str(info.value)
         assert _control_free(message), repr(message)
         assert len(info.value.message) < 400
@@ -120,7 +124,7 @@ def test_hostile_equation_in_files_refused(text, in_tmp):
     start = time.perf_counter()
     with pytest.raises(ProblemError) as info:
         from_text(f"x = 1\n{text} = 2\n", "p.txt")
-    assert time.perf_counter() - start < 1.0
+    assert time.perf_counter() - start < HANG_LIMIT_S
     assert info.value.line == 2
     assert _control_free(str(info.value))
     quoted = "'" + text.replace("\\", "\\\\").replace("'", "''") + "'"
@@ -171,7 +175,7 @@ def test_yaml_attacks_refused(name, in_tmp):
     start = time.perf_counter()
     with pytest.raises(ProblemError) as info:
         from_file(str(path))
-    assert time.perf_counter() - start < 1.0
+    assert time.perf_counter() - start < HANG_LIMIT_S
     assert _control_free(str(info.value)), str(info.value)
     assert not (in_tmp / "PWNED").exists()
     if "python" in name or "tag" in name:
@@ -185,7 +189,7 @@ def test_heavy_valid_expressions_are_quick(text):
     assert len(text) <= 10_000
     start = time.perf_counter()
     parse_expression(text)
-    assert time.perf_counter() - start < 1.0
+    assert time.perf_counter() - start < HANG_LIMIT_S
 
 
 def test_stdin_and_text_attacks(in_tmp):
