@@ -15,6 +15,7 @@ from __future__ import annotations
 import builtins
 import collections
 import numbers
+import weakref
 
 import numpy as np
 
@@ -263,6 +264,8 @@ class Tensor:
         return self.data
 
     def detach_(self):
+        if self._retains_grad:
+            _forget_retained(self)
         self.grad_fn = None
         self.requires_grad = False
         return self
@@ -276,7 +279,23 @@ class Tensor:
         return self
 
     def retain_grad(self):
+        """Keep this result's gradient in ``.grad`` after backward (leaves keep theirs anyway)."""
+        if not self.requires_grad:
+            raise RuntimeError("can't retain_grad on a tensor that does not require grad (requires_grad=False)")
+        if self.grad_fn is None or self._retains_grad:
+            return
+        # The engine hands the gradient reaching this output of grad_fn to the tensor; a weak
+        # reference, so the graph does not keep the tensor (and its data) alive.
+        node = self.grad_fn
+        if node._retained is None:
+            node._retained = []
+        node._retained.append((self._output_nr, weakref.ref(self)))
         self._retains_grad = True
+
+    @property
+    def retains_grad(self):
+        """True for a non-leaf on which retain_grad() was called."""
+        return self._retains_grad
 
     def backward(self, gradient=None, retain_graph=None, create_graph=False, inputs=None):
         """Backpropagate from this tensor, adding into the leaves' ``.grad``."""
@@ -412,8 +431,8 @@ class Tensor:
 
     def __setitem__(self, key, value):
         self._check_inplace()
-        key = _full_index(_raw_index(key), self._data.ndim)
-        self._data[key] = self._other_raw(value)
+        key = _full_index(_raw_index(key, self._backend), self._data.ndim)
+        self._backend.setitem(self._data, key, self._other_raw(value))
         self._version[0] += 1
 
     # -- conversions between devices and dtypes ----------------------------------
@@ -787,10 +806,17 @@ class Tensor:
         return self.expand(other.shape)
 
     def __getitem__(self, key):
-        return _ops.Index.apply(self, key=_full_index(_raw_index(key), self._data.ndim))
+        return _ops.Index.apply(self, key=_full_index(_raw_index(key, self._backend), self._data.ndim))
 
 
 dtype_cls = dtype
+
+
+def _forget_retained(t):
+    node = t.grad_fn
+    if node is not None and node._retained:
+        node._retained = [(nr, ref) for nr, ref in node._retained if ref() is not t] or None
+    t._retains_grad = False
 
 
 def _dims(dim):
@@ -823,14 +849,31 @@ def _shape_arg(shape, numel):
     return shape
 
 
-def _raw_index(key):
-    if isinstance(key, Tensor):
-        return key._data
+def _raw_index(key, backend):
+    """An indexing key on backend arrays: tensors unwrapped, Python lists made index arrays.
+
+    Lists become integer (or, all bools, mask) arrays at any position of a tuple
+    key, so that `x[[0, 0, 1], :]` is advanced indexing and its backward knows to
+    accumulate repeated positions.
+    """
     if isinstance(key, tuple):
-        return tuple(k._data if isinstance(k, Tensor) else k for k in key)
-    if isinstance(key, list):
-        return np.asarray(key)
-    return key
+        return tuple(_raw_index_part(k, backend) for k in key)
+    return _raw_index_part(key, backend)
+
+
+def _raw_index_part(k, backend):
+    if isinstance(k, Tensor):
+        return k._data
+    if isinstance(k, list):
+        arr = np.asarray(k)
+        if arr.size == 0:
+            arr = arr.astype(np.int64)  # `x[[]]` selects nothing; NumPy would read [] as float
+        elif arr.dtype.kind not in "iub":
+            raise IndexError(f"tensors used as indices must be integer or bool, got a list of {arr.dtype}")
+        elif arr.dtype.kind != "b":
+            arr = arr.astype(np.int64)
+        return backend.from_numpy(arr)
+    return k
 
 
 def _full_index(key, ndim):

@@ -26,13 +26,15 @@ class DeviceError(RuntimeError):
 class Backend:
     """One array namespace plus the helpers the Array API standard lacks."""
 
-    def __init__(self, name: str, xp, *, native_scatter=None, rng_factory=None):
+    def __init__(self, name: str, xp, *, native_scatter=None, rng_factory=None, numpy_indexing=None):
         self.name = name
         self.xp = xp
         self._native_scatter = native_scatter
         self._rng_factory = rng_factory
         self._rng = None
         self.is_numpy = xp is np
+        # Whether `array[key]` already follows NumPy's rules (mixed slices and index arrays, masks in tuples).
+        self.numpy_indexing = self.is_numpy if numpy_indexing is None else numpy_indexing
 
     def __repr__(self):
         return f"Backend({self.name!r})"
@@ -59,6 +61,33 @@ class Backend:
         return self.xp.asarray(array.tolist() if array.ndim == 0 else array, dtype=_dtype_in(self.xp, array.dtype))
 
     # -- what the standard lacks -----------------------------------------
+    def getitem(self, array, index):
+        """array[index], with NumPy's indexing rules on every backend.
+
+        The Array API allows integer index arrays only when every axis gets an
+        integer; NumPy also mixes them with slices (`x[[0, 0, 1], :]`) and puts
+        masks inside tuples. Backends that refuse those go through NumPy.
+        """
+        if self.numpy_indexing:
+            return array[index]
+        try:
+            return array[index]
+        except IndexError:
+            host = self.to_numpy(array)[_index_to_numpy(self, index)]
+            return self.from_numpy(np.ascontiguousarray(host))
+
+    def setitem(self, array, index, values):
+        """array[index] = values (in place), with NumPy's indexing rules on every backend."""
+        if self.numpy_indexing:
+            array[index] = values
+            return
+        try:
+            array[index] = values
+        except IndexError:
+            host = self.to_numpy(array).copy()
+            host[_index_to_numpy(self, index)] = self.to_numpy(values) if hasattr(values, "shape") else values
+            array[...] = self.from_numpy(host)
+
     def scatter_add(self, target, index, values):
         """target[index] += values, accumulating repeated indices (in place)."""
         if self._native_scatter is not None:
@@ -151,7 +180,7 @@ def _make_cuda_backend() -> Backend:
     def rng_factory(seed):  # pragma: no cover - needs a GPU
         return cupy.random.default_rng(seed)
 
-    return Backend("cuda", cupy, native_scatter=scatter, rng_factory=rng_factory)
+    return Backend("cuda", cupy, native_scatter=scatter, rng_factory=rng_factory, numpy_indexing=True)
 
 
 def _make_strict_backend() -> Backend:

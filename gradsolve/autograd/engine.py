@@ -82,6 +82,10 @@ def run_backward(roots, root_grads, *, retain_graph, create_graph, inputs=None, 
                 grad_outputs = (grad0,)
             else:
                 grad_outputs = (grad0,) + tuple(pending_other.pop((node, k), None) for k in range(1, n_out))
+            if node._retained is not None and (
+                    accumulate_into_leaves if captured is None else _leads_to_inputs(node, n_out, wanted)):
+                # As in PyTorch, autograd.grad too fills retained grads, on the nodes it needs.
+                _fill_retained(node, grad_outputs, create_graph)
             if captured is not None:
                 for nr, g in enumerate(grad_outputs):
                     if g is not None:
@@ -94,6 +98,7 @@ def run_backward(roots, root_grads, *, retain_graph, create_graph, inputs=None, 
                 if not retain_graph:
                     node.release()
             shapes = getattr(node, "input_shapes", None)
+            dtypes = getattr(node, "input_dtypes", None)
             n_grads = len(grads)
             for k, edge in enumerate(node.next_functions):
                 if edge is None:
@@ -105,6 +110,11 @@ def run_backward(roots, root_grads, *, retain_graph, create_graph, inputs=None, 
                         raise RuntimeError(f"{node.name()} returned a gradient of type {type(g).__name__}, expected a tensor")
                     if shapes is not None and g._data.shape != shapes[k]:
                         g = _sum_to(g, shapes[k])
+                    if dtypes is not None:
+                        dt = dtypes[k]
+                        # An input's gradient has the input's dtype, as in PyTorch (`is`: dtypes are cached).
+                        if dt is not None and g._data.dtype is not dt and g._data.dtype != dt:
+                            g = _cast(g, dt)
                     _add(pending, pending_other, child, nr, g)
                 remaining = dependencies[child] - 1
                 dependencies[child] = remaining
@@ -148,15 +158,58 @@ def _finish_leaf(leaf, grad, captured, wanted, create_graph, accumulate):
         return
     if not accumulate:
         return
+    _accumulate(leaf, grad, create_graph)
+
+
+def _accumulate(t, grad, create_graph):
+    """Add `grad` into `t.grad` (a leaf, or a result that asked for retain_grad)."""
     if create_graph:
-        leaf.grad = grad if leaf.grad is None else leaf.grad + grad
+        t.grad = grad if t.grad is None else t.grad + grad
         return
-    xp = leaf._backend.xp
-    if leaf.grad is None:
-        # A fresh array: a pass-through gradient may alias another leaf's or the user's seed.
-        leaf.grad = _wrap(xp.asarray(grad._data, copy=True), leaf._backend)
+    xp = t._backend.xp
+    if t.grad is None:
+        # A fresh array: a pass-through gradient may alias another tensor's or the user's seed.
+        t.grad = _wrap(xp.asarray(grad._data, copy=True), t._backend)
     else:
-        leaf.grad = _wrap(leaf.grad._data + grad._data, leaf._backend)
+        t.grad = _wrap(t.grad._data + grad._data, t._backend)
+
+
+def _fill_retained(node, grad_outputs, create_graph):
+    """Give the gradient reaching each retained output of `node` to its tensor."""
+    for nr, ref in node._retained:
+        t = ref()
+        g = grad_outputs[nr] if nr < len(grad_outputs) else None
+        if t is not None and g is not None:
+            _accumulate(t, g, create_graph)
+
+
+def _leads_to_inputs(node, n_out, wanted):
+    """Whether autograd.grad needs `node`: one of its outputs, or a node behind it, is a wanted input."""
+    if any((node, nr) in wanted for nr in range(n_out)):
+        return True
+    seen = {node}
+    stack = [node]
+    while stack:
+        for edge in stack.pop().next_functions:
+            if edge is None:
+                continue
+            child = edge[0]
+            if type(child) is Tensor:
+                if child in wanted:
+                    return True
+                continue
+            if edge in wanted:
+                return True
+            if child not in seen:
+                seen.add(child)
+                stack.append(child)
+    return False
+
+
+def _cast(grad, array_dtype):
+    from gradsolve.ops.elementwise import Cast, _dtype_named
+
+    return Cast.apply(grad, dtype=_dtype_named(array_dtype))
 
 
 def _sum_to(grad, shape):

@@ -30,6 +30,8 @@ class Node:
     """Common interface the backward engine relies on."""
 
     __slots__ = ("next_functions", "__weakref__")
+    # (output_nr, weakref to tensor) pairs that asked for retain_grad(); None, the common case, costs nothing.
+    _retained = None
 
     def name(self) -> str:
         return type(self).__name__ + "Backward0"
@@ -63,8 +65,8 @@ class Op(Node):
     dimensions away.
     """
 
-    __slots__ = ("inputs", "input_shapes", "needs_input_grad", "_out", "_versions", "_out_version", "_freed",
-                 "__dict__")
+    __slots__ = ("inputs", "input_shapes", "input_dtypes", "needs_input_grad", "_out", "_versions", "_out_version",
+                 "_freed", "__dict__")
     saves_inputs = True
     saves_result = False
     changes_device = False
@@ -100,9 +102,13 @@ class Op(Node):
     def _record(self, args, out, kwargs):
         edges = []
         shapes = []
+        out_dtype = out._data.dtype
+        mixed = False
         for a in args:
             if isinstance(a, Tensor):
                 shapes.append(a._data.shape)
+                if a._data.dtype is not out_dtype:
+                    mixed = True
                 if a.requires_grad:
                     fn = a.grad_fn
                     edges.append((a, 0) if fn is None else (fn, a._output_nr))
@@ -114,6 +120,9 @@ class Op(Node):
         self.next_functions = edges = tuple(edges)
         self.needs_input_grad = tuple(e is not None for e in edges)
         self.input_shapes = shapes
+        # Where inputs differ in dtype from the output (float32 * 0-d float64, casts), the engine
+        # casts each gradient back to its input's dtype; otherwise the formulas already keep it.
+        self.input_dtypes = [a._data.dtype if isinstance(a, Tensor) else None for a in args] if mixed else None
         self._freed = False
         if self.saves_inputs:
             self.inputs = args
@@ -287,6 +296,7 @@ class Function(metaclass=FunctionMeta):
             else:
                 edges.append(None)
         ctx.next_functions = tuple(edges)
+        ctx.input_dtypes = [a._data.dtype if isinstance(a, Tensor) else None for a in args]
         ctx.n_outputs = len(outs)
         non_diff = getattr(ctx, "_non_diff", set())
         wrapped = []

@@ -5,7 +5,9 @@ are plain numbers); the engine sums broadcast dimensions away afterwards.
 """
 from __future__ import annotations
 
+import builtins
 import math
+import numbers
 import operator
 
 import numpy as np
@@ -34,11 +36,139 @@ def _asarray_like(xp, value, like):
     return value if hasattr(value, "shape") else xp.asarray(value, dtype=like.dtype)
 
 
+# ------------------------------------------------------- type promotion ----
+# PyTorch's rule, which NumPy (0-d arrays are not weak) and the Array API
+# (no int/float mixing) do not follow: operands fall in three groups, tensors
+# with dimensions, 0-d tensors and Python numbers, and a later group only
+# changes the result when it is of a higher category (bool < int < float).
+# So float32 + 0-d float64 stays float32, and int64 + 2.5 is the default float.
+_CATEGORY = {"bool": 0, "int32": 1, "int64": 1, "float32": 2, "float64": 2}
+_WIDTH = {"bool": 1, "int32": 4, "int64": 8, "float32": 4, "float64": 8}
+_DEFAULT_FLOAT = "float64"
+
+
+def _promote_pair(a, b):
+    if a is None or a == b:
+        return b
+    if b is None:
+        return a
+    ca, cb = _CATEGORY[a], _CATEGORY[b]
+    if ca != cb:
+        return a if ca > cb else b
+    return a if _WIDTH[a] >= _WIDTH[b] else b
+
+
+def _combine(higher, lower):
+    """The result of a higher-priority group `higher` meeting `lower` (c10's combine_categories)."""
+    if higher is None:
+        return lower
+    if lower is None or _CATEGORY[higher] >= _CATEGORY[lower]:
+        return higher
+    return _promote_pair(higher, lower)
+
+
+_NAME_OF_DTYPE = {}
+
+
+def _dtype_name(dt):
+    # NumPy builds dtype.name anew each time: remember it per dtype, one table per
+    # dtype class (NumPy's and array-api-strict's float64 hash alike but must not meet).
+    names = _NAME_OF_DTYPE.get(type(dt))
+    if names is None:
+        names = _NAME_OF_DTYPE[type(dt)] = {}
+    name = names.get(dt)
+    if name is None:
+        name = names[dt] = getattr(dt, "name", None) or str(dt).rsplit(".", 1)[-1]
+    return name
+
+
+def _array_dtype_name(x):
+    return _dtype_name(x.dtype)
+
+
+def _category_of(dt):
+    """0 bool, 1 int, 2 float; None for a dtype gradsolve does not hold."""
+    return _CATEGORY.get(_dtype_name(dt))
+
+
+def _scalar_dtype_name(v):
+    if isinstance(v, (bool, np.bool_)):
+        return "bool"
+    if isinstance(v, numbers.Integral):
+        return "int64"
+    return _DEFAULT_FLOAT
+
+
+def result_dtype_name(*values):
+    """The dtype name PyTorch's promotion gives an operation on `values` (raw arrays and numbers)."""
+    dim = zero = wrapped = None
+    for v in values:
+        if hasattr(v, "dtype") and not isinstance(v, np.generic):
+            name = _array_dtype_name(v)
+            if v.ndim:
+                dim = _promote_pair(dim, name)
+            else:
+                zero = _promote_pair(zero, name)
+        else:
+            wrapped = _promote_pair(wrapped, _scalar_dtype_name(v))
+    return _combine(dim, _combine(zero, wrapped))
+
+
+def _operands(a, b, floating=False):
+    """`a` and `b` (raw arrays or numbers) brought to their promoted dtype.
+
+    Arrays are cast; numbers stay Python numbers (both backends keep an array's
+    dtype against one) of the result's kind. `floating` asks for a float result
+    whatever the inputs, as true division does.
+    """
+    da = getattr(a, "dtype", None)
+    db = getattr(b, "dtype", None)
+    # Fast paths for the common cases, which need no cast: one dtype on both sides,
+    # and a float array with a Python number (or an int array with a Python int).
+    if da is not None:
+        if db is not None:
+            if da is db and (not floating or _category_of(da) == 2):
+                return a, b
+        elif type(b) is float or type(b) is int:
+            kind = _category_of(da)
+            if kind == 2 or (kind == 1 and type(b) is int and not floating):
+                return a, b
+    elif db is not None and (type(a) is float or type(a) is int):
+        kind = _category_of(db)
+        if kind == 2 or (kind == 1 and type(a) is int and not floating):
+            return a, b
+    for v in (a, b):
+        if not hasattr(v, "dtype") and not isinstance(v, (numbers.Real, np.bool_)):
+            return a, b  # lists, None, complex...: left to the backend's own rules
+    if isinstance(a, np.generic):
+        a = a.item()  # NumPy scalars count as Python numbers, as in PyTorch
+    if isinstance(b, np.generic):
+        b = b.item()
+    try:
+        target = result_dtype_name(a, b)
+    except KeyError:  # a dtype gradsolve does not hold (raw arrays from elsewhere): the backend decides
+        return a, b
+    if floating and _CATEGORY[target] != 2:
+        target = _DEFAULT_FLOAT
+    return _to_dtype_name(a, target), _to_dtype_name(b, target)
+
+
+def _to_dtype_name(v, name):
+    if hasattr(v, "dtype"):
+        if _array_dtype_name(v) == name:
+            return v
+        xp = _xp_of_array(v)
+        return xp.astype(v, getattr(xp, name))
+    kind = _CATEGORY[name]
+    return builtins.float(v) if kind == 2 else int(v) if kind == 1 else v
+
+
 # ------------------------------------------------------------ arithmetic ----
 class Add(Op):
     saves_inputs = False
 
     def forward(self, a, b):
+        a, b = _operands(a, b)
         return a + b
 
     def backward(self, g):
@@ -49,6 +179,7 @@ class Sub(Op):
     saves_inputs = False
 
     def forward(self, a, b):
+        a, b = _operands(a, b)
         return a - b
 
     def backward(self, g):
@@ -57,6 +188,7 @@ class Sub(Op):
 
 class Mul(Op):
     def forward(self, a, b):
+        a, b = _operands(a, b)
         return a * b
 
     def backward(self, g):
@@ -67,6 +199,7 @@ class Mul(Op):
 
 class Div(Op):
     def forward(self, a, b):
+        a, b = _operands(a, b, floating=True)  # true division: int / int is a float
         return a / b
 
     def backward(self, g):
@@ -90,6 +223,7 @@ class PowScalar(Op):
 
     def forward(self, x, exponent):
         self.exponent = exponent
+        x, exponent = _operands(x, exponent)  # an int tensor to a float power is a float
         if exponent == 2:
             return x * x
         return x ** exponent
@@ -114,6 +248,7 @@ class RPowScalar(Op):
     def forward(self, base, x):
         xp = _xp_of_array(x)
         self.log_base = math.log(base) if base > 0 else float("nan")
+        base, x = _operands(base, x)  # 2.5 ** int_tensor is a float, not 2 ** int_tensor
         return xp.asarray(base, dtype=x.dtype) ** x
 
     def backward(self, g):
@@ -128,6 +263,7 @@ class PowTensor(Op):
     saves_result = True
 
     def forward(self, a, b):
+        a, b = _operands(a, b)
         return a ** b
 
     def backward(self, g):
@@ -383,6 +519,7 @@ class Maximum(Op):
     """Elementwise maximum; ties share the gradient equally, as in PyTorch."""
 
     def forward(self, a, b):
+        a, b = _operands(a, b)
         xp = _xp_of_array(a if hasattr(a, "shape") else b)
         a_arr = _asarray_like(xp, a, b if hasattr(b, "shape") else None) if not hasattr(a, "shape") else a
         b_arr = _asarray_like(xp, b, a_arr) if not hasattr(b, "shape") else b
@@ -396,6 +533,7 @@ class Minimum(Op):
     """Elementwise minimum; ties share the gradient equally, as in PyTorch."""
 
     def forward(self, a, b):
+        a, b = _operands(a, b)
         xp = _xp_of_array(a if hasattr(a, "shape") else b)
         a_arr = _asarray_like(xp, a, b if hasattr(b, "shape") else None) if not hasattr(a, "shape") else a
         b_arr = _asarray_like(xp, b, a_arr) if not hasattr(b, "shape") else b
@@ -424,6 +562,7 @@ class Where(Op):
 
     def forward(self, cond, a, b):
         xp = _xp_of_array(cond)
+        a, b = _operands(a, b)
         if not hasattr(a, "shape"):
             a = xp.asarray(a, dtype=b.dtype if hasattr(b, "shape") else None)
         if not hasattr(b, "shape"):
@@ -439,7 +578,12 @@ class Where(Op):
 
 class Atan2(Op):
     def forward(self, y, x):
+        y, x = _operands(y, x, floating=True)
         xp = _xp_of_array(y if hasattr(y, "shape") else x)
+        if not hasattr(y, "shape"):
+            y = xp.asarray(y, dtype=x.dtype)  # atan2 is a function: it takes arrays only
+        if not hasattr(x, "shape"):
+            x = xp.asarray(x, dtype=y.dtype)
         return xp.atan2(y, x)
 
     def backward(self, g):
@@ -542,7 +686,8 @@ _COMPARE = {
 def compare(a, b, name):
     """A bool tensor; comparisons are not differentiable."""
     like = a if isinstance(a, Tensor) else b
-    return _wrap(_COMPARE[name](_raw(a), _raw(b)), like._backend)
+    ra, rb = _operands(_raw(a), _raw(b))  # compare in the promoted dtype, as PyTorch does
+    return _wrap(_COMPARE[name](ra, rb), like._backend)
 
 
 def logical_not(a):

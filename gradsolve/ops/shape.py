@@ -1,8 +1,10 @@
 """Movement primitives: reshape, permute, expand/sum_to, indexing, concatenation."""
 from __future__ import annotations
 
+import numpy as np
+
 from gradsolve.autograd.function import Op
-from gradsolve.ops.elementwise import _xp_of_array
+from gradsolve.ops.elementwise import _backend_of_array, _xp_of_array
 from gradsolve._tensor import Tensor
 
 
@@ -65,24 +67,26 @@ class SumTo(Op):
 
 
 def _has_integer_array(key) -> bool:
+    """Whether `key` holds an integer index array: only those can name a position twice."""
     keys = key if isinstance(key, tuple) else (key,)
     for k in keys:
         dt = getattr(k, "dtype", None)
-        if dt is not None and getattr(k, "ndim", 0) >= 0 and "bool" not in str(dt):
+        if dt is not None and "bool" not in str(dt):
             return True
     return False
 
 
 class Index(Op):
-    """x[key] for slices, integers, integer arrays and boolean masks."""
+    """x[key] for slices, integers, integer arrays and boolean masks (NumPy's rules on every backend)."""
 
     saves_inputs = False
 
     def forward(self, x, key):
         self.in_shape = tuple(x.shape)
         self.key = key
-        self.dtype = x.dtype
-        return x[key]
+        if type(x) is np.ndarray:
+            return x[key]
+        return _backend_of_array(x).getitem(x, key)
 
     def backward(self, g):
         return IndexAdd.apply(g, key=self.key, shape=self.in_shape)
@@ -94,17 +98,13 @@ class IndexAdd(Op):
     saves_inputs = False
 
     def forward(self, g, key, shape):
-        from gradsolve.backend import get_backend
-        from gradsolve.ops.elementwise import _backend_of_array
-
-        xp = _xp_of_array(g)
+        backend = _backend_of_array(g)
         self.key = key
-        out = xp.zeros(shape, dtype=g.dtype)
+        out = backend.xp.zeros(shape, dtype=g.dtype)
         if _has_integer_array(key):
-            _backend_of_array(g).scatter_add(out, key, g)
+            backend.scatter_add(out, key, g)  # x[[0, 0]] reads x[0] twice: its gradient is the sum
         else:
-            out[key] = g  # slices and masks never repeat a position
-        del get_backend
+            backend.setitem(out, key, g)  # slices and masks never repeat a position
         return out
 
     def backward(self, gg):
