@@ -29,7 +29,8 @@ def _cubic_interpolate(x1, f1, g1, x2, f2, g2, bounds=None):
         xmin_bound, xmax_bound = bounds
     else:
         xmin_bound, xmax_bound = (x1, x2) if x1 <= x2 else (x2, x1)
-    if x1 == x2:
+    if x1 == x2 or not all(map(math.isfinite, (f1, g1, f2, g2))):
+        # an end outside the loss's domain (see _strong_wolfe) has no cubic through it: bisect
         return (xmin_bound + xmax_bound) / 2.0
     d1 = g1 + g2 - 3 * (f1 - f2) / (x1 - x2)
     d2_square = d1 * d1 - g1 * g2
@@ -59,6 +60,15 @@ def _strong_wolfe(obj_func, xp, x, t, d, f, g, gtd, c1=1e-4, c2=0.9,
     to the bracket's ends.  Returns (f_new, g_new, t, number of evaluations).
     """
     d_norm = _abs_max(xp, d)
+    user_func = obj_func
+
+    def obj_func(x, t, d):
+        # A trial step outside the loss's domain (log or sqrt of a negative number) gives NaN; PyTorch's
+        # search then compares NaNs and fails. Here it counts as an infinitely high loss: too long a step,
+        # so the bracket shrinks back towards t = 0 by bisection.
+        f_value, g_value = user_func(x, t, d)
+        return (f_value, g_value) if math.isfinite(f_value) else (math.inf, g_value)
+
     f_new, g_new = obj_func(x, t, d)
     ls_func_evals = 1
     gtd_new = _dot(xp, g_new, d)
@@ -96,7 +106,7 @@ def _strong_wolfe(obj_func, xp, x, t, d, f, g, gtd, c1=1e-4, c2=0.9,
 
     # zoom: shrink the bracket until a point satisfies the conditions
     insuf_progress = False
-    low_pos, high_pos = (0, 1) if bracket_f[0] <= bracket_f[-1] else (1, 0)
+    low_pos, high_pos = (0, 1) if len(bracket) == 1 or bracket_f[0] <= bracket_f[-1] else (1, 0)
     while not done and ls_iter < max_ls:
         if abs(bracket[1] - bracket[0]) * d_norm < tolerance_change:
             break

@@ -20,9 +20,10 @@ class LevenbergMarquardt(Optimizer):
     tensor built from ``params``.  Each :meth:`step` performs one *accepted* iteration
     (it may try several damping values) and returns the loss ``F`` at the new point as
     a Python float.  When a stopping test fires, ``stop_reason`` is set (``"atol"``,
-    ``"gtol"``, ``"xtol"``, ``"ftol"``, or ``"stalled"`` when no damping gives a
-    decrease) and ``converged`` is True (False for ``"stalled"``); later calls return
-    the loss without moving.
+    ``"gtol"``, ``"xtol"``, ``"ftol"``; ``"stalled"`` when no damping gives a
+    decrease, ``"nonfinite"`` when the residuals or the Jacobian at the point are
+    NaN or infinite) and ``converged`` is True (False for ``"stalled"`` and
+    ``"nonfinite"``); later calls return the loss without moving.
 
     One iteration, with J the Jacobian of r at theta and D = diag(d)::
 
@@ -157,7 +158,7 @@ class LevenbergMarquardt(Optimizer):
 
     @property
     def converged(self) -> bool:
-        return self.stop_reason is not None and self.stop_reason != "stalled"
+        return self.stop_reason is not None and self.stop_reason not in ("stalled", "nonfinite")
 
     @property
     def lam(self) -> float:
@@ -197,6 +198,9 @@ class LevenbergMarquardt(Optimizer):
         self.stop_reason = state["stop_reason"]
         if self.stop_reason is not None:
             return F
+        if not (math.isfinite(F) and np.all(np.isfinite(J))):
+            # sqrt or log at the edge of its domain, say: no linear model to step with
+            return self._stop(state, "nonfinite", F)
         if F <= group["atol"]:
             return self._stop(state, "atol", F)
 

@@ -133,3 +133,13 @@ def test_state_dict_round_trip():
         p._assign_(q._data.copy())
     lm2.load_state_dict(saved)
     assert first + [lm2.step() for _ in range(6)] == reference
+
+
+def test_a_nonfinite_jacobian_stops_without_moving():
+    # sqrt(x) = 1 from x = 0: the residual is finite (-1), its derivative infinite; no linear model exists
+    (x,) = scalars(0.0)
+    lm = LevenbergMarquardt([x], residuals=lambda: (x.sqrt() - 1).reshape(1))
+    with np.errstate(all="ignore"):
+        loss = lm.step()
+    assert lm.stop_reason == "nonfinite" and not lm.converged
+    assert loss == 1.0 and x.item() == 0.0
