@@ -11,7 +11,9 @@ form is compiler-like::
 
 Nothing from the user's input is ever printed raw: excerpts are cut to a short
 window and every non-printable character (NUL, ESC, RTL override, ...) is shown
-as an escape such as ``\\x1b`` or ``\\u202e``.
+as an escape such as ``\\x1b`` or ``\\u202e``.  Escaping is idempotent (a
+backslash is kept as it is), so text escaped once can be escaped again when the
+message is formatted without growing backslashes the user never wrote.
 
 This module imports nothing heavy (no sympy, no numpy) so that the CLI can catch
 ``ProblemError`` without paying for the parser.
@@ -21,7 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["Issue", "ProblemError", "escape", "excerpt", "EXCERPT_CHARS"]
+__all__ = ["Issue", "ProblemError", "escape", "excerpt", "quoted", "EXCERPT_CHARS"]
 
 #: Longest excerpt of user input quoted in a message or shown under an error.
 EXCERPT_CHARS = 60
@@ -33,13 +35,13 @@ def escape(text: str) -> str:
     Printable characters (including printable non-ASCII letters) are kept;
     control characters, format characters (bidi overrides, zero-width space),
     line separators and surrogates become ``\\xNN`` / ``\\uNNNN`` / ``\\UNNNNNNNN``.
-    A backslash is doubled so the escaped form is unambiguous.
+    Backslashes are kept as written, so ``escape(escape(t)) == escape(t)``:
+    a message may be escaped at every layer it passes through and the user
+    still sees their own text, not doubled backslashes.
     """
     out = []
-    for ch in text:
-        if ch == "\\":
-            out.append("\\\\")
-        elif ch.isprintable():
+    for ch in str(text):
+        if ch.isprintable():
             out.append(ch)
         else:
             code = ord(ch)
@@ -52,12 +54,32 @@ def escape(text: str) -> str:
     return "".join(out)
 
 
+class _Excerpt(str):
+    """An already escaped excerpt; its ``repr`` quotes it without escaping it a second time.
+
+    Messages are written ``f"unknown key {excerpt(key)!r}"``: Python's own
+    ``repr`` would double every backslash of the escaped text (``'a\\\\x1b'``
+    for a key holding ESC), so the user would see backslashes they never typed.
+    """
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        text = str(self)
+        return f'"{text}"' if "'" in text and '"' not in text else f"'{text}'"
+
+
 def excerpt(text: str, limit: int = EXCERPT_CHARS) -> str:
-    """A short, escaped excerpt of *text* for quoting inside a message."""
+    """A short, escaped excerpt of *text* for quoting inside a message (``{excerpt(t)!r}`` quotes it)."""
     text = str(text)
     if len(text) > limit:
         text = text[: limit - 3] + "..."
-    return escape(text)
+    return _Excerpt(escape(text))
+
+
+def quoted(text: str, limit: int = EXCERPT_CHARS) -> str:
+    """*text* escaped, cut and in quotes, as ``repr`` would show it but without doubled backslashes."""
+    return repr(excerpt(text, limit))
 
 
 def _window(line: str, column: int | None, width: int = EXCERPT_CHARS) -> tuple[str, int | None]:

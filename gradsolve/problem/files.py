@@ -26,6 +26,7 @@ from typing import IO, Mapping
 
 from .errors import Issue, ProblemError, excerpt
 from .grammar import FUNCTIONS, Origin, is_valid_name, parse_expression
+from .settings import OPTIMIZERS
 
 __all__ = [
     "from_file",
@@ -514,8 +515,9 @@ class _YamlProblem:
             declarations = self.unknowns(entries["unknowns"][1])
 
         solver: dict = {}
+        solver_origins: dict = {}
         if "solver" in entries:
-            solver = self.solver(entries["solver"][1])
+            solver, solver_origins = self.solver(entries["solver"][1])
 
         data: dict = {}
         if "data" in entries:
@@ -548,12 +550,13 @@ class _YamlProblem:
             seed=seed,
             file_origin=file_origin,
             issues=self.issues,
+            solver_origins=solver_origins,
         )
 
     def unknowns(self, node):
         import yaml
 
-        from .spec import MAX_UNKNOWNS, Declaration
+        from .spec import MAX_UNKNOWNS, Declaration, bounds_problem
 
         out: list[Declaration] = []
         if isinstance(node, yaml.SequenceNode):  # a list of names: declared, random start
@@ -586,12 +589,9 @@ class _YamlProblem:
                     if isinstance(sub, yaml.ScalarNode) and self.scalar(sub) is None:
                         continue  # explicit null: not given
                     setattr(decl, key, self.number(sub, f"{key} of {name!r}"))
-                if decl.min is not None and decl.max is not None and decl.min > decl.max:
-                    self.issue(value_node, f"min of {name!r} ({decl.min:g}) is larger than its max ({decl.max:g})")
-                elif decl.init is not None and (
-                    (decl.min is not None and decl.init < decl.min) or (decl.max is not None and decl.init > decl.max)
-                ):
-                    self.issue(value_node, f"init of {name!r} ({decl.init:g}) is outside its bounds")
+                problem = bounds_problem(name, decl.init, decl.min, decl.max)
+                if problem is not None:
+                    self.issue(value_node, problem)
             elif isinstance(value_node, yaml.ScalarNode) and self.scalar(value_node) is None:
                 pass  # `x:` or `x: null`: declared, random start
             else:
@@ -599,15 +599,23 @@ class _YamlProblem:
             out.append(decl)
         return out
 
-    def solver(self, node) -> dict:
+    def solver(self, node) -> tuple[dict, dict]:
+        """The ``solver`` settings and where each was written (key -> Origin of its value)."""
         import yaml
 
         out: dict = {}
+        origins: dict = {}
         for key, _key_node, value_node in self.mapping(node, "'solver'", SOLVER_KEYS):
+            origins[key] = self.node_origin(value_node)
             if key == "optimizer":
                 value = self.scalar(value_node) if isinstance(value_node, yaml.ScalarNode) else None
                 if not isinstance(value, str) or not re.fullmatch(r"[A-Za-z][A-Za-z0-9_-]{0,39}", value):
-                    self.issue(value_node, "'optimizer' must be an optimizer name such as adam or lbfgs")
+                    self.issue(value_node, "'optimizer' must be an optimizer name such as adam or lbfgs",
+                               f"choose one of {', '.join(OPTIMIZERS)}")
+                elif value.lower() not in OPTIMIZERS:
+                    close = _suggest(value.lower(), OPTIMIZERS)
+                    self.issue(value_node, f"unknown optimizer {excerpt(value, 40)!r}",
+                               (close + " " if close else "") + f"choose one of {', '.join(OPTIMIZERS)}")
                 else:
                     out[key] = value.lower()
             elif key == "lr":
@@ -626,4 +634,4 @@ class _YamlProblem:
                 value = self.number(value_node, "'seed'", integer=True, minimum=0)
                 if value is not None:
                     out[key] = value
-        return out
+        return out, origins

@@ -886,7 +886,32 @@ class _Walker:
                     raise self.error("an exact number here has too many digits", node)
         if not value.free_symbols:
             self.constant_value(value, node)
+        else:
+            self.check_coefficients(local, node)
         return value
+
+    def check_coefficients(self, local: tuple, node: ast.AST) -> None:
+        """Refuse a numeric factor or term that sympy folded into a non-constant expression and that overflows.
+
+        ``x*1e308*10`` becomes ``1.0e+309*x`` and ``(1e200*x)^2`` becomes
+        ``1.0e+400*x**2``: no constant sub-expression overflows, but the folded
+        coefficient is infinite in double precision.  sympy folds numbers into
+        the node itself or into the first argument of its Mul/Add arguments
+        (``2*(1e308*x + 1)`` distributes to ``2.0e+308*x + 2``), so these are the
+        places to look.
+        """
+        for part in local:
+            candidates = [part]
+            if part.is_Mul or part.is_Add:
+                candidates.extend(part.args[:1])
+            for number in candidates:
+                if number.is_Number and not _finite_double(number):
+                    raise self.error(
+                        f"the constant {_short_number(number)} here is too large for double precision "
+                        "(it overflows to infinity)",
+                        node,
+                        hint="rescale the problem so that its constants stay below about 1.8e308",
+                    )
 
     def power(self, base: sympy.Expr, exponent: sympy.Expr, node: ast.AST) -> sympy.Expr:
         """Build base**exponent without ever letting sympy compute a huge number."""
@@ -921,6 +946,22 @@ def _largest_exact_digits(expr: sympy.Expr) -> float:
         bits = max(abs(p).bit_length(), q.bit_length())
         biggest = max(biggest, bits * 0.30103)
     return biggest
+
+
+def _finite_double(number: sympy.Expr) -> bool:
+    """Whether a sympy number is a finite double (huge Integers/Rationals overflow float())."""
+    try:
+        return math.isfinite(float(number))
+    except (OverflowError, TypeError, ValueError):
+        return False
+
+
+def _short_number(number: sympy.Expr) -> str:
+    """A sympy number in a few significant digits (never thousands of digits)."""
+    try:
+        return sympy.Float(number, 4).__str__().replace("e+", "e")
+    except (TypeError, ValueError):  # pragma: no cover - every sympy Number converts
+        return "here"
 
 
 def _number(literal: str) -> sympy.Expr:

@@ -14,16 +14,18 @@ order (``seed`` is ``solver.seed``, default 0), clipped into their bounds.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Iterable, Mapping
 
 import numpy as np
 import sympy
 
-from .errors import Issue, ProblemError, excerpt
+from .errors import Issue, ProblemError, escape, excerpt
 from .grammar import FUNCTIONS, Origin, ParsedExpression, is_valid_name, parse_equation, parse_expression
 
-__all__ = ["Unknown", "ProblemSpec", "build_spec", "KINDS", "MAX_UNKNOWNS", "DEFAULT_SEED"]
+__all__ = ["Unknown", "ProblemSpec", "build_spec", "bounds_problem", "KINDS", "MAX_UNKNOWNS", "DEFAULT_SEED",
+           "INIT_ORIGIN"]
 
 #: Problem kinds.
 KINDS = ("equations", "residuals", "minimize")
@@ -31,6 +33,8 @@ KINDS = ("equations", "residuals", "minimize")
 MAX_UNKNOWNS = 1000
 #: Seed for random starting values when the problem gives none.
 DEFAULT_SEED = 0
+#: Where starting values given with ``--init`` (the *init* argument) come from.
+INIT_ORIGIN = Origin("--init", None, None, None)
 
 
 @dataclass
@@ -65,6 +69,7 @@ class ProblemSpec:
         solver: solver settings (optimizer, lr, steps, tol, seed), as given.
         warnings: human-readable warnings (already formatted, escaped).
         path: the source file, or a label such as ``<stdin>``.
+        solver_origins: where each ``solver`` setting was written (key -> Origin).
     """
 
     name: str
@@ -78,6 +83,7 @@ class ProblemSpec:
     solver: dict = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     path: str | None = None
+    solver_origins: dict = field(default_factory=dict)
 
     @property
     def unknown_names(self) -> list[str]:
@@ -129,13 +135,28 @@ class Declaration:
     origin: Origin | None = None
 
 
+def bounds_problem(name: str, init: float | None, lo: float | None, hi: float | None) -> str | None:
+    """What is wrong with an unknown's starting value and bounds, or None.
+
+    One wording for a YAML ``init:`` and a ``--init`` value alike.
+    """
+    if lo is not None and hi is not None and lo > hi:
+        return f"min of {name!r} ({lo:g}) is larger than its max ({hi:g})"
+    if init is not None and ((lo is not None and init < lo) or (hi is not None and init > hi)):
+        low = "-inf" if lo is None else f"{lo:g}"
+        high = "inf" if hi is None else f"{hi:g}"
+        return f"init of {name!r} ({init:g}) is outside its bounds [{low}, {high}]"
+    return None
+
+
 def _warning(origin: Origin | None, message: str) -> str:
+    """``file:line:col: warning: message``; the file name is escaped (it may hold control characters)."""
     if origin is not None and origin.file is not None:
-        where = origin.file
+        where = escape(origin.file)
         if origin.line is not None:
             where += f":{origin.line}:{origin.column}"
-        return f"{where}: warning: {message}"
-    return f"warning: {message}"
+        return f"{where}: warning: {escape(message)}"
+    return f"warning: {escape(message)}"
 
 
 def _issue_at(origin: Origin | None, message: str, hint: str | None = None) -> Issue:
@@ -157,6 +178,7 @@ def build_spec(
     seed: int | None = None,
     file_origin: Origin | None = None,
     issues: list[Issue] | None = None,
+    solver_origins: Mapping[str, Origin] | None = None,
 ) -> ProblemSpec:
     """Parse *expressions* and assemble a ProblemSpec; raise one ProblemError listing every issue.
 
@@ -173,13 +195,27 @@ def build_spec(
     for decl in declarations:
         declared[decl.name] = decl
     for key, value in (init or {}).items():
-        if not is_valid_name(key):
-            issues.append(Issue(f"--init: {excerpt(key, 30)!r} is not a valid name"))
+        where = INIT_ORIGIN
+        if not isinstance(key, str) or not is_valid_name(key):
+            issues.append(_issue_at(where, f"{excerpt(str(key), 30)!r} is not a valid name",
+                                    "names are letters, digits and '_', starting with a letter"))
+            continue
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            issues.append(_issue_at(where, f"the starting value of {key!r} is not a number: {excerpt(str(value), 30)!r}"))
+            continue
+        if not math.isfinite(number):
+            issues.append(_issue_at(where, f"the starting value of {key!r} must be a finite number, got {number}"))
             continue
         if key in declared:
-            declared[key].init = float(value)
+            declared[key].init = number
+            lo, hi = declared[key].min, declared[key].max
+            problem = None if (lo is not None and hi is not None and lo > hi) else bounds_problem(key, number, lo, hi)
+            if problem is not None:  # the same error as an init: outside its bounds in the file
+                issues.append(_issue_at(where, problem))
         else:
-            declared[key] = Declaration(key, init=float(value))
+            declared[key] = Declaration(key, init=number, origin=where)
     for decl in declared.values():
         if decl.name in data:
             issues.append(_issue_at(decl.origin, f"{decl.name!r} is both an unknown and a data column"))
@@ -232,6 +268,8 @@ def build_spec(
 
     free = sorted(used - set(declared) - set(data))
     order = list(declared) + free
+    if not (used - set(data)):
+        raise _no_unknowns(kind, items, [n for n in declared], sorted(used & set(data)))
     if len(order) > MAX_UNKNOWNS:
         raise ProblemError(
             f"too many unknowns ({len(order)}; the limit is {MAX_UNKNOWNS})", file=path
@@ -274,4 +312,31 @@ def build_spec(
         solver=solver,
         warnings=warnings,
         path=path,
+        solver_origins=dict(solver_origins or {}),
     )
+
+
+def _no_unknowns(kind: str, items: list[ParsedExpression], declared: list[str], columns: list[str]) -> ProblemError:
+    """The error for a problem whose expressions use no unknown: there is nothing to solve for.
+
+    It points at the first expression (the command line's ``<expr>`` for
+    ``gradsolve minimize``, else the file, line and column).
+    """
+    if columns:
+        detail = f"every name used is a data column ({', '.join(columns[:10])})"
+    elif declared:
+        names = ", ".join(repr(n) for n in declared[:10])
+        several = len(declared) > 1
+        detail = f"{names} {'are' if several else 'is'} declared but no expression uses {'them' if several else 'it'}"
+    elif kind == "minimize":
+        detail = "the expression to minimize is a constant"
+    else:
+        label = "equation" if kind == "equations" else "residual"
+        detail = f"every {label} is a constant" if len(items) > 1 else f"the {label} is a constant"
+    hint = {"minimize": "write the expression in terms of at least one unknown, e.g. (x - 2)^2",
+            "equations": "an equation needs at least one unknown, e.g. x + y = 3",
+            "residuals": "a residual needs at least one unknown, e.g. y - (a*x + b)"}[kind]
+    first = items[0].origin
+    return ProblemError(f"the problem has no unknowns: {detail}", file=first.file, line=first.line,
+                        column=first.column if first.line is not None else None,
+                        source_line=first.source_line, hint=hint)

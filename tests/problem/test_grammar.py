@@ -234,3 +234,30 @@ def test_long_flat_expressions_are_fine():
     parsed = parse_expression(text)
     assert len(parsed.names) == 50
 
+
+
+@pytest.mark.parametrize("text, shown", [
+    ("x*1e308*10", "1.000e309"),
+    ("1e308*10*x", "1.000e309"),
+    ("-1e308*x*10", "-1.000e309"),
+    ("x^2*1e200*1e200", "1.000e400"),
+    ("x/1e-308/1e-10", "1.000e318"),
+    ("x*10^308*10", "1.000e309"),  # exact integers too
+    ("(1e200*x)^2", "1.000e400"),
+    ("2*(1e308*x + 1)", "2.000e308"),  # sympy distributes the 2 into the sum
+    ("x + 1e308 + 1e308", "2.000e308"),
+])
+def test_folded_constants_that_overflow_are_refused_with_location(text, shown):
+    with pytest.raises(ProblemError) as info:
+        parse_expression("y + " + text, Origin("p.txt", 3, 1, "y + " + text))
+    err = info.value
+    assert err.message.startswith(f"the constant {shown} here is too large for double precision")
+    assert (err.file, err.line) == ("p.txt", 3) and err.column is not None and err.column >= 1
+    with pytest.raises(ProblemError):
+        parse_equation(f"{text} = 1")
+
+
+def test_large_but_finite_folded_constants_are_fine():
+    assert parse_expression("x*1e308").expr == sympy.Float(1e308) * sym("x")
+    assert value("x*1e200*1e200/1e300", x=2.0) == pytest.approx(2e100)
+    assert value("x*1.7e308 - x*1.7e308", x=3.0) == 0.0
