@@ -14,20 +14,33 @@ from gradsolve.solve.result import Result  # noqa: F401 - re-exported
 class Problem:
     """A parsed problem; build it with `from_file` or `from_text`."""
 
-    def __init__(self, spec):
+    def __init__(self, spec, reload=None):
         self.spec = spec
+        self._reload = reload  # seed -> spec: the same source parsed again with other random starts
 
     @classmethod
     def from_file(cls, path, *, init=None, seed=None, allow_data_outside=False):
         from gradsolve.problem.files import from_file
 
-        return cls(from_file(path, allow_data_outside=allow_data_outside, init=init, seed=seed))
+        def reload(seed):
+            return from_file(path, allow_data_outside=allow_data_outside, init=init, seed=seed)
+
+        return cls(reload(seed), reload)
 
     @classmethod
     def from_text(cls, text, *, filename="<text>", init=None, seed=None):
         from gradsolve.problem.files import from_text
 
-        return cls(from_text(text, filename, init=init, seed=seed))
+        def reload(seed):
+            return from_text(text, filename, init=init, seed=seed)
+
+        return cls(reload(seed), reload)
+
+    def with_seed(self, seed: int) -> "Problem":
+        """The same problem with the starting values that `seed` draws (unknowns given no start)."""
+        if seed == self.spec.solver.get("seed") or self._reload is None:
+            return self
+        return Problem(self._reload(seed), self._reload)
 
     @property
     def unknowns(self):
@@ -42,10 +55,15 @@ class Problem:
 
 
 def solve(problem, *, on_progress=None, every=1, **options) -> Result:
-    """Solve `problem` (a Problem, or a path) with the CLI's options as keywords (optimizer=, lr=, steps=, ...)."""
+    """Solve `problem` (a Problem, or a path) with the CLI's options as keywords (optimizer=, lr=, steps=, ...).
+
+    `seed=` draws the random starting values afresh, as `--seed` does.
+    """
     from gradsolve.solve.solver import merged_options, solve_spec
 
     if not isinstance(problem, Problem):
-        problem = Problem.from_file(problem)
+        problem = Problem.from_file(problem, seed=options.get("seed"))
+    elif options.get("seed") is not None:
+        problem = problem.with_seed(int(options["seed"]))
     merged = merged_options(problem.spec, options)
     return solve_spec(problem.spec, merged, on_progress=on_progress, every=every)

@@ -11,10 +11,13 @@ import sys
 import click
 
 from gradsolve import __version__
+from gradsolve.problem.errors import escape
+from gradsolve.problem.settings import OPTIMIZERS as _OPTIMIZERS
 
 EXIT_BAD_INPUT = 2
 EXIT_INTERNAL = 3
-OPTIMIZERS = ["auto", "sgd", "adadelta", "adam", "adamw", "nadam", "rmsprop", "adagrad", "lbfgs", "lm"]
+OPTIMIZERS = list(_OPTIMIZERS)
+MAX_STARTS = 1_000_000
 
 OPTIONS_HELP = """
 \b
@@ -38,11 +41,15 @@ class InitType(click.ParamType):
             return value
         name, sep, number = str(value).partition("=")
         if not sep or not name.strip():
-            self.fail(f"{value!r} is not NAME=VALUE (for example --init x=1.5)", param, ctx)
+            self.fail(f"{_quote(value)} is not NAME=VALUE (for example --init x=1.5)", param, ctx)
         try:
-            return name.strip(), float(number)
+            parsed = float(number)
         except ValueError:
-            self.fail(f"{number!r} in {value!r} is not a number (for example --init x=1.5)", param, ctx)
+            self.fail(f"{_quote(number)} in {_quote(value)} is not a number (for example --init x=1.5)", param, ctx)
+        if not math.isfinite(parsed):
+            self.fail(f"{_quote(number)} in {_quote(value)} is not a finite number (for example --init x=1.5)",
+                      param, ctx)
+        return name.strip(), parsed
 
 
 class PositiveFloat(click.ParamType):
@@ -55,10 +62,17 @@ class PositiveFloat(click.ParamType):
         try:
             number = float(value)
         except (TypeError, ValueError):
-            self.fail(f"{value!r} is not a number", param, ctx)
+            self.fail(f"{_quote(value)} is not a number", param, ctx)
         if number != number or number < 0 or (number == 0 and not self.allow_zero):
-            self.fail(f"{value!r} must be {'non-negative' if self.allow_zero else 'positive'}", param, ctx)
+            self.fail(f"{_quote(value)} must be {'non-negative' if self.allow_zero else 'positive'}", param, ctx)
         return number
+
+
+def _quote(value) -> str:
+    """User text for a one-line message: in quotes, control characters escaped, backslashes as typed."""
+    from gradsolve.problem.errors import quoted
+
+    return quoted(str(value))
 
 
 def solver_options(func):
@@ -72,10 +86,12 @@ def solver_options(func):
                      help="Relative tolerance: loss change, step, gradient (default 1e-12)."),
         click.option("--atol", type=PositiveFloat(allow_zero=True), default=None,
                      help="Stop when the loss is at most this (default 1e-20)."),
-        click.option("--seed", type=int, default=None, help="Seed for random starting values (default 0)."),
+        click.option("--seed", type=click.IntRange(min=0), default=None,
+                     help="Seed for random starting values, >= 0 (default 0)."),
         click.option("--init", "inits", type=InitType(), multiple=True, help="Starting value NAME=VALUE (repeatable)."),
-        click.option("--starts", type=click.IntRange(min=1), default=None,
-                     help="Solve K starting points as one batch and list every distinct solution (default 1)."),
+        click.option("--starts", type=click.IntRange(min=1, max=MAX_STARTS), default=None,
+                     help=f"Solve K starting points as one batch and list every distinct solution "
+                          f"(default 1, at most {MAX_STARTS:,})."),
         click.option("--no-trace", "no_trace", is_flag=True,
                      help="Evaluate with the autograd engine every step instead of the traced graph."),
         click.option("--device", type=click.Choice(["cpu", "cuda", "auto"]), default="cpu", show_default=True,
@@ -113,7 +129,7 @@ def cli():
 
 # ------------------------------------------------------------------ running --
 def _fail(message: str, code: int = EXIT_BAD_INPUT):
-    click.echo(f"gradsolve: error: {message}", err=True)
+    click.echo(f"gradsolve: error: {escape(message)}", err=True)
     sys.exit(code)
 
 
@@ -129,6 +145,10 @@ def _execute(load_spec, kw, solve_and_render=None):
 
     try:
         spec = load_spec()
+        if solve_and_render is None:
+            from gradsolve.problem.settings import check_solver_settings
+
+            check_solver_settings(spec, kw["optimizer"])  # what the solver would refuse, with the file's location
         return (solve_and_render or _solve_and_render)(spec, kw)
     except ProblemError as exc:
         click.echo(exc.format() if hasattr(exc, "format") else str(exc), err=True)
@@ -148,7 +168,7 @@ def _execute(load_spec, kw, solve_and_render=None):
             import traceback
 
             traceback.print_exc()
-        click.echo(f"gradsolve: internal error: {type(exc).__name__}: {exc} "
+        click.echo(f"gradsolve: internal error: {type(exc).__name__}: {escape(str(exc))} "
                    "(a bug: please report it; rerun with --debug for the traceback)", err=True)
         sys.exit(EXIT_INTERNAL)
 
@@ -339,30 +359,40 @@ def check(files, allow_data_outside):
     """
     from gradsolve.problem.errors import ProblemError
     from gradsolve.problem.files import from_file
+    from gradsolve.problem.settings import check_solver_settings
 
     failed = 0
     for path in files:
         try:
             spec = from_file(path, allow_data_outside=allow_data_outside,
                              stream=sys.stdin if path == "-" else None)
+            check_solver_settings(spec)  # what `puzzle` would refuse when it starts (lm on a loss, lbfgs with bounds)
         except ProblemError as exc:
             failed += 1
             click.echo(exc.format(), err=True)
             continue
         except Exception as exc:  # noqa: BLE001 - report and go on to the next file
             failed += 1
-            click.echo(f"{path}: internal error: {type(exc).__name__}: {exc}", err=True)
+            click.echo(f"{escape(path)}: internal error: {type(exc).__name__}: {escape(str(exc))}", err=True)
             continue
         what = {"equations": "equations", "residuals": "residuals", "minimize": "loss"}[spec.kind]
         rows = f", data: {spec.n_rows} rows" if spec.n_rows else ""
-        click.echo(f"{path}: ok — {len(spec.sources)} {what}, unknowns: {', '.join(spec.unknown_names)}{rows}")
+        # plain click output (no rich markup); control characters escaped, everything else as written
+        click.echo(f"{escape(path)}: ok — {len(spec.sources)} {what}, "
+                   f"unknowns: {', '.join(spec.unknown_names)}{rows}")
         for source in spec.sources:
-            click.echo(f"    {source}")
+            click.echo(f"    {escape(source)}")
         for warning in spec.warnings:
-            click.echo(f"    warning: {warning}")
+            click.echo(f"    {warning_line(warning)}")
     if failed:
         click.echo(f"{failed} of {len(files)} files failed", err=True)
         sys.exit(EXIT_BAD_INPUT)
+
+
+def warning_line(warning: str) -> str:
+    """A problem warning as one line: they already read ``file:line:col: warning: ...``; never twice 'warning:'."""
+    text = escape(warning)
+    return text if text.startswith("warning:") or ": warning: " in text else f"warning: {text}"
 
 
 def main(argv=None):

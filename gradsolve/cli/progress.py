@@ -113,10 +113,14 @@ class LiveTableProgress:
 
     def _table(self):
         from rich.table import Table
+        from rich.text import Text
 
-        table = Table(title=f"solving with {self.method}", title_justify="left", expand=False)
+        from gradsolve.problem.errors import escape
+
+        # Text, not markup: the method's label may quote an error message, and names are the user's
+        table = Table(title=Text(escape(f"solving with {self.method}")), title_justify="left", expand=False)
         for column in ["step", "loss", "change", "|grad|", "|step|", "lr/damping", *self.names, "time"]:
-            table.add_column(column, justify="right", no_wrap=True)
+            table.add_column(Text(escape(column)), justify="right", no_wrap=True)
         for row in self.rows[-LIVE_ROWS:]:
             table.add_row(str(row.step), _fmt(row.loss).strip(), _fmt(row.loss_change).strip(),
                           _fmt(row.gradient_norm).strip(), _fmt(row.step_norm).strip(), _fmt(row.rate).strip(),

@@ -1,12 +1,47 @@
-"""The final result on stdout: a rich table, JSON (the versioned contract) or CSV."""
+"""The final result on stdout: a rich table, JSON (the versioned contract) or CSV.
+
+Everything the user wrote (the problem's name, unknown and column names,
+equations, warnings, paths) reaches rich as ``Text`` built by ``_plain``: rich
+never reads it as markup (``[bold]``, ``[link=...]``) or emoji codes, and its
+control characters are escaped (``\x1b``) so they cannot drive the terminal.
+Nothing is escaped twice: JSON and CSV carry the text as it is.
+"""
 from __future__ import annotations
 
 import csv
 import io
 import math
 
+from gradsolve.problem.errors import escape
+
 STATUS_STYLE = {"converged": "bold green", "inconsistent": "bold yellow", "max_steps": "bold yellow",
                 "diverged": "bold red", "interrupted": "bold yellow", "stalled": "bold yellow"}
+
+
+def _plain(text, style: str = ""):
+    """User text for rich: literal (no markup, no emoji codes), control characters escaped."""
+    from rich.text import Text
+
+    return Text(escape(str(text)), style=style)
+
+
+def _line(*parts, style: str = ""):
+    """A Text of plain parts (str: literal text) and (text, style) pairs, every part escaped."""
+    from rich.text import Text
+
+    out = Text(style=style)
+    for part in parts:
+        if isinstance(part, tuple):
+            out.append(escape(str(part[0])), style=part[1])
+        else:
+            out.append(escape(str(part)))
+    return out
+
+
+def _warning_text(warning: str):
+    from gradsolve.cli.main import warning_line
+
+    return _plain(warning_line(warning), style="yellow")
 
 
 def _num(value):
@@ -39,19 +74,18 @@ def render_table(result, console):
     if "statistics" in result.extra:
         return render_fit(result, console)
     data = result.to_dict()
-    title = Text.assemble((f"{data['problem']}: ", "bold"), (data["status"], STATUS_STYLE.get(data["status"], "")),
-                          f" — {data['stop_reason']}")
-    console.print(title)
-    console.print(f"optimizer {data['optimizer']}, {data['steps']} steps, loss {_num(data['loss'])}, "
-                  f"|grad| {_num(data['gradient_norm'])}, {data['elapsed_s']:.3f}s on {data['device']} "
-                  f"({data['dtype']})", highlight=False)
+    console.print(_line((f"{data['problem']}: ", "bold"), (data["status"], STATUS_STYLE.get(data["status"], "")),
+                        f" — {data['stop_reason']}"))
+    console.print(_line(f"optimizer {data['optimizer']}, {data['steps']} steps, loss {_num(data['loss'])}, "
+                        f"|grad| {_num(data['gradient_norm'])}, {data['elapsed_s']:.3f}s on {data['device']} "
+                        f"({data['dtype']})"))
     table = Table(title="unknowns", title_justify="left")
     table.add_column("name")
     table.add_column("value", justify="right")
     if data["at_bounds"]:
         table.add_column("note")
     for name, value in data["parameters"].items():
-        row = [name, _num(value)]
+        row = [_plain(name), _num(value)]
         if data["at_bounds"]:
             row.append("at a bound" if name in data["at_bounds"] else "")
         table.add_row(*row)
@@ -62,12 +96,12 @@ def render_table(result, console):
         if "value" in data["residuals"][0]:
             res.add_column("residual", justify="right")
             for r in data["residuals"]:
-                res.add_row(Text(r["equation"]), _num(r.get("value")))
+                res.add_row(_plain(r["equation"]), _num(r.get("value")))
         else:
             for column in ("rows", "rms", "max |r|"):
                 res.add_column(column, justify="right")
             for r in data["residuals"]:
-                res.add_row(Text(r["equation"]), str(r.get("count")), _num(r.get("rms")), _num(r.get("max")))
+                res.add_row(_plain(r["equation"]), str(r.get("count")), _num(r.get("rms")), _num(r.get("max")))
         console.print(res)
     family = data["solution_set"]
     if family:
@@ -76,16 +110,16 @@ def render_table(result, console):
         console.print(Text(f"The solution is not unique: the Jacobian has rank {family['rank']} of {n}; "
                            f"every point of this family solves the equations, {kind}.", style="yellow"))
         if family.get("particular"):
-            console.print(Text("minimum-norm solution: " + ", ".join(
+            console.print(_plain("minimum-norm solution: " + ", ".join(
                 f"{k} = {_num(v)}" for k, v in family["particular"].items())))
         for i, direction in enumerate(family["free_directions"], 1):
-            console.print(Text(f"free direction {i}: (" + ", ".join(
+            console.print(_plain(f"free direction {i}: (" + ", ".join(
                 f"{k}: {_num(v)}" for k, v in direction.items()) + ")"))
     if data.get("solutions") and len(data["solutions"]) > 1:
         sol = Table(title="distinct solutions", title_justify="left")
         sol.add_column("#")
         for name in data["parameters"]:
-            sol.add_column(name, justify="right")
+            sol.add_column(_plain(name), justify="right")
         sol.add_column("loss", justify="right")
         sol.add_column("starts", justify="right")
         for i, s in enumerate(data["solutions"], 1):
@@ -93,7 +127,7 @@ def render_table(result, console):
                         str(s["starts"]))
         console.print(sol)
     for warning in result.warnings:
-        console.print(Text("warning: " + warning, style="yellow"))
+        console.print(_warning_text(warning))
     if result.loss_history and console.is_terminal:
         console.print(Text("loss: " + sparkline(result.loss_history), style="cyan"))
 
@@ -135,23 +169,23 @@ def render_fit(result, console):
     data = result.to_dict()
     stats = data["statistics"]
     notes = data.get("fit", {})
-    console.print(Text.assemble((f"{data['problem']}: ", "bold"),
-                                (data["status"], STATUS_STYLE.get(data["status"], "")), f" — {data['stop_reason']}"))
+    console.print(_line((f"{data['problem']}: ", "bold"),
+                        (data["status"], STATUS_STYLE.get(data["status"], "")), f" — {data['stop_reason']}"))
     rows = notes.get("rows")
     dropped = notes.get("dropped")
-    console.print(f"optimizer {data['optimizer']}, {data['steps']} steps, {rows} rows"
-                  + (f" ({dropped} dropped: invalid cells)" if dropped else "")
-                  + f", {data['elapsed_s']:.3f}s on {data['device']} ({data['dtype']})", highlight=False)
-    console.print(Text(data["model"], style="bold"))
+    console.print(_line(f"optimizer {data['optimizer']}, {data['steps']} steps, {rows} rows"
+                        + (f" ({dropped} dropped: invalid cells)" if dropped else "")
+                        + f", {data['elapsed_s']:.3f}s on {data['device']} ({data['dtype']})"))
+    console.print(_plain(data["model"], style="bold"))
     start = notes.get("start")
     if start and start.get("source") != "--init":
-        console.print(Text("started " + start["source"] + ": " + ", ".join(
+        console.print(_plain("started " + start["source"] + ": " + ", ".join(
             f"{k} = {_num(v)}" for k, v in start["parameters"].items()), style="dim"))
     table = Table(title="coefficients", title_justify="left")
     table.add_column("name")
     table.add_column("value +/- standard error (relative)", justify="right")
     for name, value in data["parameters"].items():
-        table.add_row(name, _pm(value, stats["stderr"].get(name)))
+        table.add_row(_plain(name), _pm(value, stats["stderr"].get(name)))
     console.print(table)
     matrix = stats["correlation"].get("matrix")
     names = stats["correlation"]["names"]
@@ -159,30 +193,30 @@ def render_fit(result, console):
         corr = Table(title="correlation of the coefficients", title_justify="left")
         corr.add_column("")
         for name in names:
-            corr.add_column(name, justify="right")
+            corr.add_column(_plain(name), justify="right")
         for name, row in zip(names, matrix):
-            corr.add_row(name, *["-" if v is None else f"{v:+.3f}" for v in row])
+            corr.add_row(_plain(name), *["-" if v is None else f"{v:+.3f}" for v in row])
         console.print(corr)
     def _g(v):
         return "-" if v is None else f"{v:.6g}"
-    console.print(f"R^2 {_g(stats['r_squared'])}, RMSE {_g(stats['rmse'])}, residual sum of squares "
-                  f"{_g(stats['rss'])}, degrees of freedom {stats['dof']}, residual sd {_g(stats.get('residual_sd'))}"
-                  f"; standard errors {stats.get('sigma', '')}", highlight=False)
+    console.print(_line(f"R^2 {_g(stats['r_squared'])}, RMSE {_g(stats['rmse'])}, residual sum of squares "
+                        f"{_g(stats['rss'])}, degrees of freedom {stats['dof']}, residual sd "
+                        f"{_g(stats.get('residual_sd'))}; standard errors {stats.get('sigma', '')}"))
     if stats["covariance"] != "ok":
-        console.print(Text(f"no standard errors for {', '.join(stats['unavailable'])}: {stats['reason']}",
-                           style="yellow"))
+        console.print(_plain(f"no standard errors for {', '.join(stats['unavailable'])}: {stats['reason']}",
+                             style="yellow"))
     if data.get("predictions"):
         pred = Table(title="predictions", title_justify="left")
         first = data["predictions"][0]
         for name in first["x"]:
-            pred.add_column(name, justify="right")
+            pred.add_column(_plain(name), justify="right")
         pred.add_column("predicted +/- standard error", justify="right")
         for p in data["predictions"]:
             pred.add_row(*[_num(v) for v in p["x"].values()], _pm(p["y"], p["stderr"]))
         console.print(pred)
     if data.get("plot"):
-        console.print(f"plot written to {data['plot']}", highlight=False)
+        console.print(_line("plot written to ", data["plot"]))
     for warning in result.warnings:
-        console.print(Text("warning: " + warning, style="yellow"))
+        console.print(_warning_text(warning))
     if result.loss_history and console.is_terminal:
         console.print(Text("loss: " + sparkline(result.loss_history), style="cyan"))

@@ -112,33 +112,65 @@ class FitData:
 
 
 class _Bound:
-    """Expressions over data columns compiled once; evaluated on any chunk by rebinding the inputs."""
+    """Expressions over data columns compiled once; evaluated on any chunk by rebinding the inputs.
 
-    def __init__(self, expressions, names, params=None):
+    The program lives on ``device``: ``__call__`` takes and returns host (NumPy) arrays, ``raw`` takes and
+    returns arrays of that device's namespace (no transfer).
+    """
+
+    def __init__(self, expressions, names, params=None, device="cpu"):
         import sympy
 
         import gradsolve as gs
         from gradsolve.problem.lower import compile_program
 
         self._gs = gs
+        self.backend = gs.backend.get_backend(device)
+        self.device = self.backend.name
         self.names = list(names)
-        self._placeholders = {n: gs.tensor(np.zeros(1)) for n in self.names}
+        self._placeholders = {n: gs.tensor(np.zeros(1), device=self.device) for n in self.names}
         inputs = {sympy.Symbol(n, real=True): t for n, t in self._placeholders.items()}
         for name, value in (params or {}).items():
-            inputs[sympy.Symbol(name, real=True)] = value if hasattr(value, "shape") else gs.tensor(float(value))
-        self.program = compile_program(expressions, inputs)
+            inputs[sympy.Symbol(name, real=True)] = value if hasattr(value, "shape") else gs.tensor(
+                float(value), device=self.device)
+        self.program = compile_program(expressions, inputs, device=self.device)
         self._slot = {n: next(i for i, leaf in enumerate(self.program.leaves) if leaf is t)
                       for n, t in self._placeholders.items() if any(leaf is t for leaf in self.program.leaves)}
 
-    def __call__(self, arrays: dict):
+    def _run(self, arrays: dict, wrap):
         gs = self._gs
         for name, slot in self._slot.items():
             value = arrays[name]
-            self.program.leaves[slot] = value if isinstance(value, gs.Tensor) else gs.from_numpy(
-                np.ascontiguousarray(value, dtype=np.float64))
+            self.program.leaves[slot] = value if isinstance(value, gs.Tensor) else wrap(value)
         with gs.no_grad():
-            outs = self.program.run()
-        return [o.numpy() if isinstance(o, gs.Tensor) else np.asarray(o, dtype=np.float64) for o in outs]
+            return self.program.run()
+
+    def __call__(self, arrays: dict):
+        """Host arrays in, host float64 arrays out."""
+        backend = self.backend
+
+        def wrap(value):
+            host = np.ascontiguousarray(value, dtype=np.float64)
+            return self._gs.from_numpy(host) if backend.is_numpy else self._gs.tensor(
+                host, dtype=self._gs.float64, device=self.device)
+
+        outs = self._run(arrays, wrap)
+        return [o.numpy() if isinstance(o, self._gs.Tensor) else np.asarray(o, dtype=np.float64) for o in outs]
+
+    def raw(self, arrays: dict):
+        """Arrays of the device's namespace in and out (0-d for an output that is a constant)."""
+        from gradsolve._tensor import _wrap
+
+        backend = self.backend
+        if backend.is_numpy:
+            outs = self._run(arrays, lambda v: self._gs.from_numpy(np.ascontiguousarray(v, dtype=np.float64)))
+        else:
+            # an array of the device is taken as it is (no copy, no transfer); a host one crosses over
+            outs = self._run(arrays, lambda v: _wrap(backend.from_numpy(np.ascontiguousarray(v, dtype=np.float64))
+                                                     if isinstance(v, np.ndarray) else v, backend))
+        xp = backend.xp
+        return [o._data if isinstance(o, self._gs.Tensor) else xp.asarray(float(o), dtype=xp.float64)
+                for o in outs]
 
 
 # ----------------------------------------------------------------------------- the task
@@ -405,11 +437,16 @@ def run_fit(task: FitTask, options, *, on_progress=None, every=1, on_start=None)
     return _run_linear(task, options, on_progress, every, on_start)
 
 
-def _xp():
-    return np  # the cpu backend's namespace; a GPU issue will pass CuPy here
+def _fit_device(options) -> str:
+    """The device the fit runs on: 'auto' resolved (cuda when usable, else cpu); DeviceError when unusable."""
+    import gradsolve as gs
+
+    device = gs.backend.resolve_device(options.device)
+    return gs.backend.get_backend(device).name
 
 
-def _basis(task, xp):
+def _basis(task, xp, device="cpu"):
+    """The basis of a linear fit; a --model's columns are evaluated by the engine on ``device`` (namespace xp)."""
     from gradsolve.solve import linear
 
     if task.kind == "polynomial":
@@ -422,11 +459,15 @@ def _basis(task, xp):
         return linear.PolynomialBasis.for_range(task.degree, lo, hi)
     f0, fs = task.linear_parts
     exprs = ([f0] if f0 != 0 else []) + list(fs)
-    bound = _Bound(exprs, task.model_columns)
     has_f0 = f0 != 0
+    bounds = {}  # one compiled program per namespace: the device's for the data, NumPy's for --predict
 
-    def evaluate(xs):
-        outs = bound(dict(zip(task.model_columns, xs)))
+    def evaluate(ns, xs):
+        key = "cpu" if ns is np else device
+        bound = bounds.get(key)
+        if bound is None:
+            bound = bounds[key] = _Bound(exprs, task.model_columns, device=key)
+        outs = bound.raw(dict(zip(task.model_columns, xs)))
         return (outs[0] if has_f0 else None), outs[1 if has_f0 else 0:]
 
     constant = next((j for j, f in enumerate(fs) if not f.free_symbols and f != 0), None)
@@ -435,6 +476,7 @@ def _basis(task, xp):
         xs = [task.data.columns[task.name_to_idx[n]] for n in task.model_columns]
     else:
         xs = next(iter(task.chunks()))[0]
+    xs, _, _ = linear.to_device(xp, xs)  # prepare evaluates the columns where the fit runs
     basis.prepare(xp, xs)
     return basis
 
@@ -505,11 +547,13 @@ def _choose(options, *, linear: bool) -> str:
 
 
 def _run_linear(task, options, on_progress, every, on_start):
+    import gradsolve as gs
     from gradsolve.solve import linear
 
-    xp = _xp()
+    device = _fit_device(options)
+    xp = gs.backend.get_backend(device).xp  # the data-sized work runs here; p x p algebra on the host
     start = time.perf_counter()
-    basis = _basis(task, xp)
+    basis = _basis(task, xp, device)
     method = _choose(options, linear=True)
     if on_start is not None:
         on_start(method if task.robust_loss == "squared" else f"irls ({method})", task.params)
@@ -568,9 +612,10 @@ def _run_linear(task, options, on_progress, every, on_start):
                            tss=tss, weighted=weighted)
     gradient = None
     loss = res["rss"]
-    return _result(task, options, values, status=status, reason=reason, method=method if task.robust_loss ==
-                   "squared" else "irls", steps=steps, loss=loss, gradient=gradient, stats=stats, res=res,
-                   history=history, elapsed=elapsed, notes=notes, cov_K=K, basis=basis, xp=xp)
+    return _result(task, options, values, device=device, status=status, reason=reason,
+                   method=method if task.robust_loss == "squared" else "irls", steps=steps, loss=loss,
+                   gradient=gradient, stats=stats, res=res, history=history, elapsed=elapsed, notes=notes, cov_K=K,
+                   basis=basis)
 
 
 def _irls_linear(task, basis, xp, b, options, method, max_iter=100):
@@ -579,12 +624,13 @@ def _irls_linear(task, basis, xp, b, options, method, max_iter=100):
 
     steps = 0
     data = task.data.all()
-    xs_all, y_all, w_all = task.transform(data)
+    # the whole data on the device once; residuals and weights stay there between reweightings
+    xs_all, y_all, w_all = linear.to_device(xp, *task.transform(data))
     for it in range(1, max_iter + 1):
         r = basis.residual(xp, xs_all, y_all, b)
-        base = w_all if w_all is not None else 1.0
-        scaled = r * np.sqrt(base) if w_all is not None else r
-        w = base * robust.weights(task.robust_loss, scaled, task.f_scale)
+        scaled = r * xp.sqrt(w_all) if w_all is not None else r
+        rw = robust.weights(task.robust_loss, scaled, task.f_scale, xp=xp)
+        w = w_all * rw if w_all is not None else rw
         chunks = [(xs_all, y_all, w)]
         red = linear.reduce_chunks(basis, xp, chunks)
         c, outcome = _solve_reduced(task, red, options, method, None, None, 1, quiet_rows=True)
@@ -599,17 +645,28 @@ def _irls_linear(task, basis, xp, b, options, method, max_iter=100):
 
 # ----------------------------------------------------------------------------- nonlinear
 class _WeightedObjective:
+    """The lowered residuals times per-row sqrt(weights), on the lowered problem's device."""
+
     def __init__(self, lowered, names, sw):
         import gradsolve as gs
 
         self._gs = gs
         self.lowered = lowered
+        self.backend = gs.backend.get_backend(lowered.device)
         self.params = lowered.params
         self.names = names
         self.set_weights(sw)
 
     def set_weights(self, sw):
-        self._sw = None if sw is None else self._gs.tensor(np.asarray(sw, dtype=np.float64))
+        """sqrt(weights): a host (NumPy) array, an array of the device's namespace, or None."""
+        from gradsolve._tensor import _wrap
+
+        if sw is None:
+            self._sw = None
+        elif isinstance(sw, np.ndarray) or self.backend.is_numpy:
+            self._sw = self._gs.tensor(np.asarray(sw, dtype=np.float64), device=self.backend.name)
+        else:
+            self._sw = _wrap(sw, self.backend)  # already on the device
 
     def residuals(self):
         r = self.lowered.residuals()
@@ -638,7 +695,10 @@ def _run_nonlinear(task, options, on_progress, every, on_start):
     start_values, start_note = _data_start(task, spec, xs, y, w)
     for unknown in spec.unknowns:
         unknown.init = float(start_values[unknown.name])
-    lowered = lower(spec, dtype=getattr(gs, options.dtype), device=gs.backend.resolve_device(options.device))
+    device = _fit_device(options)
+    # the engine runs eagerly on `device` (a fit never traces, so nothing here is cpu-only)
+    lowered = lower(spec, dtype=getattr(gs, options.dtype), device=device)
+    xp = gs.backend.get_backend(device).xp
     names = spec.unknown_names
     method = _choose(options, linear=False)
     if on_start is not None:
@@ -661,12 +721,16 @@ def _run_nonlinear(task, options, on_progress, every, on_start):
             history.extend(polish.loss_history)
             outcome = dataclasses.replace(polish, steps=steps, loss_history=history)
     if task.robust_loss != "squared":
+        from gradsolve.solve.linear import on_device
+
+        # residuals and weights stay on the device between reweightings
+        sw_dev = on_device(xp, sw) if sw is not None else None
         for it in range(1, 101):
             with gs.no_grad():
-                r = lowered.residuals().numpy()
-            scaled = r * sw if sw is not None else r
-            rw = robust.weights(task.robust_loss, scaled, task.f_scale)
-            objective.set_weights(np.sqrt(rw) * (sw if sw is not None else 1.0))
+                r = xp.asarray(lowered.residuals()._data, dtype=xp.float64)
+            scaled = r * sw_dev if sw is not None else r
+            rw = robust.weights(task.robust_loss, scaled, task.f_scale, xp=xp)
+            objective.set_weights(xp.sqrt(rw) * sw_dev if sw is not None else xp.sqrt(rw))
             before = outcome.values.copy()
             outcome = run(objective, options, method=method, on_progress=None, every=every)
             steps += outcome.steps
@@ -699,7 +763,7 @@ def _run_nonlinear(task, options, on_progress, every, on_start):
     res = {"rss": rss, "max": float(np.max(np.abs(r))) if r.size else 0.0, "n": len(y), "sum_r2": float(r @ r)}
     notes = {"path": "nonlinear: full residuals", "rows": len(y), "dropped": task.data.dropped,
              "start": {"parameters": {n: start_values[n] for n in names}, "source": start_note}}
-    return _result(task, options, values, status=outcome.status, reason=reason,
+    return _result(task, options, values, device=device, status=outcome.status, reason=reason,
                    method=method if task.robust_loss == "squared" else "irls", steps=steps, loss=rss,
                    gradient=outcome.gradient_norm, stats=stats, res=res, history=history, elapsed=elapsed,
                    notes=notes, cov_K=K, lowered=lowered, at_bounds=outcome.at_bounds)
@@ -805,8 +869,9 @@ def _data_start(task, spec, xs, y, w):
 
 
 # ----------------------------------------------------------------------------- the result
-def _result(task, options, values, *, status, reason, method, steps, loss, gradient, stats, res, history, elapsed,
-            notes, cov_K=None, basis=None, xp=None, lowered=None, at_bounds=()):
+def _result(task, options, values, *, device, status, reason, method, steps, loss, gradient, stats, res, history,
+            elapsed, notes, cov_K=None, basis=None, lowered=None, at_bounds=()):
+    """The Result; ``device`` is where the data-sized work actually ran (never 'auto')."""
     from gradsolve.solve.result import Result
 
     equation = f"{task.model_text} - ({task.y_text})"
@@ -814,19 +879,21 @@ def _result(task, options, values, *, status, reason, method, steps, loss, gradi
                   "rms": math.sqrt(res["sum_r2"] / res["n"]) if res["n"] else 0.0, "max": res["max"]}]
     extra = {"model": task.formula(values), "statistics": stats, "fit": notes}
     if task.predict:
-        extra["predictions"] = _predictions(task, values, stats, cov_K, basis, xp, lowered)
+        extra["predictions"] = _predictions(task, values, stats, cov_K, basis, lowered)
     if task.plot:
         extra["plot"] = task.plot
     return Result(problem=task.name, status=status, stop_reason=reason, optimizer=method, steps=int(steps), loss=loss,
                   gradient_norm=gradient, parameters=values, residuals=residuals, solution_set=None,
-                  seed=task.seed, device=str(options.device if options.device != "auto" else "cpu"),
+                  seed=task.seed, device=str(device),
                   dtype=options.dtype, elapsed_s=elapsed, at_bounds=list(at_bounds), warnings=list(task.warnings),
                   loss_history=history, kind="residuals", extra=extra)
 
 
-def _predictions(task, values, stats, K, basis, xp, lowered):
+def _predictions(task, values, stats, K, basis, lowered):
+    """Model values and their standard errors at --predict points: a few rows, on the host (NumPy)."""
     import math as _m
 
+    xp = np
     points = np.array(task.predict, dtype=np.float64)
     b = np.array([values[n] for n in task.params])
     s2 = None

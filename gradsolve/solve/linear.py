@@ -27,9 +27,14 @@ computed in double-double arithmetic (about 32 digits) in the user's basis:
 b += M (R^T R)^-1 A'^T r -- the corrected semi-normal equations, which win the
 last digits on ill-conditioned sets such as NIST's Filip, Wampler and Pontius.
 
-Data-sized work (building chunks, the chunk QR, residuals) uses the array
-namespace ``xp`` of the tensor backend; the small p x p algebra on R factors
-is NumPy on the host, deliberately.
+Data-sized work (building chunks, the chunk QR, residuals, their sums) uses
+the array namespace ``xp`` of the tensor backend (NumPy, CuPy, or the strict
+Array API reference in the tests), through Array API standard calls only.
+Chunks arrive as host (NumPy) arrays; each map step (``map_chunk``,
+``reduce_chunks``, ``refine``, ``residual_stats``) moves its chunk to ``xp``
+once (``to_device``) and works there; what comes back to the host is small
+(an R factor, a p-vector, scalars).  The small p x p algebra on R factors is
+NumPy on the host, deliberately.
 """
 from __future__ import annotations
 
@@ -40,13 +45,16 @@ from fractions import Fraction
 import numpy as np
 
 __all__ = ["PolynomialBasis", "ColumnBasis", "Summary", "map_chunk", "reduce_summaries", "Reduction",
-           "reduce_chunks", "refine", "residual_stats", "back_substitute"]
+           "reduce_chunks", "refine", "residual_stats", "back_substitute", "to_device",
+           "on_device"]
 
 #: How many R factors the running reduce keeps before folding them into one.
 FOLD_EVERY = 32
 
 
 # ----------------------------------------------------------------------------- double-double
+# Error-free transformations on arrays of any namespace (or Python floats): only +, -, * of the
+# operands, which every Array API library provides elementwise and rounds to float64 per operation.
 def _two_sum(a, b):
     s = a + b
     bb = s - a
@@ -169,10 +177,11 @@ class PolynomialBasis:
 class ColumnBasis:
     """Any model linear in its parameters: model = f0(x) + sum_j b_j f_j(x).
 
-    ``evaluate(xs)`` returns (f0 or None, [f_1, ..., f_p]) as arrays (the
-    engine evaluates them).  When one f_j is a constant, the others are centred
-    (``centres``) and every non-constant column is scaled (``scales``) --
-    ``prepare`` sets both from the first chunk.
+    ``evaluate(xp, xs)`` returns (f0 or None, [f_1, ..., f_p]) as arrays of the
+    namespace ``xp`` (0-d for a constant), for columns ``xs`` in that namespace
+    (the engine evaluates them on the matching device).  When one f_j is a
+    constant, the others are centred (``centres``) and every non-constant column
+    is scaled (``scales``) -- ``prepare`` sets both from the first chunk.
     """
 
     def __init__(self, evaluate, p: int, constant: int | None = None):
@@ -195,18 +204,18 @@ class ColumnBasis:
         """Centres and scales from a chunk (the whole data when it is in memory)."""
         _, cols = self._raw(xp, xs, xs[0].shape)
         for j, col in enumerate(cols):
-            col = _host(xp, col)
+            size = math.prod(col.shape)
             if self.constant is not None and j == self.constant:
-                value = float(col.reshape(-1)[0]) if col.size else 1.0
+                value = float(xp.reshape(col, (-1,))[0]) if size else 1.0
                 self.constant_value = value if value != 0 else 1.0
                 continue
-            mean = float(np.mean(col)) if (self.constant is not None and col.size) else 0.0
-            spread = float(np.max(np.abs(col - mean))) if col.size else 0.0
+            mean = float(xp.mean(col)) if (self.constant is not None and size) else 0.0
+            spread = float(xp.max(xp.abs(col - mean))) if size else 0.0
             self.centres[j] = mean
             self.scales[j] = 2.0 ** math.ceil(math.log2(spread)) if spread > 0 and math.isfinite(spread) else 1.0
 
     def _raw(self, xp, xs, shape):
-        f0, cols = self.evaluate(xs)
+        f0, cols = self.evaluate(xp, xs)
         cols = [xp.broadcast_to(xp.asarray(c, dtype=xp.float64), shape) for c in cols]
         if f0 is not None:
             f0 = xp.broadcast_to(xp.asarray(f0, dtype=xp.float64), shape)
@@ -267,8 +276,35 @@ class ColumnBasis:
 
 
 def _host(xp, array) -> np.ndarray:
+    """A (small) array of namespace xp as a float64 NumPy array on the host."""
+    if xp is np or isinstance(array, (np.ndarray, np.generic, float, int)):
+        return np.asarray(array, dtype=np.float64)
     get = getattr(array, "get", None)
-    return np.asarray(get() if callable(get) else array, dtype=np.float64)
+    if callable(get):  # CuPy: device -> host copy
+        return np.asarray(get(), dtype=np.float64)
+    return np.asarray(np.from_dlpack(array), dtype=np.float64)  # the Array API's standard way out
+
+
+def on_device(xp, array):
+    """One host (NumPy) array -> namespace ``xp`` (as float64); an array already in ``xp`` passes through."""
+    if xp is np:
+        return np.asarray(array)
+    if isinstance(array, (np.ndarray, np.generic)):
+        # host -> device, once, from one contiguous float64 buffer (the table's columns already are)
+        host = np.asarray(array, dtype=np.float64)
+        return xp.asarray(host if host.flags.c_contiguous else np.ascontiguousarray(host))
+    return xp.asarray(array)  # already in xp: no copy
+
+
+def to_device(xp, xs, y=None, weights=None):
+    """A chunk ``(xs, y, weights)`` read on the host -> the same arrays in namespace ``xp``.
+
+    NumPy arrays cross to the device once here (no copy at all when ``xp`` is
+    NumPy); arrays already in ``xp`` pass through.  Every map step calls this
+    first, so the arithmetic after it never mixes namespaces.
+    """
+    return ([on_device(xp, x) for x in xs], None if y is None else on_device(xp, y),
+            None if weights is None else on_device(xp, weights))
 
 
 # ----------------------------------------------------------------------------- map and reduce
@@ -287,13 +323,19 @@ class Summary:
         return Summary(np.zeros((k, k)), 0, 0.0, 0.0, 0.0)
 
 
+def _concat(xp, arrays, axis):
+    """The standard's ``concat``; NumPy < 2 and older CuPy spell it ``concatenate``."""
+    concat = getattr(xp, "concat", None)
+    return concat(arrays, axis=axis) if concat is not None else xp.concatenate(arrays, axis=axis)
+
+
 def _qr_r(xp, a):
     """The R factor of a (m x k) as a k x k host array (zero rows added when m < k)."""
     k = a.shape[1]
     if xp is np:
         r = np.linalg.qr(a, mode="r")
-    else:
-        r = _host(xp, xp.linalg.qr(a)[1])
+    else:  # the Array API's linalg extension: mode "reduced" (standard) gives (Q, R)
+        r = _host(xp, xp.linalg.qr(a, mode="reduced")[1])
     r = np.asarray(r, dtype=np.float64)
     if r.shape[0] < k:
         r = np.concatenate([r, np.zeros((k - r.shape[0], k))], axis=0)
@@ -301,12 +343,13 @@ def _qr_r(xp, a):
 
 
 def map_chunk(basis, xp, xs, y, *, y_scale: float, weights=None) -> Summary:
-    """One chunk -> its Summary (the map of the map-reduce)."""
+    """One chunk -> its Summary (the map of the map-reduce); host arrays move to ``xp`` first."""
     m = int(y.shape[0])
     k = basis.p + 1
     if m == 0:
         return Summary.empty(k)
-    block = xp.concatenate([basis.columns(xp, xs), xp.reshape(y / y_scale, (m, 1))], axis=1)
+    xs, y, weights = to_device(xp, xs, y, weights)
+    block = _concat(xp, [basis.columns(xp, xs), xp.reshape(y / y_scale, (m, 1))], axis=1)
     if weights is not None:
         block = block * xp.reshape(xp.sqrt(weights), (m, 1))
         w = weights
@@ -362,6 +405,7 @@ def reduce_chunks(basis, xp, chunks, *, y_scale: float | None = None) -> Reducti
     """
     held: list[Summary] = []
     for xs, y, weights in chunks:
+        xs, y, weights = to_device(xp, xs, y, weights)  # once; map_chunk then finds them in place
         if y_scale is None:
             top = float(xp.max(xp.abs(y))) if y.shape[0] else 0.0
             y_scale = top if top > 0 and math.isfinite(top) else 1.0
@@ -430,6 +474,7 @@ def refine(basis, xp, red: Reduction, chunks, b: np.ndarray) -> np.ndarray:
     for xs, y, weights in chunks:
         if y.shape[0] == 0:
             continue
+        xs, y, weights = to_device(xp, xs, y, weights)
         r = basis.residual(xp, xs, y, b)
         A = basis.columns(xp, xs)
         if weights is not None:
@@ -452,6 +497,7 @@ def residual_stats(basis, xp, chunks, b: np.ndarray) -> dict:
     for xs, y, weights in chunks:
         if y.shape[0] == 0:
             continue
+        xs, y, weights = to_device(xp, xs, y, weights)
         r = basis.residual(xp, xs, y, b)
         r2 = r * r
         sum_r2_unweighted += float(xp.sum(r2))

@@ -4,11 +4,21 @@ Every method is driven the same way: one call of `step()` is one iteration;
 after it the loop measures the loss, the gradient and step norms, reports a
 progress row, and checks the stopping tests:
 
-* ``atol``: the loss is at most ``atol`` (a solved system);
+* ``atol``: the loss is at most ``atol`` (a solved system).  Only for losses
+  that cannot go below zero (sums of squares, or a minimize expression sympy
+  proves non-negative): a loss of -5 is not "solved";
 * ``gtol``: the largest gradient component is at most ``tol * max(1, g0)``, g0 the first one;
 * ``xtol``: the step is at most ``tol * (tol + |x|)``;
 * ``ftol``: the relative loss change stays at most ``tol`` for several
   iterations in a row (one flat step of a momentum method proves nothing).
+
+A method that stops moving has not necessarily arrived: the plateau rule can
+shrink a first-order method's rate to nothing on a slope, and L-BFGS's line
+search can fail. So on a smooth loss (and always for L-BFGS) the xtol and
+ftol tests count as convergence only when the gradient is small too
+(``sqrt(tol) * max(1, g0)``); otherwise the status is "stalled".  On a loss
+with kinks (abs, min, max) a shrinking rate is how a first-order method
+settles on the kink, whose gradient never vanishes, so it stands.
 
 The result is the best point seen, not the last. NaN or infinity stops the run
 at once ("diverged") and reports the last finite point; Ctrl-C stops it
@@ -73,7 +83,7 @@ class ProgressRow:
 
 @dataclass
 class Outcome:
-    status: str  # converged | max_steps | diverged | interrupted (inconsistent is decided by the caller)
+    status: str  # converged | stalled | max_steps | diverged | interrupted (inconsistent: decided by the caller)
     stop_reason: str
     optimizer: str
     steps: int
@@ -122,6 +132,22 @@ def _project(params, lower, upper):
             clipped = min(max(v, lo if lo is not None else -math.inf), hi if hi is not None else math.inf)
             if clipped != v:
                 p._assign_(p._xp.asarray(clipped, dtype=p._data.dtype))
+
+
+def held_by_bounds(g, x, lower, upper) -> list[bool]:
+    """Which components of the gradient g at x a bound holds: descent (-g) would leave the box there.
+
+    Those components say nothing about whether x is a minimum (of the bounded
+    problem), so the gradient tests ignore them (the projected gradient).
+    """
+    return [(lo is not None and xi <= lo and gi > 0) or (hi is not None and xi >= hi and gi < 0)
+            for gi, xi, lo, hi in zip(g, x, lower, upper)]
+
+
+def projected_max_abs(g, x, lower, upper) -> float:
+    """max |g_i| over the components no bound holds (see held_by_bounds)."""
+    held = held_by_bounds(g, x, lower, upper)
+    return max((abs(float(gi)) for gi, h in zip(g, held) if not h), default=0.0)
 
 
 def _gradient(objective, params):
@@ -229,8 +255,9 @@ class EagerPoint:
 class _Watch:
     """Bookkeeping shared by every loop: best point, history, the stopping tests, progress rows."""
 
-    def __init__(self, options, method, names, on_progress, every, start, x0):
+    def __init__(self, options, method, names, on_progress, every, start, x0, *, atol_applies=True, smooth=True):
         self.options, self.method, self.names = options, method, names
+        self.atol_applies, self.smooth = atol_applies, smooth
         self.on_progress, self.every, self.start = on_progress, every, start
         self.best_loss, self.best_x = math.inf, list(x0)
         self.last_finite_x = list(x0)
@@ -262,11 +289,18 @@ class _Watch:
         stop = None
         if lm_stop is not None:
             code, converged = lm_stop
-            if converged:
+            if converged and self.atol_applies and loss_now <= options.atol:
+                # polished past atol until its own test stopped it: the loss is the news, not the test
+                stop = ("converged", f"loss {loss_now:.3g} <= atol {options.atol:g}")
+            elif converged:
                 stop = ("converged", _lm_reason(code, options))
+            elif code == "nonfinite":
+                stop = ("diverged", f"the Jacobian is not finite at step {step} (a function at the edge of its "
+                                    f"domain, such as sqrt or log at 0): start inside the domain (--init) or bound "
+                                    f"the unknowns")
             else:
                 stop = ("converged", "no damping gives a further decrease (stalled at a minimum)")
-        elif loss_now <= options.atol:
+        elif self.atol_applies and loss_now <= options.atol:
             if (self.method == "lm" and self.polish_steps < LM_POLISH_STEPS and prev_loss is not None
                     and prev_loss > LM_POLISH_GAIN * loss_now):
                 # Still converging quadratically: each Gauss-Newton step is cheap and doubles the
@@ -277,11 +311,11 @@ class _Watch:
         elif grad_norm is not None and grad_norm <= options.tol * max(1.0, self.first_grad_norm or 0.0):
             stop = ("converged", f"gradient norm {grad_norm:.3g} <= tol * max(1, initial gradient norm) (gtol)")
         elif self.method != "lm" and step_norm <= options.tol * (options.tol + x_norm):
-            stop = ("converged", f"step {step_norm:.3g} <= tol * |x| (xtol)")
+            stop = self._stopped_moving(f"step {step_norm:.3g} <= tol * |x| (xtol)", grad_norm)
         elif change is not None and abs(change) <= options.tol * max(abs(prev_loss), 1e-300):
             self.flat_steps += 1
             if self.flat_steps >= FTOL_PATIENCE or self.method == "lbfgs":
-                stop = ("converged", "relative loss change <= tol (ftol)")
+                stop = self._stopped_moving("relative loss change <= tol (ftol)", grad_norm)
         else:
             self.flat_steps = 0
         if self.on_progress is not None and (stop is not None or step % self.every == 0 or step == 1
@@ -290,6 +324,31 @@ class _Watch:
                                          dict(zip(self.names, map(float, x_new))), time.perf_counter() - self.start))
         self.prev_loss = loss_now
         return stop
+
+    def _stopped_moving(self, why, grad_norm):
+        """xtol or ftol fired: converged, or stalled when the gradient says this is no minimum."""
+        limit = stationary_gradient_limit(self.options.tol, self.first_grad_norm)
+        needs_gradient = self.smooth or self.method == "lbfgs"
+        if needs_gradient and grad_norm is not None and grad_norm > limit:
+            return "stalled", stalled_reason(self.method, why, grad_norm, limit)
+        return "converged", why
+
+
+def stationary_gradient_limit(tol, first_grad_norm):
+    """The largest gradient a point may have and still count as a minimum once the steps stop."""
+    return math.sqrt(tol) * max(1.0, first_grad_norm or 0.0)
+
+
+def stalled_reason(method, why, grad_norm, limit):
+    advice = "use lbfgs, or lm for equations" if method != "lbfgs" else "try lm for equations, or adam"
+    return (f"{method} stopped moving ({why}) where the gradient norm {grad_norm:.3g} is not small "
+            f"(> {limit:.3g}): not a minimum; {advice}")
+
+
+def loss_traits(objective) -> tuple[bool, bool]:
+    """(atol applies, smooth) for an objective: see `run`."""
+    return (bool(getattr(objective, "atol_applies", objective.residuals is not None)),
+            bool(getattr(objective, "smooth", True)))
 
 
 def run(objective, options: SolveOptions, *, method: str, lower=None, upper=None,
@@ -301,7 +360,11 @@ def run(objective, options: SolveOptions, *, method: str, lower=None, upper=None
     what the optimizer moves: the objective's own tensors (`EagerPoint`, the
     default) or a traced stand-in (`gradsolve.solve.trace.TracedPoint`) with the
     same methods; the reported point is always evaluated afresh on `objective`.
+    An objective may say `atol_applies` (default: it has residuals): its loss
+    cannot go below zero; and `smooth` (default True): False for a loss with
+    kinks (see the module doc).
     """
+    atol_applies, smooth = loss_traits(objective)
     params = objective.params
     point = point if point is not None else EagerPoint(objective)
     n = len(params)
@@ -320,12 +383,21 @@ def run(objective, options: SolveOptions, *, method: str, lower=None, upper=None
 
     start = time.perf_counter()
     x = point.values()
-    watch = _Watch(options, method, objective.names, on_progress, every, start, x)
+    watch = _Watch(options, method, objective.names, on_progress, every, start, x, atol_applies=atol_applies,
+                   smooth=smooth)
     status, reason = "max_steps", f"reached the step limit ({options.steps})"
     step = 0
     fast = getattr(point, "fast_first_order", None)
     try:
-        if method in FIRST_ORDER and fast is not None:
+        with np.errstate(all="ignore"):
+            loss0 = point.loss()
+        if not math.isfinite(loss0):
+            # nothing to descend from: say where, rather than "became nan" after a step that never ran
+            status = "diverged"
+            reason = (f"the loss is {loss0} at the starting point (a function outside its domain, such as sqrt or "
+                      f"log of a negative number): start elsewhere (--init) or bound the unknowns")
+            step = 0
+        elif method in FIRST_ORDER and fast is not None:
             step, stop = fast(opt, plateau, watch, lower, upper, options.steps)
             if stop is not None:
                 status, reason = stop
@@ -368,6 +440,8 @@ def _iterate(point, opt, method, lr, plateau, watch, lower, upper, bounded, step
             jacobian = opt.jacobian
             g = 2.0 * jacobian.T @ opt.residuals if jacobian is not None else None
             grad_norm = float(np.max(np.abs(g))) if g is not None and g.size else 0.0
+            if bounded and g is not None:
+                grad_norm = projected_max_abs(g, x_new, lower, upper)
             rate, rate_name = float(opt.lam), "damping"
         elif method == "lbfgs":
             loss_before = float(opt.step(point.closure()).item())
@@ -389,6 +463,8 @@ def _iterate(point, opt, method, lr, plateau, watch, lower, upper, bounded, step
             x_new = point.values()
             rate, rate_name = float(opt.param_groups[0]["lr"]), "lr"
             grad_norm = float(np.max(np.abs(g))) if g.size else 0.0
+            if bounded:
+                grad_norm = projected_max_abs(g, x, lower, upper)
             loss_now = point.loss()
             if plateau is not None:
                 plateau.step(loss_now)

@@ -39,7 +39,7 @@ import sympy
 
 import gradsolve as gs
 from gradsolve.problem.lower import compile_program
-from gradsolve.solve.loop import (FIRST_ORDER, FIRST_ORDER_CLASSES, DEFAULT_LR, FTOL_PATIENCE, Outcome,
+from gradsolve.solve.loop import (FIRST_ORDER, FIRST_ORDER_CLASSES, DEFAULT_LR, FTOL_PATIENCE, Outcome, loss_traits,
                                   ProgressRow, _gradient, _sgd_rate, _set_values, _values, run)
 from gradsolve.solve.trace import ArraySlot, TracedPoint
 
@@ -101,12 +101,12 @@ class EagerBatch:
 
 
 def run_batch(evaluator, X0, options, *, method: str, lower=None, upper=None, lr=None, on_progress=None,
-              every: int = 100, names=()):
+              every: int = 100, names=(), atol_applies=True, smooth=True):
     """First-order method on K starts at once; returns per-start dict of arrays (see solve_multistart).
 
     `evaluator.batch_loss_grad(X) -> (loss (K,), G (K, p))`.  Per start: the loop's
     stopping tests (atol, gtol, xtol, ftol with patience), best point, divergence;
-    a stopped start is frozen.
+    a stopped start is frozen.  `atol_applies` and `smooth` as in `loop.run`.
     """
     if method not in FIRST_ORDER:
         raise ValueError(f"run_batch runs first-order methods, not {method}")
@@ -154,6 +154,8 @@ def run_batch(evaluator, X0, options, *, method: str, lower=None, upper=None, lr
             X_new = slot._data if all_active else np.where(active[:, None], slot._data, X)
             if bounded:
                 X_new = np.clip(X_new, lo, hi)
+            if bounded:  # components a bound holds do not count (loop.held_by_bounds)
+                G = np.where(((X <= lo) & (G > 0)) | ((X >= hi) & (G < 0)), 0.0, G)
             gnorm = _row_max_abs(G)
             loss_new, G = evaluator.batch_loss_grad(X_new)
             if plateau:
@@ -183,16 +185,25 @@ def run_batch(evaluator, X0, options, *, method: str, lower=None, upper=None, lr
             x_norm = _row_norm(X_new)
             change = loss_new - prev_loss
             with np.errstate(invalid="ignore"):
-                at = active & (loss_new <= atol)
+                at = active & (loss_new <= atol) if atol_applies else np.zeros(K, dtype=bool)
                 gt = active & ~at & (gnorm <= tol * np.maximum(1.0, first_gnorm))
                 xt = active & ~at & ~gt & (step_norm <= tol * (tol + x_norm))
                 small = np.abs(change) <= tol * np.maximum(np.abs(prev_loss), 1e-300)
+                # stopped moving on a slope: stalled, not converged (loop._Watch._stopped_moving)
+                sloped = (gnorm > math.sqrt(tol) * np.maximum(1.0, first_gnorm)) if smooth else np.zeros(K, bool)
             flat = np.where(small, flat + 1, 0)
             ft = active & ~(at | gt | xt) & (flat >= FTOL_PATIENCE)
             for mask, why in ((at, f"loss <= atol {atol:g}"), (gt, "gradient norm <= tol * max(1, initial) (gtol)"),
                               (xt, "step <= tol * |x| (xtol)"), (ft, "relative loss change <= tol (ftol)")):
-                if mask.any():
-                    _stop(mask, "converged", why, status, reason, active, steps_run, step)
+                if not mask.any():
+                    continue
+                if mask is xt or mask is ft:
+                    stuck = mask & sloped
+                    if stuck.any():
+                        _stop(stuck, "stalled", f"{method} stopped moving ({why}) where the gradient is not small: "
+                              "not a minimum", status, reason, active, steps_run, step)
+                    mask = mask & ~stuck
+                _stop(mask, "converged", why, status, reason, active, steps_run, step)
             prev_loss, X, loss = loss_new, X_new, loss_new
             all_active = bool(active.all())
             history.append(float(best_loss.min()))
@@ -298,8 +309,9 @@ def solve_multistart(spec, lowered, objective, options, *, method, lower, upper,
         if on_start is not None:
             on_start(f"{method} — {how}, {K} starts as one batch", names)
         lr = options.lr or (DEFAULT_LR.get(method) if method != "sgd" else _sgd_rate(objective, objective.params))
+        atol_applies, smooth = loss_traits(objective)
         out = run_batch(evaluator, starts, options, method=method, lower=lower, upper=upper, lr=lr,
-                        on_progress=on_progress, every=every, names=names)
+                        on_progress=on_progress, every=every, names=names, atol_applies=atol_applies, smooth=smooth)
     else:
         if on_start is not None:
             on_start(f"{method} — {how}, {K} starts one after another", names)
@@ -314,7 +326,7 @@ def solve_multistart(spec, lowered, objective, options, *, method, lower, upper,
         candidates = np.arange(K)
     groups = cluster(values[candidates], np.where(np.isfinite(losses[candidates]), losses[candidates], math.inf))
     groups = [(int(candidates[i]), n) for i, n in groups]
-    if losses[groups[0][0]] <= options.atol:  # equations that hold: groups merely stalled elsewhere are not solutions
+    if loss_traits(objective)[0] and losses[groups[0][0]] <= options.atol:  # equations that hold: groups merely stalled elsewhere are not solutions
         groups = [(i, n) for i, n in groups if losses[i] <= options.atol]
     if not converged.any():
         # No start converged: these are not solutions, only the best points reached. Listing

@@ -26,15 +26,22 @@ __all__ = ["LOSSES", "weights", "robust_loss"]
 LOSSES = ("squared", "huber", "soft_l1", "cauchy")
 
 
-def weights(loss: str, r: np.ndarray, f_scale: float) -> np.ndarray:
-    """rho'(z) at z = (r / f)^2, per row."""
-    z = (np.asarray(r, dtype=np.float64) / f_scale) ** 2
+def weights(loss: str, r, f_scale: float, xp=None):
+    """rho'(z) at z = (r / f)^2, per row, in the array namespace ``xp`` of ``r`` (NumPy by default).
+
+    Only Array API standard calls, so the weights of a fit on the GPU are computed there.
+    """
+    if xp is None or xp is np:
+        xp = np
+        r = np.asarray(r, dtype=np.float64)
+    z = (r / f_scale) ** 2
     if loss == "squared":
-        return np.ones_like(z)
+        return xp.ones_like(z)
     if loss == "huber":
-        return np.where(z <= 1.0, 1.0, 1.0 / np.sqrt(np.maximum(z, 1.0)))
+        inside = z <= 1.0
+        return xp.where(inside, xp.ones_like(z), 1.0 / xp.sqrt(xp.where(inside, xp.ones_like(z), z)))
     if loss == "soft_l1":
-        return 1.0 / np.sqrt(1.0 + z)
+        return 1.0 / xp.sqrt(1.0 + z)
     if loss == "cauchy":
         return 1.0 / (1.0 + z)
     raise ValueError(f"unknown robust loss {loss!r}: choose one of {', '.join(LOSSES)}")

@@ -9,7 +9,7 @@ import gradsolve as gs
 from gradsolve.problem import analysis
 from gradsolve.problem.lower import lower
 from gradsolve.problem.spec import ProblemSpec
-from gradsolve.solve.loop import Outcome, SolveError, SolveOptions, choose_method, run
+from gradsolve.solve.loop import Outcome, SolveError, SolveOptions, choose_method, held_by_bounds, run
 from gradsolve.solve.result import Result
 from gradsolve.solve.trace import TracedPoint, TraceUnavailable, trace_problem
 
@@ -19,11 +19,13 @@ NON_SMOOTH_FUNCTIONS = ("Abs", "Min", "Max", "sign", "Heaviside", "floor", "ceil
 class _Objective:
     """What the loop drives: parameters, loss() and residuals (None for a minimize problem)."""
 
-    def __init__(self, lowered, names, has_residuals):
+    def __init__(self, lowered, names, has_residuals, *, atol_applies=None, smooth=True):
         self.lowered = lowered
         self.params = lowered.params
         self.names = names
         self.residuals = lowered.residuals if has_residuals else None
+        self.atol_applies = has_residuals if atol_applies is None else atol_applies  # see loop.run
+        self.smooth = smooth
 
     def loss(self):
         return self.lowered.loss()
@@ -90,8 +92,10 @@ def solve_spec(spec: ProblemSpec, options: SolveOptions, *, on_progress=None, ev
     lower_b = [None if not math.isfinite(v) else float(v) for v in lo]
     upper_b = [None if not math.isfinite(v) else float(v) for v in hi]
     bounded = any(v is not None for v in lower_b + upper_b)
-    method = choose_method(options.optimizer, has_residuals=has_residuals, smooth=is_smooth(spec), bounded=bounded)
-    objective = _Objective(lowered, names, has_residuals)
+    smooth = is_smooth(spec)
+    method = choose_method(options.optimizer, has_residuals=has_residuals, smooth=smooth, bounded=bounded)
+    atol_applies = has_residuals or analysis.is_nonnegative(spec.loss)
+    objective = _Objective(lowered, names, has_residuals, atol_applies=atol_applies, smooth=smooth)
     if options.starts > 1:
         from gradsolve.solve.multistart import solve_multistart
 
@@ -141,7 +145,7 @@ def to_result(spec, lowered, objective, outcome: Outcome, options, device) -> Re
                                       "max": float(np.max(np.abs(values))) if values.size else 0.0})
         solution_set = _solution_set(spec, lowered, outcome)
         if status == "converged" and spec.kind == "equations" and spec.n_rows is None and outcome.loss > options.atol:
-            status, reason = _judge_unsolved(lowered, outcome, options, reason)
+            status, reason = _judge_unsolved(spec, lowered, outcome, options, reason)
     return Result(
         problem=spec.name, status=status, stop_reason=reason, optimizer=outcome.optimizer, steps=outcome.steps,
         loss=outcome.loss, gradient_norm=outcome.gradient_norm, parameters=dict(zip(names, map(float, outcome.values))),
@@ -151,27 +155,59 @@ def to_result(spec, lowered, objective, outcome: Outcome, options, device) -> Re
     )
 
 
-def _judge_unsolved(lowered, outcome, options, reason):
+#: A point is stationary when a first-order step of the unknowns' own size would change the loss by at
+#: most this fraction of it: |projected gradient| * max(1, |x|) <= STATIONARY_RTOL * loss.
+STATIONARY_RTOL = 1e-6
+#: Curvature is checked (the loss Hessian, n double-backward passes) up to this many unknowns.
+HESSIAN_LIMIT = 200
+
+
+def _judge_unsolved(spec, lowered, outcome, options, reason):
     """Equations left unsatisfied: inconsistent, or did the optimizer stall short of a solution?
 
-    At a least-squares point of an inconsistent system the residual is orthogonal
-    to the Jacobian's range (J^T r = 0). A residual mostly inside that range
-    means a step could still reduce it: the method stalled, the equations may
-    well hold.
+    The verdict rests on the loss (sum of squared residuals) at the reported point:
+    where it is stationary (projected gradient small against the loss itself,
+    components held by a bound ignored) and curves upward in every free direction
+    (Hessian positive semidefinite), the point is a local minimum with residuals
+    left over: "inconsistent" (for a linear system a proof; for a nonlinear one a
+    fact about this neighbourhood, which the message says). Anywhere else, a
+    saddle or a slope, the optimizer stalled and the equations may well hold.
     """
+    x = np.asarray(outcome.values, dtype=np.float64)
+    lo, hi = spec.bounds()
+    lower = [None if not math.isfinite(v) else float(v) for v in lo]
+    upper = [None if not math.isfinite(v) else float(v) for v in hi]
     try:
-        jac = analysis.jacobian_matrix(lowered, outcome.values)
+        jac = analysis.jacobian_matrix(lowered, x)
         with gs.no_grad():
             r = lowered.residuals().numpy().astype(np.float64)
-        coeffs, *_ = np.linalg.lstsq(jac, r, rcond=None)
-        outside = float(np.linalg.norm(r - jac @ coeffs)) / max(float(np.linalg.norm(r)), 1e-300)
-    except Exception:  # noqa: BLE001 - no verdict possible: say so
-        outside = 1.0
-    if outside > 0.5:
-        return "inconsistent", (f"the equations cannot all hold: the best least-squares point leaves loss "
-                                f"{outcome.loss:.3g} > atol {options.atol:g} ({reason})")
+        loss = float(r @ r)
+        g = 2.0 * jac.T @ r
+        free = ~np.array(held_by_bounds(g, x, lower, upper), dtype=bool)
+        slope = float(np.max(np.abs(g[free]))) if free.any() else 0.0
+        stationary = slope * max(1.0, float(np.max(np.abs(x))) if x.size else 0.0) <= STATIONARY_RTOL * loss
+        minimum = stationary
+        if stationary and 0 < int(free.sum()) <= HESSIAN_LIMIT:
+            H = analysis.loss_hessian(lowered, x)[np.ix_(free, free)]
+            eig = np.linalg.eigvalsh(H)
+            minimum = bool(eig[0] >= -1e-8 * max(1.0, float(np.max(np.abs(eig)))))
+    except Exception:  # noqa: BLE001 - no verdict possible: say the optimizer stopped
+        stationary = minimum = False
+    bounded = not bool(free.all()) if stationary else False
+    if minimum:
+        if analysis.is_linear(spec) and not bounded:
+            return "inconsistent", (f"the equations cannot all hold: the least-squares point leaves loss "
+                                    f"{outcome.loss:.3g} > atol {options.atol:g} ({reason})")
+        near = "within the bounds" if bounded else "near this point"
+        return "inconsistent", (f"the equations cannot all hold {near}: the loss has a local minimum "
+                                f"{outcome.loss:.3g} > atol {options.atol:g} here ({reason}); other starting "
+                                f"points may find a solution (--starts 100)")
+    if stationary:
+        return "stalled", (f"{outcome.optimizer} stopped ({reason}) where the loss {outcome.loss:.3g} is flat but "
+                           f"not at a minimum (a saddle or a maximum): start elsewhere (--init, --starts 100)")
     return "stalled", (f"{outcome.optimizer} stopped ({reason}) before the equations were satisfied: loss "
-                       f"{outcome.loss:.3g} > atol {options.atol:g}; try --optimizer lm or a smaller --tol")
+                       f"{outcome.loss:.3g} > atol {options.atol:g} and still falling from here; try --optimizer lm "
+                       f"or a smaller --tol")
 
 
 def _solution_set(spec, lowered, outcome):

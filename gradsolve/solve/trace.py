@@ -67,6 +67,7 @@ import numpy as np
 
 import gradsolve as gs
 from gradsolve import optim
+from gradsolve.solve.loop import projected_max_abs
 
 # the module, not the function `gradsolve.problem.lower` that the package exports under the same name
 _lower = importlib.import_module("gradsolve.problem.lower")
@@ -846,7 +847,7 @@ class TracedPoint:
                     x_new = _clip(x_new, lower, upper)
                     for slot, v in zip(slots, x_new):
                         slot._data = v
-                grad_norm = _max_abs_floats(g)
+                grad_norm = projected_max_abs(g, x, lower, upper) if bounded else _max_abs_floats(g)
                 loss, g = loss_grad(x_new)
                 if plateau is not None:
                     plateau.step(loss)

@@ -241,3 +241,150 @@ def test_live_table_renders_on_a_terminal():
     assert "loss" in screen and "┃" in screen  # a rich table
     assert screen.count("solving with adam") >= 2  # redrawn as it updates
     json.loads(proc.stdout.read())
+
+
+# ------------------------------------------------------------------ review fixes: no unknowns, options, escaping --
+
+
+@pytest.mark.parametrize("args, where", [
+    (["minimize", "pi"], "<expr>:1:1: error: the problem has no unknowns"),
+    (["minimize", "3"], "<expr>:1:1: error: the problem has no unknowns"),
+    (["minimize", "pi", "--init", "x=1"], "<expr>:1:1: error: the problem has no unknowns: 'x' is declared"),
+    (["puzzle", "-"], "<stdin>:1:1: error: the problem has no unknowns"),
+])
+def test_problems_without_unknowns_are_exit_2(args, where):
+    proc = run(*args, input="2 = 3\n")
+    assert proc.returncode == 2, proc.stderr
+    assert where in proc.stderr
+    assert "Traceback" not in proc.stderr and "internal error" not in proc.stderr and proc.stdout == ""
+
+
+@pytest.mark.parametrize("equation", ["1 = 1", "2 = 3"])
+def test_puzzle_and_check_refuse_a_file_without_unknowns(tmp_path, equation):
+    path = tmp_path / "constant.txt"
+    path.write_text(f"# no unknowns\n{equation}\n")
+    for command in ("puzzle", "check"):
+        result = CliRunner().invoke(cli, [command, str(path)])
+        assert result.exit_code == 2, result.output
+        assert f"{path}:2:1: error: the problem has no unknowns" in result.output
+        assert ": ok" not in result.output
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--seed", "-1"], "Invalid value for '--seed'"),
+    (["--starts", "0"], "Invalid value for '--starts'"),
+    (["--starts", "1000001"], "Invalid value for '--starts'"),
+    (["--init", "x=nan"], "Invalid value for '--init'"),
+    (["--init", "x=inf"], "Invalid value for '--init'"),
+    (["--init", "x=-1e999"], "Invalid value for '--init'"),
+])
+def test_bad_option_values_are_usage_errors(args, needle):
+    result = CliRunner().invoke(cli, ["minimize", "(x - 1)^2", "--quiet", *args])
+    assert result.exit_code == 2, result.output
+    assert needle in result.output and "Traceback" not in result.output
+
+
+def test_init_outside_bounds_is_labelled_init(tmp_path):
+    path = tmp_path / "bounded.yaml"
+    path.write_text("unknowns:\n  x: {init: 0.5, min: 0, max: 1}\nequations:\n  - x^2 = 0.25\n")
+    result = CliRunner().invoke(cli, ["puzzle", str(path), "--init", "x=5", "--quiet"])
+    assert result.exit_code == 2
+    assert result.output.startswith("--init: error: init of 'x' (5) is outside its bounds [0, 1]")
+    assert str(path) not in result.output and "<input>" not in result.output
+    path.write_text("unknowns:\n  x: {init: 5, min: 0, max: 1}\nequations:\n  - x^2 = 0.25\n")
+    result = CliRunner().invoke(cli, ["check", str(path)])
+    assert result.exit_code == 2 and f"{path}:2:6: error: init of 'x' (5) is outside its bounds [0, 1]" in result.output
+    result = CliRunner().invoke(cli, ["minimize", "(x - 1)^2", "--init", "sin=1", "--quiet"])
+    assert result.exit_code == 2 and result.output.startswith("--init: error: 'sin' is a function name")
+
+
+def test_overflowing_coefficient_is_exit_2_with_location():
+    result = CliRunner().invoke(cli, ["minimize", "x*1e308*10", "--quiet"])
+    assert result.exit_code == 2
+    assert result.output.startswith("<expr>:1:1: error: the constant 1.000e309 here is too large for double precision")
+
+
+SETTINGS = {
+    "unknown.yaml": ("equations: [x = 2]\nsolver: {optimizer: newton}\n", "2:21", "unknown optimizer 'newton'"),
+    "bounds.yaml": ("unknowns:\n  x: {init: 1, min: 0}\nminimize: (x - 2)^2\nsolver:\n  optimizer: lbfgs\n", "5:14",
+                    "optimizer lbfgs does not support bounds (min/max on x)"),
+    "loss.yaml": ("minimize: (x - 2)^2\nsolver:\n  optimizer: lm\n", "3:14", "optimizer lm needs equations or residuals"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(SETTINGS))
+def test_check_and_puzzle_report_refused_solver_settings_at_their_line(tmp_path, name):
+    text, where, message = SETTINGS[name]
+    path = tmp_path / name
+    path.write_text(text)
+    for command in ("check", "puzzle"):
+        result = CliRunner().invoke(cli, [command, str(path), *(["--quiet"] if command == "puzzle" else [])])
+        assert result.exit_code == 2, result.output
+        assert f"{path}:{where}: error: {message}" in result.output
+    if name == "unknown.yaml":
+        assert "hint: choose one of auto, sgd" in result.output
+    else:  # the command line's --optimizer overrides the file's setting
+        result = invoke("puzzle", str(path), "--optimizer", "adam", "--quiet", "--output", "csv")
+        assert result.exit_code == 0
+
+
+def test_markup_and_control_characters_in_user_text_are_printed_literally(tmp_path):
+    name = "[bold red]x[/] [link=https://e.vil]y[/link] :thumbs_up: [/]"
+    (tmp_path / "[red]dir").mkdir()
+    path = tmp_path / "[red]dir" / "[bold]w.yaml"
+    path.write_text(f"name: '{name}\\e[31m'\nequations:\n  - x + y = 3\n  - x - y = e\n".replace("'", '"'))
+    result = CliRunner().invoke(cli, ["puzzle", str(path), "--quiet"], catch_exceptions=False,
+                                env={"COLUMNS": "400"})
+    assert result.exit_code == 0, result.output
+    out = result.output
+    assert f"{name}\\x1b[31m: converged" in out  # literal markup, ESC shown escaped (one backslash)
+    assert "\x1b" not in out and "👍" not in out
+    warning = [line for line in out.splitlines() if "warning" in line][0]
+    assert warning.startswith(f"{path}:4:5: warning: 'e' is read as") and warning.count("warning:") == 1
+    check = CliRunner().invoke(cli, ["check", str(path)])
+    assert check.exit_code == 0
+    assert f"{path}: ok — 2 equations, unknowns: x, y" in check.output
+    assert f"    {path}:4:5: warning: 'e' is read as" in check.output
+    assert "warning: " + str(path) not in check.output
+
+
+def test_check_escapes_control_characters_in_file_names(tmp_path):
+    path = tmp_path / "a\x1bb.txt"
+    path.write_text("x + 1 = 2\n")
+    result = CliRunner().invoke(cli, ["check", str(path)])
+    assert result.exit_code == 0
+    assert "\x1b" not in result.output and f"{tmp_path}/a\\x1bb.txt: ok" in result.output
+
+
+def test_fit_table_prints_the_plot_path_literally(tmp_path):
+    import io
+
+    from rich.console import Console
+
+    from gradsolve.cli.render import render_table
+    from gradsolve.solve.fit import prepare_fit, run_fit
+    from gradsolve.solve.loop import SolveOptions
+
+    data = tmp_path / "line.csv"
+    data.write_text("x,y\n1,2\n2,4.1\n3,5.9\n4,8.2\n")
+    result = run_fit(prepare_fit(str(data), degree=1), SolveOptions())
+    result.extra["plot"] = "[red]out[/] [link=https://e.vil]x[/link].png"
+    result.problem = "[bold]fit[/bold]"
+    buffer = io.StringIO()
+    render_table(result, Console(file=buffer, highlight=False, width=200))
+    text = buffer.getvalue()
+    assert "plot written to [red]out[/] [link=https://e.vil]x[/link].png" in text
+    assert "[bold]fit[/bold]: converged" in text
+
+
+def test_error_messages_show_user_backslashes_once(tmp_path):
+    path = tmp_path / "typo.yaml"
+    path.write_text('equations: [x = 1]\nsolver: {"st\\\\ep": 1}\nunknowns:\n  "a\\x1bb": 1\n')
+    result = CliRunner().invoke(cli, ["check", str(path)])
+    assert result.exit_code == 2
+    assert f"{path}:2:10: error: unknown key 'st\\ep' in 'solver'" in result.output
+    assert f"{path}:4:3: error: 'a\\x1bb' is not a valid unknown name" in result.output
+    assert '    solver: {"st\\\\ep": 1}' in result.output  # the source line exactly as written
+    assert "\x1b" not in result.output
+    proc = run("minimize", "x + \x01", "--output", "json")
+    assert proc.returncode == 2 and "\x01" not in proc.stderr and "    x + \\x01\n" in proc.stderr
