@@ -222,8 +222,9 @@ class Tensor:
             raise TypeError("only integer tensors of a single element can be converted to an index")
         return int(self.item())
 
-    def __hash__(self):
-        return id(self)
+    # Identity hashing (tensors are graph nodes and dict keys; == is elementwise), at C speed:
+    # a Python-level __hash__ costs a frame per dict lookup in every backward pass.
+    __hash__ = object.__hash__
 
     def __iter__(self):
         if self._data.ndim == 0:

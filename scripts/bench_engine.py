@@ -4,12 +4,11 @@
 64x1000x100x10 two-layer network (forward, backward, SGD update, zeroing), float64
 and float32. Prints microseconds per step and the ratio gradsolve / PyTorch.
 
-    python scripts/bench_engine.py [--repeat 5]
+    python scripts/bench_engine.py [--repeat 15]
 """
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
 
 import numpy as np
@@ -17,16 +16,20 @@ import numpy as np
 import gradsolve as gs
 
 
-def best_of(fn, steps, repeat):
-    for _ in range(max(steps // 10, 5)):
-        fn()
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        for _ in range(steps):
+def best_of(fns, steps, repeat):
+    """Best time per step of each function; rounds alternate between them, so a burst of load
+    from elsewhere on a shared machine hits every contender rather than one."""
+    for fn in fns:
+        for _ in range(max(steps // 10, 5)):
             fn()
-        times.append((time.perf_counter() - start) / steps)
-    return min(times), statistics.median(times)
+    best = [float("inf")] * len(fns)
+    for _ in range(repeat):
+        for i, fn in enumerate(fns):
+            start = time.perf_counter()
+            for _ in range(steps):
+                fn()
+            best[i] = min(best[i], (time.perf_counter() - start) / steps)
+    return best
 
 
 def puzzle_step(lib, dtype):
@@ -64,7 +67,7 @@ def network_step(lib, dtype):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--repeat", type=int, default=15)
     args = parser.parse_args()
     try:
         import torch
@@ -81,11 +84,13 @@ def main():
     ]
     print(f"{'case':34} {'gradsolve us':>13} {'pytorch us':>11} {'ratio gs/pt':>11}")
     for name, make, dtype_name, steps in cases:
-        gs_best, _ = best_of(make(gs, getattr(gs, dtype_name)), steps, args.repeat)
-        line = f"{name:34} {gs_best * 1e6:13.1f}"
+        fns = [make(gs, getattr(gs, dtype_name))]
         if torch is not None:
-            pt_best, _ = best_of(make(torch, getattr(torch, dtype_name)), steps, args.repeat)
-            line += f" {pt_best * 1e6:11.1f} {gs_best / pt_best:11.2f}"
+            fns.append(make(torch, getattr(torch, dtype_name)))
+        times = best_of(fns, steps, args.repeat)
+        line = f"{name:34} {times[0] * 1e6:13.1f}"
+        if torch is not None:
+            line += f" {times[1] * 1e6:11.1f} {times[0] / times[1]:11.2f}"
         print(line, flush=True)
 
 

@@ -70,6 +70,9 @@ def run_backward(roots, root_grads, *, retain_graph, create_graph, inputs=None, 
     ready = [n for n in root_nodes if dependencies.get(n, 0) == 0]
     prev_mode = _State.enabled
     _State.enabled = bool(create_graph)
+    # Without create_graph, gradients meeting at a node are summed on the raw arrays: the sum
+    # needs no node of its own, and a solver runs this loop thousands of times.
+    add = _add_recorded if create_graph else _add_raw
     try:
         while ready:
             node = ready.pop()
@@ -77,11 +80,13 @@ def run_backward(roots, root_grads, *, retain_graph, create_graph, inputs=None, 
             if type(node) is Tensor:
                 _finish_leaf(node, grad0, captured, wanted, create_graph, accumulate_into_leaves)
                 continue
-            n_out = getattr(node, "n_outputs", 1)
+            n_out = node.n_outputs
             if n_out == 1:
                 grad_outputs = (grad0,)
+                nothing = grad0 is None
             else:
                 grad_outputs = (grad0,) + tuple(pending_other.pop((node, k), None) for k in range(1, n_out))
+                nothing = all(g is None for g in grad_outputs)
             if node._retained is not None and (
                     accumulate_into_leaves if captured is None else _leads_to_inputs(node, n_out, wanted)):
                 # As in PyTorch, autograd.grad too fills retained grads, on the nodes it needs.
@@ -91,14 +96,14 @@ def run_backward(roots, root_grads, *, retain_graph, create_graph, inputs=None, 
                     if g is not None:
                         for i in wanted.get((node, nr), ()):
                             captured[i] = g
-            if all(g is None for g in grad_outputs):
+            if nothing:
                 grads = ()  # nothing flowed here; still count down the edges below
             else:
                 grads = node.run_backward(grad_outputs)
                 if not retain_graph:
                     node.release()
-            shapes = getattr(node, "input_shapes", None)
-            dtypes = getattr(node, "input_dtypes", None)
+            shapes = node.input_shapes
+            dtypes = node.input_dtypes
             n_grads = len(grads)
             for k, edge in enumerate(node.next_functions):
                 if edge is None:
@@ -106,7 +111,7 @@ def run_backward(roots, root_grads, *, retain_graph, create_graph, inputs=None, 
                 child, nr = edge
                 g = grads[k] if k < n_grads else None
                 if g is not None:
-                    if not isinstance(g, Tensor):
+                    if type(g) is not Tensor and not isinstance(g, Tensor):
                         raise RuntimeError(f"{node.name()} returned a gradient of type {type(g).__name__}, expected a tensor")
                     if shapes is not None and g._data.shape != shapes[k]:
                         g = _sum_to(g, shapes[k])
@@ -115,7 +120,11 @@ def run_backward(roots, root_grads, *, retain_graph, create_graph, inputs=None, 
                         # An input's gradient has the input's dtype, as in PyTorch (`is`: dtypes are cached).
                         if dt is not None and g._data.dtype is not dt and g._data.dtype != dt:
                             g = _cast(g, dt)
-                    _add(pending, pending_other, child, nr, g)
+                    if nr == 0:
+                        prev = pending.get(child)
+                        pending[child] = g if prev is None else add(prev, g)
+                    else:
+                        _add(pending, pending_other, child, nr, g)
                 remaining = dependencies[child] - 1
                 dependencies[child] = remaining
                 if remaining == 0:
@@ -135,6 +144,16 @@ def run_backward(roots, root_grads, *, retain_graph, create_graph, inputs=None, 
             )
         results.append(g)
     return tuple(results)
+
+
+def _add_recorded(a, b):
+    return a + b
+
+
+def _add_raw(a, b):
+    if a._backend is not b._backend or a._data.shape != b._data.shape:
+        return a + b  # pragma: no cover - the engine sums every gradient to its input's shape first
+    return _wrap(a._data + b._data, a._backend)
 
 
 def _add(pending, pending_other, node, nr, grad):

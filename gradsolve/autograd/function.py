@@ -9,8 +9,12 @@ with grad mode on (`create_graph=True`) records a graph of the gradient itself.
 """
 from __future__ import annotations
 
+from numpy import asarray as _np_asarray, ndarray as _ndarray
+
 from gradsolve.autograd.grad_mode import _State
 from gradsolve._tensor import Tensor, _wrap
+
+_new_tensor = Tensor.__new__
 
 FREED_MESSAGE = (
     "Trying to backward through the graph a second time (or to read saved tensors after they were freed). "
@@ -32,6 +36,10 @@ class Node:
     __slots__ = ("next_functions", "__weakref__")
     # (output_nr, weakref to tensor) pairs that asked for retain_grad(); None, the common case, costs nothing.
     _retained = None
+    # What the engine reads of every node; Op sets its own per call.
+    n_outputs = 1
+    input_shapes = None
+    input_dtypes = None
 
     def name(self) -> str:
         return type(self).__name__ + "Backward0"
@@ -94,31 +102,51 @@ class Op(Node):
         out_data = op.forward(*raws, **kwargs) if kwargs else op.forward(*raws)
         if backend is None:  # pragma: no cover - ops always get a tensor
             raise TypeError(f"{cls.__name__} needs at least one tensor argument")
-        out = _wrap(out_data, op.target if cls.changes_device else backend)
+        if cls.changes_device:
+            backend = op.target
+        # _wrap, inlined: this is the hot path of every operation
+        if backend.is_numpy and type(out_data) is not _ndarray:
+            out_data = _np_asarray(out_data)  # NumPy returns scalars from 0-d arithmetic; keep arrays
+        out = _new_tensor(Tensor)
+        out._data = out_data
+        out._backend = backend
+        out.requires_grad = False
+        out.grad = None
+        out.grad_fn = None
+        out._version = [0]
+        out._output_nr = 0
+        out._retains_grad = False
         if requires and _State.enabled:
             op._record(args, out, kwargs)
         return out
 
     def _record(self, args, out, kwargs):
+        # One pass over the arguments; this runs for every recorded operation, so no generators.
         edges = []
+        needs = []
         shapes = []
+        versions = []
         out_dtype = out._data.dtype
         mixed = False
         for a in args:
-            if isinstance(a, Tensor):
-                shapes.append(a._data.shape)
-                if a._data.dtype is not out_dtype:
+            if type(a) is Tensor or isinstance(a, Tensor):
+                data = a._data
+                shapes.append(data.shape)
+                versions.append(a._version[0])
+                if data.dtype is not out_dtype:
                     mixed = True
                 if a.requires_grad:
                     fn = a.grad_fn
                     edges.append((a, 0) if fn is None else (fn, a._output_nr))
-                else:
-                    edges.append(None)
+                    needs.append(True)
+                    continue
             else:
                 shapes.append(None)
-                edges.append(None)
-        self.next_functions = edges = tuple(edges)
-        self.needs_input_grad = tuple(e is not None for e in edges)
+                versions.append(None)
+            edges.append(None)
+            needs.append(False)
+        self.next_functions = tuple(edges)
+        self.needs_input_grad = tuple(needs)
         self.input_shapes = shapes
         # Where inputs differ in dtype from the output (float32 * 0-d float64, casts), the engine
         # casts each gradient back to its input's dtype; otherwise the formulas already keep it.
@@ -126,7 +154,7 @@ class Op(Node):
         self._freed = False
         if self.saves_inputs:
             self.inputs = args
-            self._versions = [a._version[0] if isinstance(a, Tensor) else None for a in args]
+            self._versions = versions
         else:
             self.inputs = None
         if self.saves_result:

@@ -86,9 +86,17 @@ def _array_dtype_name(x):
     return _dtype_name(x.dtype)
 
 
+_CATEGORY_BY_ID = {}
+
+
 def _category_of(dt):
     """0 bool, 1 int, 2 float; None for a dtype gradsolve does not hold."""
-    return _CATEGORY.get(_dtype_name(dt))
+    # Keyed by identity (every op asks, and hashing a NumPy dtype is slow); the entry keeps the
+    # dtype alive, so its id is never reused.
+    entry = _CATEGORY_BY_ID.get(id(dt))
+    if entry is None or entry[0] is not dt:
+        entry = _CATEGORY_BY_ID[id(dt)] = (dt, _CATEGORY.get(_dtype_name(dt)))
+    return entry[1]
 
 
 def _scalar_dtype_name(v):
@@ -183,7 +191,7 @@ class Sub(Op):
         return a - b
 
     def backward(self, g):
-        return g, -g
+        return g, (-g if self.needs_input_grad[1] else None)  # x - 9: no negation for the constant
 
 
 class Mul(Op):
