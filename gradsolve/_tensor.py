@@ -13,13 +13,15 @@ tensor([2., 4.])
 from __future__ import annotations
 
 import builtins
-import collections
+import math
 import numbers
 import weakref
 
 import numpy as np
 
-from gradsolve.backend import Backend, get_backend, manual_seed  # noqa: F401 - manual_seed re-exported
+from gradsolve.backend import (  # noqa: F401 - manual_seed re-exported
+    Backend, array_device, get_backend, manual_seed, to_host, xp_dtype,
+)
 
 # ---------------------------------------------------------------- dtypes ----
 class dtype:
@@ -44,7 +46,9 @@ float64 = dtype("float64", True, 8)
 int64 = dtype("int64", False, 8)
 int32 = dtype("int32", False, 4)
 bool_ = dtype("bool", False, 1)
-float = float64  # noqa: A001 - PyTorch spells the default float type this way; ours is float64
+# PyTorch's aliases, meaning what they mean there: gs.float is float32 (as torch.float and
+# Tensor.float() are), although gradsolve's *default* float dtype is float64.
+float = float32  # noqa: A001
 double = float64
 long = int64
 _DTYPES = {d.name: d for d in (float32, float64, int64, int32, bool_)}
@@ -81,7 +85,7 @@ def _to_dtype(d):
 
 
 def _xp_dtype(backend: Backend, d: dtype):
-    return getattr(backend.xp, d.name)
+    return xp_dtype(backend.xp, d.name)
 
 
 # ---------------------------------------------------------------- devices ---
@@ -110,7 +114,7 @@ def _wrap(data, backend: Backend) -> "Tensor":
         data = np.asarray(data)  # NumPy returns scalars from 0-d arithmetic; keep arrays
     t._data = data
     t._backend = backend
-    t.requires_grad = False
+    t._requires_grad = False
     t.grad = None
     t.grad_fn = None
     t._version = [0]
@@ -122,7 +126,7 @@ def _wrap(data, backend: Backend) -> "Tensor":
 class Tensor:
     """An n-dimensional array that can record the operations applied to it."""
 
-    __slots__ = ("_data", "_backend", "requires_grad", "grad", "grad_fn", "_version", "_output_nr",
+    __slots__ = ("_data", "_backend", "_requires_grad", "grad", "grad_fn", "_version", "_output_nr",
                  "_retains_grad", "__weakref__")
     __array_priority__ = 1000  # numpy scalars on the left defer to our reflected operators
 
@@ -198,8 +202,7 @@ class Tensor:
         return self._backend.to_numpy(self._data).tolist()
 
     def numpy(self):
-        if self.requires_grad and _State.enabled and self.grad_fn is not None:
-            pass  # PyTorch refuses; reading values of a result is harmless here, so allow it
+        # PyTorch refuses on a tensor that requires grad; reading values is harmless here, so allow it
         return self._backend.to_numpy(self._data)
 
     def __array__(self, dtype=None, copy=None):
@@ -232,18 +235,7 @@ class Tensor:
         return (self[i] for i in range(self._data.shape[0]))
 
     def __repr__(self):
-        body = np.array2string(self._backend.to_numpy(self._data), separator=", ", prefix="tensor(",
-                               precision=4, floatmode="maxprec_equal" if self.numel() > 1 else "maxprec")
-        extras = []
-        if self.dtype not in (float64, int64, bool_):
-            extras.append(f"dtype={self.dtype!r}")
-        if self._backend.name != "cpu":
-            extras.append(f"device='{self._backend.name}'")
-        if self.grad_fn is not None:
-            extras.append(f"grad_fn=<{self.grad_fn.name()}>")
-        elif self.requires_grad:
-            extras.append("requires_grad=True")
-        return "tensor(" + body + "".join(", " + e for e in extras) + ")"
+        return _tensor_repr(self)
 
     __str__ = __repr__
 
@@ -268,16 +260,34 @@ class Tensor:
         if self._retains_grad:
             _forget_retained(self)
         self.grad_fn = None
-        self.requires_grad = False
+        self._requires_grad = False
         return self
 
+    # The engine reads and writes the `_requires_grad` slot directly; the property checks
+    # what users set, as PyTorch does.
+    @property
+    def requires_grad(self):
+        return self._requires_grad
+
+    @requires_grad.setter
+    def requires_grad(self, requires_grad):
+        if self.grad_fn is not None:
+            raise RuntimeError(_LEAF_ONLY_MESSAGE if requires_grad else _LEAF_ONLY_MESSAGE + _DETACH_HINT)
+        self._set_requires_grad(requires_grad)
+
     def requires_grad_(self, requires_grad=True):
-        if self.grad_fn is not None and not requires_grad:
-            raise RuntimeError("you can only change requires_grad of leaf tensors: use detach() on a result")
-        if requires_grad and not self.dtype.is_floating_point:
-            raise RuntimeError("only floating point tensors can require gradients")
-        self.requires_grad = requires_grad
+        if self.grad_fn is not None:
+            if not requires_grad:
+                raise RuntimeError(_LEAF_ONLY_MESSAGE + _DETACH_HINT)
+            return self  # a result already requires grad
+        self._set_requires_grad(requires_grad)
         return self
+
+    def _set_requires_grad(self, requires_grad):
+        requires_grad = builtins.bool(requires_grad)
+        if requires_grad and not _dtype_of_array(self._data).is_floating_point:
+            raise RuntimeError("only Tensors of floating point dtype can require gradients")
+        self._requires_grad = requires_grad
 
     def retain_grad(self):
         """Keep this result's gradient in ``.grad`` after backward (leaves keep theirs anyway)."""
@@ -299,29 +309,25 @@ class Tensor:
         return self._retains_grad
 
     def backward(self, gradient=None, retain_graph=None, create_graph=False, inputs=None):
-        """Backpropagate from this tensor, adding into the leaves' ``.grad``."""
-        from gradsolve.autograd.engine import run_backward
+        """Backpropagate from this tensor, adding into the leaves' ``.grad``.
 
-        if not self.requires_grad:
+        With ``inputs`` (tensors), only their ``.grad`` receive gradients, as in PyTorch.
+        """
+        from gradsolve.autograd.engine import accumulate_into, run_backward, seed_gradient
+
+        if not self._requires_grad:
             raise RuntimeError("element 0 of tensors does not require grad and does not have a grad_fn")
-        if gradient is None:
-            if self.numel() != 1:
-                raise RuntimeError(
-                    f"grad can be implicitly created only for scalar outputs; this one has shape {self.shape}: "
-                    "pass backward(gradient=...) with a tensor of that shape"
-                )
-            seed = _wrap(self._backend.xp.ones(self._data.shape, dtype=self._data.dtype), self._backend)
-        else:
-            seed = gradient if isinstance(gradient, Tensor) else tensor(gradient, dtype=self.dtype, device=self._backend)
-            if seed.shape != self.shape:
-                raise RuntimeError(f"gradient has shape {seed.shape}, expected the output's shape {self.shape}")
+        seed = seed_gradient(self, gradient)
         if retain_graph is None:
             retain_graph = create_graph
-        run_backward([self], [seed], retain_graph=retain_graph, create_graph=create_graph)
+        if inputs is None:
+            run_backward([self], [seed], retain_graph=retain_graph, create_graph=create_graph)
+        else:
+            accumulate_into(inputs, [self], [seed], retain_graph=retain_graph, create_graph=create_graph)
 
     # -- in place ------------------------------------------------------------
     def _check_inplace(self):
-        if self.requires_grad and _State.enabled:
+        if self._requires_grad and _State.enabled:
             if self.grad_fn is None:
                 raise RuntimeError(
                     "a leaf tensor that requires grad is being used in an in-place operation: "
@@ -400,7 +406,16 @@ class Tensor:
         return self._inplace(0)
 
     def fill_(self, value):
-        return self._inplace(self._backend.xp.full_like(self._data, self._other_raw(value)))
+        xp = self._backend.xp
+        if isinstance(value, Tensor):
+            if value._data.ndim:
+                raise RuntimeError("fill_ only supports 0-dimension value tensor but got tensor with "
+                                   f"{value.ndim} dimensions")
+            if value._backend is not self._backend:
+                raise RuntimeError(f"expected all tensors on the same device, found {self._backend.name} and "
+                                   f"{value._backend.name}: move one with .to(device)")
+            return self._inplace(xp.astype(value._data, self._data.dtype))  # broadcast by the assignment
+        return self._inplace(xp.full_like(self._data, value))
 
     def copy_(self, src):
         src_raw = src._data if isinstance(src, Tensor) else self._backend.asarray(src)
@@ -811,6 +826,9 @@ class Tensor:
 
 
 dtype_cls = dtype
+_LEAF_ONLY_MESSAGE = "you can only change requires_grad flags of leaf variables."
+_DETACH_HINT = (" If you want to use a computed variable in a subgraph that doesn't require differentiation "
+                "use var_no_grad = var.detach().")
 
 
 def _forget_retained(t):
@@ -878,7 +896,11 @@ def _raw_index_part(k, backend):
 
 
 def _full_index(key, ndim):
-    """Spell out trailing dims with `...`, which the Array API requires and NumPy implies."""
+    """Spell out trailing dims with `...`, which the Array API requires and NumPy implies.
+
+    A basic key (no index arrays) always gets the `...`: then `x[0]` of a vector is a
+    0-d view, as in PyTorch, rather than a NumPy scalar copy.
+    """
     if isinstance(key, tuple):
         parts = key
     else:
@@ -887,6 +909,8 @@ def _full_index(key, ndim):
         parts = (key,)
     if any(p is Ellipsis for p in parts):
         return key
+    if not any(hasattr(p, "shape") for p in parts):
+        return parts + (Ellipsis,)
     used = sum(1 for p in parts if p is not None)
     if used >= ndim:
         return key
@@ -899,6 +923,121 @@ def _clip(xp, data, lo, hi):
     if hi is not None:
         data = xp.where(data > hi, xp.asarray(hi, dtype=data.dtype), data)
     return data
+
+
+# ------------------------------------------------------------------ printing --
+# PyTorch's layout (torch/_tensor_str.py): one format for all elements of a tensor, chosen
+# from its nonzero finite values: integral floats as `1.`, otherwise 4 decimals, and
+# scientific notation when the values span more than 1000x or leave [1e-4, 1e8]. Elements
+# are right-aligned to one width, lines wrap at 80 columns, and tensors of more than 1000
+# elements show the first and last 3 along each dim.
+_PRECISION, _THRESHOLD, _EDGEITEMS, _LINEWIDTH = 4, 1000, 3, 80
+
+
+class _Formatter:
+    def __init__(self, values: np.ndarray, floating: bool):
+        self.floating = floating
+        self.int_mode = True
+        self.sci_mode = False
+        self.width = 1
+        flat = values.reshape(-1)
+        if not floating:
+            for v in flat.tolist():
+                self.width = builtins.max(self.width, len(str(v)))
+            return
+        shown = flat[np.isfinite(flat) & (flat != 0)]
+        if shown.size == 0:
+            return
+        self.int_mode = builtins.bool(np.all(shown == np.ceil(shown)))
+        magnitude = np.abs(shown.astype(np.float64))
+        low, high = magnitude.min(), magnitude.max()
+        self.sci_mode = builtins.bool(high / low > 1000.0 or high > 1.0e8 or low < 1.0e-4)
+        if self.sci_mode:
+            texts = [f"{v:.{_PRECISION}e}" for v in shown.tolist()]
+        elif self.int_mode:
+            texts = [f"{v:.0f}." for v in shown.tolist()]
+        else:
+            texts = [f"{v:.{_PRECISION}f}" for v in shown.tolist()]
+        self.width = builtins.max(len(t) for t in texts)
+
+    def format(self, value) -> str:
+        if not self.floating:
+            text = str(value)
+        elif self.sci_mode:
+            text = f"{value:.{_PRECISION}e}"
+        elif self.int_mode:
+            text = f"{value:.0f}" + ("" if math.isinf(value) or math.isnan(value) else ".")
+        else:
+            text = f"{value:.{_PRECISION}f}"
+        return " " * (self.width - len(text)) + text
+
+
+def _summarized(host: np.ndarray) -> np.ndarray:
+    """The elements a summarized print shows (edge items along every dim), for choosing the format."""
+    if host.ndim == 0:
+        return host
+    n, e = host.shape[0], _EDGEITEMS
+    if host.ndim == 1:
+        return np.concatenate([host[:e], host[-e:]]) if n > 2 * e else host
+    rows = list(range(e)) + list(range(n - e, n)) if n > 2 * e else range(n)
+    return np.stack([_summarized(host[i]) for i in rows])
+
+
+def _array_str(host: np.ndarray, indent: int, summarize: bool, fmt: _Formatter) -> str:
+    if host.ndim == 0:
+        return fmt.format(host.item())
+    n, e = host.shape[0], _EDGEITEMS
+    cut = summarize and n > 2 * e
+    if host.ndim == 1:
+        if cut:
+            items = [fmt.format(v) for v in host[:e].tolist()] + [" ..."] + [fmt.format(v) for v in host[-e:].tolist()]
+        else:
+            items = [fmt.format(v) for v in host.tolist()]
+        per_line = builtins.max(1, (_LINEWIDTH - indent) // (fmt.width + 2))
+        lines = [", ".join(items[i:i + per_line]) for i in range(0, len(items), per_line)]
+        return "[" + (",\n" + " " * (indent + 1)).join(lines) + "]"
+    if cut:
+        parts = ([_array_str(host[i], indent + 1, summarize, fmt) for i in range(e)] + ["..."]
+                 + [_array_str(host[i], indent + 1, summarize, fmt) for i in range(n - e, n)])
+    else:
+        parts = [_array_str(host[i], indent + 1, summarize, fmt) for i in range(n)]
+    return "[" + ("," + "\n" * (host.ndim - 1) + " " * (indent + 1)).join(parts) + "]"
+
+
+def _tensor_repr(t: "Tensor") -> str:
+    prefix = "tensor("
+    indent = len(prefix)
+    host = t._backend.to_numpy(t._data)
+    dt = _dtype_of_array(t._data)
+    suffixes = []
+    if t._backend.name != "cpu":
+        suffixes.append(f"device='{t._backend.name}'")
+    if host.size == 0:
+        if host.ndim != 1:
+            suffixes.append(f"size={tuple(host.shape)}")
+        if dt is not float64:  # nothing shows what kind of numbers an empty tensor holds
+            suffixes.append(f"dtype={dt!r}")
+        body = "[]"
+    else:
+        if dt not in (float64, int64, bool_):  # the defaults go unsaid
+            suffixes.append(f"dtype={dt!r}")
+        summarize = host.size > _THRESHOLD
+        fmt = _Formatter(_summarized(host) if summarize else host, dt.is_floating_point)
+        body = _array_str(host, indent, summarize, fmt)
+    if t.grad_fn is not None:
+        suffixes.append(f"grad_fn=<{t.grad_fn.name()}>")
+    elif t._requires_grad:
+        suffixes.append("requires_grad=True")
+    text = prefix + body
+    last_line = len(text) - text.rfind("\n") + 1  # PyTorch's count, which it wraps suffixes by
+    for suffix in suffixes:
+        if last_line + len(suffix) + 2 > _LINEWIDTH:
+            text += ",\n" + " " * indent + suffix
+            last_line = indent + len(suffix)
+        else:
+            text += ", " + suffix
+            last_line += len(suffix) + 2
+    return text + ")"
 
 
 # ----------------------------------------------------------- typed factories --
@@ -958,6 +1097,9 @@ def tensor(data, dtype=None, device="cpu", requires_grad=False) -> Tensor:
         d = d or data.dtype
         arr = backend.xp.asarray(src, dtype=_xp_dtype(backend, d), copy=True)
     else:
+        if (hasattr(data, "__dlpack__") and not isinstance(data, np.ndarray)
+                and array_device(data) != backend.name):
+            data = to_host(data)  # another backend's array (CuPy's refuses implicit conversion): copy explicitly
         if d is None:
             if isinstance(data, (list, tuple)) and any(isinstance(x, Tensor) for x in _flatten_list(data)):
                 data = [x.tolist() if isinstance(x, Tensor) else x for x in data]
@@ -1081,8 +1223,6 @@ def randn_like(t: Tensor, dtype=None) -> Tensor:
 def is_tensor(obj) -> bool:
     return isinstance(obj, Tensor)
 
-
-namedtuple_values_indices = collections.namedtuple("values_indices", ["values", "indices"])
 
 # Imported last: autograd and ops build on the Tensor class defined above.
 from gradsolve.autograd.grad_mode import _State  # noqa: E402

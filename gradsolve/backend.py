@@ -51,7 +51,7 @@ class Backend:
         if self.name == "cuda":
             return array.get()
         # Array API strict and others: DLPack is the standard way out.
-        return np.from_dlpack(array)
+        return to_host(array)
 
     def from_numpy(self, array: np.ndarray):
         if self.is_numpy:
@@ -120,12 +120,65 @@ class Backend:
         return self.from_numpy(rng.standard_normal(shape).astype(np.dtype(_np_name(dtype))))
 
 
+def xp_dtype(xp, name: str):
+    """The dtype called `name` ("float64", "bool", ...) in namespace `xp`.
+
+    NumPy >= 2 and the Array API spell the boolean dtype `bool`; CuPy (like NumPy 1)
+    may only have `bool_`.
+    """
+    found = getattr(xp, name, None)
+    if found is None and name == "bool":
+        found = getattr(xp, "bool_", None)
+    if found is None:
+        raise TypeError(f"the array namespace {getattr(xp, '__name__', xp)} has no dtype {name}")
+    return found
+
+
+def array_device(array) -> str:
+    """The gradsolve device of a raw backend array, by its type: 'cpu', 'cuda' or 'array-api-strict'."""
+    if isinstance(array, np.ndarray):
+        return "cpu"
+    module = type(array).__module__
+    if module.startswith("cupy"):
+        return "cuda"
+    if module.startswith("array_api_strict"):
+        return "array-api-strict"
+    return module.split(".")[0]
+
+
+def to_host(array) -> np.ndarray:
+    """A NumPy copy of an array from any backend: CuPy through .get() (an explicit device-to-host
+    copy; NumPy refuses to convert CuPy arrays implicitly), others through DLPack."""
+    if isinstance(array, np.ndarray):
+        return array
+    if type(array).__module__.startswith("cupy"):
+        return array.get()
+    try:
+        return np.from_dlpack(array)
+    except (TypeError, AttributeError, RuntimeError, BufferError):
+        return np.asarray(array)
+
+
+def foreign_array_error(values, backend):
+    """The 'same device' error for a raw array (not a tensor) from another backend among `values`, or None."""
+    for v in values:
+        if hasattr(v, "shape") and hasattr(v, "dtype") and not isinstance(v, np.generic):
+            where = array_device(v)
+            if where != backend.name:
+                return RuntimeError(
+                    f"expected all tensors on the same device, found {backend.name} and a raw {where} array "
+                    f"({type(v).__module__}.{type(v).__name__}): make it a tensor on {backend.name} with "
+                    f"gs.tensor(..., device={backend.name!r})"
+                )
+    return None
+
+
 def _np_name(dtype) -> str:
     return str(dtype).replace("numpy.", "").split(".")[-1].strip("'>").replace("<class ", "")
 
 
 def _dtype_in(xp, np_dtype):
-    return getattr(xp, np.dtype(np_dtype).name)
+    return xp_dtype(xp, np.dtype(np_dtype).name)
 
 
 def _portable_scatter_add(backend, target, index, values):
@@ -162,7 +215,6 @@ _BACKENDS["cpu"] = _NUMPY
 def _make_cuda_backend() -> Backend:
     try:
         import cupy  # noqa: F401 - optional dependency
-        import cupyx
     except ImportError as exc:  # pragma: no cover - depends on the machine
         raise DeviceError(
             "device 'cuda' needs CuPy: install gradsolve[gpu] (CUDA 12) or gradsolve[gpu-cuda13] (CUDA 13)"
@@ -174,8 +226,14 @@ def _make_cuda_backend() -> Backend:
     if count < 1:  # pragma: no cover
         raise DeviceError("device 'cuda': CuPy is installed but no GPU is present")
 
+    add_at = getattr(getattr(cupy, "add", None), "at", None)  # cupyx.scatter_add is deprecated
+    if add_at is None:  # pragma: no cover - CuPy before ufunc.at
+        import cupyx
+
+        add_at = cupyx.scatter_add
+
     def scatter(target, index, values):  # pragma: no cover - needs a GPU
-        cupyx.scatter_add(target, index, values)
+        add_at(target, index, values)
 
     def rng_factory(seed):  # pragma: no cover - needs a GPU
         return cupy.random.default_rng(seed)

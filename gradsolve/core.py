@@ -12,7 +12,8 @@ from gradsolve import autograd  # noqa: F401
 from gradsolve import nn  # noqa: F401
 from gradsolve.ops import cat, matmul, stack, where  # noqa: F401
 
-bool = bool_  # noqa: A001 - PyTorch's spelling of the dtype
+bool = bool_  # noqa: A001 - PyTorch's spellings of the dtypes
+int = int32  # noqa: A001 - torch.int is int32 (gs.float is float32, gs.double float64, gs.long int64)
 
 
 # Functional forms of the tensor methods: gs.exp(t) is t.exp().

@@ -1,11 +1,15 @@
 """Reverse-mode automatic differentiation: the graph, backward, and tools around it."""
 from __future__ import annotations
 
+# The Tensor module first: it ends by importing gradsolve.ops, whose primitives subclass
+# autograd.function.Op, so function.py must not be the module that starts the chain (it
+# would be half-initialised when ops asks it for Op).
+import gradsolve._tensor  # noqa: F401,E402 - import order, see above
 from gradsolve.autograd.grad_mode import enable_grad, is_grad_enabled, no_grad, set_grad_enabled  # noqa: F401
 from gradsolve.autograd.function import Function, InplaceFunction, once_differentiable  # noqa: F401
 from gradsolve.autograd.gradcheck import GradcheckError, gradcheck, gradgradcheck  # noqa: F401
 from gradsolve.autograd import functional  # noqa: F401
-from gradsolve._tensor import Tensor, _wrap, tensor
+from gradsolve._tensor import Tensor, tensor
 
 
 def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=False, allow_unused=False,
@@ -17,7 +21,7 @@ def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=Fal
     >>> gs.autograd.grad(x ** 2, x)
     (tensor(6.),)
     """
-    from gradsolve.autograd.engine import run_backward
+    from gradsolve.autograd.engine import run_backward, seed_gradient
 
     single_output = isinstance(outputs, Tensor)
     outputs = [outputs] if single_output else list(outputs)
@@ -37,16 +41,8 @@ def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=Fal
     for out, g in zip(outputs, grad_outputs):
         if not out.requires_grad:
             raise RuntimeError("an output of autograd.grad does not require grad and has no grad_fn")
-        if g is None:
-            if out.numel() != 1:
-                raise RuntimeError(
-                    f"grad can be implicitly created only for scalar outputs; pass grad_outputs for shape {out.shape}"
-                )
-            g = _wrap(out._backend.xp.ones(out._data.shape, dtype=out._data.dtype), out._backend)
-        elif not isinstance(g, Tensor):
-            g = tensor(g, dtype=out.dtype, device=out._backend)
         roots.append(out)
-        seeds.append(g)
+        seeds.append(seed_gradient(out, g, hint="grad_outputs"))
     if retain_graph is None:
         retain_graph = create_graph
     grads = run_backward(roots, seeds, retain_graph=retain_graph, create_graph=create_graph, inputs=inputs,
@@ -58,29 +54,29 @@ def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=Fal
     return grads
 
 
-def backward(tensors, grad_tensors=None, retain_graph=None, create_graph=False):
-    """Backpropagate from several outputs at once, adding into the leaves' `.grad`."""
-    from gradsolve.autograd.engine import run_backward
+def backward(tensors, grad_tensors=None, retain_graph=None, create_graph=False, inputs=None):
+    """Backpropagate from several outputs at once, adding into the leaves' `.grad` (or only `inputs`')."""
+    from gradsolve.autograd.engine import accumulate_into, run_backward, seed_gradient
 
     tensors = [tensors] if isinstance(tensors, Tensor) else list(tensors)
     if grad_tensors is None:
         grad_tensors = [None] * len(tensors)
-    seeds = []
-    for t, g in zip(tensors, grad_tensors):
-        if g is None:
-            if t.numel() != 1:
-                raise RuntimeError("grad can be implicitly created only for scalar outputs")
-            g = _wrap(t._backend.xp.ones(t._data.shape, dtype=t._data.dtype), t._backend)
-        seeds.append(g)
-    run_backward(tensors, seeds, retain_graph=create_graph if retain_graph is None else retain_graph,
-                 create_graph=create_graph)
+    elif isinstance(grad_tensors, Tensor):
+        grad_tensors = [grad_tensors]
+    for t in tensors:
+        if not t.requires_grad:
+            raise RuntimeError("element 0 of tensors does not require grad and does not have a grad_fn")
+    seeds = [seed_gradient(t, g, hint="grad_tensors") for t, g in zip(tensors, grad_tensors)]
+    if retain_graph is None:
+        retain_graph = create_graph
+    if inputs is None:
+        run_backward(tensors, seeds, retain_graph=retain_graph, create_graph=create_graph)
+    else:
+        accumulate_into(inputs, tensors, seeds, retain_graph=retain_graph, create_graph=create_graph)
 
 
 def Variable(data, requires_grad=False, volatile=False):
-    """Old PyTorch spelling: returns a Tensor (that shares the data when given a tensor)."""
-    t = data if isinstance(data, Tensor) else tensor(data)
-    if requires_grad and not t.requires_grad:
-        if t.grad_fn is not None:
-            t = t.detach()
-        t.requires_grad_(True)
-    return t
+    """Old PyTorch spelling. As there, a new tensor sharing `data`'s storage (and version
+    counter), detached from any graph, with `requires_grad` as given."""
+    t = data.detach() if isinstance(data, Tensor) else tensor(data)
+    return t.requires_grad_(requires_grad)

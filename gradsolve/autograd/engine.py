@@ -181,16 +181,80 @@ def _finish_leaf(leaf, grad, captured, wanted, create_graph, accumulate):
 
 
 def _accumulate(t, grad, create_graph):
-    """Add `grad` into `t.grad` (a leaf, or a result that asked for retain_grad)."""
+    """Add `grad` into `t.grad` (a leaf, or a result that asked for retain_grad).
+
+    As in PyTorch, without create_graph the sum goes in place into the existing
+    ``.grad`` tensor (``g = x.grad`` still is ``x.grad`` after another backward).
+    """
+    existing = t.grad
     if create_graph:
-        t.grad = grad if t.grad is None else t.grad + grad
+        t.grad = grad if existing is None else existing + grad
         return
-    xp = t._backend.xp
-    if t.grad is None:
+    if existing is None:
         # A fresh array: a pass-through gradient may alias another tensor's or the user's seed.
-        t.grad = _wrap(xp.asarray(grad._data, copy=True), t._backend)
-    else:
-        t.grad = _wrap(t.grad._data + grad._data, t._backend)
+        t.grad = _wrap(t._backend.xp.asarray(grad._data, copy=True), t._backend)
+        return
+    data = existing._data
+    if existing._requires_grad or data.shape != grad._data.shape or data.dtype != grad._data.dtype:
+        t.grad = existing + grad  # a differentiable .grad (from create_graph), or one the user set
+        return
+    try:
+        data += grad._data
+    except (ValueError, TypeError):  # a read-only .grad the user set (a broadcast view, say)
+        t.grad = existing + grad
+        return
+    existing._data = data  # the same array, unless a backend's += made a new one
+    existing._version[0] += 1
+
+
+def seed_gradient(output, gradient, hint="backward(gradient=...)"):
+    """The gradient that starts backward at `output`: ones for a scalar, else `gradient`
+    checked against the output's shape and device and cast to its dtype (as PyTorch does)."""
+    backend = output._backend
+    if gradient is None:
+        if output.numel() != 1:
+            raise RuntimeError(
+                f"grad can be implicitly created only for scalar outputs; this one has shape {output.shape}: "
+                f"pass {hint} with a tensor of that shape"
+            )
+        return _wrap(backend.xp.ones(output._data.shape, dtype=output._data.dtype), backend)
+    if not isinstance(gradient, Tensor):
+        from gradsolve._tensor import tensor
+
+        return tensor(gradient, dtype=output.dtype, device=backend)
+    if gradient._data.shape != output._data.shape:
+        raise RuntimeError(f"gradient has shape {gradient.shape}, expected the output's shape {output.shape}")
+    if gradient._backend is not backend:
+        raise RuntimeError(f"gradient is on device {gradient._backend.name}, the output on {backend.name}: "
+                           "expected all tensors on the same device")
+    if gradient._data.dtype != output._data.dtype:
+        gradient = _cast(gradient, output._data.dtype)
+    return gradient
+
+
+def accumulate_into(inputs, roots, seeds, *, retain_graph, create_graph):
+    """backward(inputs=...): add gradients into the `.grad` of those tensors only (leaves or not)."""
+    inputs = [inputs] if isinstance(inputs, Tensor) else list(inputs)
+    if not inputs:
+        raise RuntimeError("'inputs' argument to backward() cannot be empty")
+    unique = []
+    for t in inputs:
+        if not isinstance(t, Tensor):
+            raise TypeError(f"backward(inputs=...) takes tensors, got {type(t).__name__}")
+        if not t._requires_grad:
+            raise RuntimeError("one of the tensors in backward(inputs=...) does not require grad")
+        if not any(t is u for u in unique):
+            unique.append(t)
+    grads = run_backward(roots, seeds, retain_graph=retain_graph, create_graph=create_graph, inputs=unique,
+                         allow_unused=True)
+    prev = _State.enabled
+    _State.enabled = bool(create_graph)
+    try:
+        for t, g in zip(unique, grads):
+            if g is not None:
+                _accumulate(t, g, create_graph)
+    finally:
+        _State.enabled = prev
 
 
 def _fill_retained(node, grad_outputs, create_graph):

@@ -12,6 +12,7 @@ from __future__ import annotations
 from numpy import asarray as _np_asarray, ndarray as _ndarray
 
 from gradsolve.autograd.grad_mode import _State
+from gradsolve.backend import foreign_array_error
 from gradsolve._tensor import Tensor, _wrap
 
 _new_tensor = Tensor.__new__
@@ -93,13 +94,20 @@ class Op(Node):
                         f"expected all tensors on the same device, found {backend.name} and {a._backend.name}: "
                         "move one with .to(device)"
                     )
-                if a.requires_grad:
+                if a._requires_grad:
                     requires = True
                 raws.append(a._data)
             else:
                 raws.append(a)
         op = cls.__new__(cls)
-        out_data = op.forward(*raws, **kwargs) if kwargs else op.forward(*raws)
+        try:  # free when nothing is raised
+            out_data = op.forward(*raws, **kwargs) if kwargs else op.forward(*raws)
+        except TypeError:
+            if backend is not None:
+                error = foreign_array_error([a for a in args if not isinstance(a, Tensor)], backend)
+                if error is not None:  # a raw array from another backend: say so, not the backend's TypeError
+                    raise error from None
+            raise
         if backend is None:  # pragma: no cover - ops always get a tensor
             raise TypeError(f"{cls.__name__} needs at least one tensor argument")
         if cls.changes_device:
@@ -110,7 +118,7 @@ class Op(Node):
         out = _new_tensor(Tensor)
         out._data = out_data
         out._backend = backend
-        out.requires_grad = False
+        out._requires_grad = False
         out.grad = None
         out.grad_fn = None
         out._version = [0]
@@ -135,7 +143,7 @@ class Op(Node):
                 versions.append(a._version[0])
                 if data.dtype is not out_dtype:
                     mixed = True
-                if a.requires_grad:
+                if a._requires_grad:
                     fn = a.grad_fn
                     edges.append((a, 0) if fn is None else (fn, a._output_nr))
                     needs.append(True)
@@ -163,7 +171,7 @@ class Op(Node):
             self._out_version_at_save = out._version[0]
         if kwargs:
             self._kwargs = kwargs
-        out.requires_grad = True
+        out._requires_grad = True
         out.grad_fn = self
 
     # -- used by backward formulas ---------------------------------------
@@ -205,7 +213,7 @@ class BackwardCFunction(Node):
     """The node (and `ctx`) of one call of a custom `Function`."""
 
     __slots__ = ("_cls", "_saved", "_saved_versions", "needs_input_grad", "_freed", "n_outputs",
-                 "_materialize", "__dict__")
+                 "_materialize", "input_shapes", "input_dtypes", "__dict__")
 
     def __init__(self, cls):
         self._cls = cls
@@ -215,6 +223,8 @@ class BackwardCFunction(Node):
         self.n_outputs = 1
         self.next_functions = ()
         self.needs_input_grad = ()
+        self.input_shapes = None
+        self.input_dtypes = None
 
     def name(self) -> str:
         return self._cls.__name__ + "Backward"
@@ -264,11 +274,29 @@ class BackwardCFunction(Node):
                     f"function {self.name()} returned an incorrect number of gradients (expected {n_inputs}, "
                     f"got {len(grads)})"
                 )
+        # User code: check each gradient against its input's shape (the engine then sums broadcast
+        # dims away). Only a shape the input broadcasts to is accepted, as in PyTorch.
+        for i, g in enumerate(grads):
+            if g is not None and self.next_functions[i] is not None and isinstance(g, Tensor):
+                shape = self.input_shapes[i]
+                if g._data.shape != shape and not _broadcasts_to(shape, g._data.shape):
+                    raise RuntimeError(
+                        f"Function {self.name()} returned an invalid gradient at index {i} - got {list(g.shape)} "
+                        f"but expected shape compatible with {list(shape)}"
+                    )
         return grads
 
     def release(self):
         self._freed = True
         self._saved = None
+
+
+def _broadcasts_to(shape, target):
+    """Whether an array of `shape` broadcasts to `target` (so a gradient of `target` sums back to it)."""
+    if len(shape) > len(target):
+        return False
+    lead = len(target) - len(shape)
+    return all(s == 1 or s == t for s, t in zip(shape, target[lead:]))
 
 
 class FunctionMeta(type):
@@ -325,6 +353,7 @@ class Function(metaclass=FunctionMeta):
                 edges.append(None)
         ctx.next_functions = tuple(edges)
         ctx.input_dtypes = [a._data.dtype if isinstance(a, Tensor) else None for a in args]
+        ctx.input_shapes = [a._data.shape if isinstance(a, Tensor) else None for a in args]
         ctx.n_outputs = len(outs)
         non_diff = getattr(ctx, "_non_diff", set())
         wrapped = []
@@ -337,7 +366,7 @@ class Function(metaclass=FunctionMeta):
                 continue
             if any(o is t for t in tensor_args) or o.grad_fn is not None or o.requires_grad:
                 o = Tensor._shallow(o)  # a fresh tensor that shares storage
-            o.requires_grad = True
+            o._requires_grad = True
             o.grad_fn = ctx
             o._output_nr = nr
             wrapped.append(o)

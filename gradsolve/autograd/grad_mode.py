@@ -12,6 +12,7 @@ False
 from __future__ import annotations
 
 import functools
+import inspect
 
 
 class _State:
@@ -24,7 +25,21 @@ def is_grad_enabled() -> bool:
 
 
 class _GradModeContext:
+    """Sets grad mode inside a `with` block or a decorated function (generators included).
+
+    As in PyTorch 2, ``no_grad`` and ``enable_grad`` also decorate without
+    parentheses: ``@gs.no_grad`` is ``@gs.no_grad()``.
+    """
+
     _mode = True
+
+    def __new__(cls, func=None):
+        self = super().__new__(cls)
+        if func is None:
+            return self
+        if not callable(func):
+            raise TypeError(f"{cls.__name__}() takes no arguments, or a function to decorate")
+        return self(func)
 
     def __enter__(self):
         self._prev = _State.enabled
@@ -37,6 +52,8 @@ class _GradModeContext:
 
     def __call__(self, func):
         mode = self._mode
+        if inspect.isgeneratorfunction(func):
+            return _wrap_generator(func, mode)
 
         @functools.wraps(func)
         def wrapper(*args, **kwargs):
@@ -48,6 +65,49 @@ class _GradModeContext:
                 _State.enabled = prev
 
         return wrapper
+
+
+def _wrap_generator(func, mode):
+    """The mode holds while the generator runs and is restored each time it yields (as PyTorch does)."""
+
+    @functools.wraps(func)
+    def generator(*args, **kwargs):
+        gen = func(*args, **kwargs)
+        try:
+            with _Mode(mode):
+                response = gen.send(None)
+            while True:
+                try:
+                    request = yield response
+                except GeneratorExit:
+                    with _Mode(mode):
+                        gen.close()
+                    raise
+                except BaseException as exc:  # thrown in by the caller: pass it on
+                    with _Mode(mode):
+                        response = gen.throw(exc)
+                else:
+                    with _Mode(mode):
+                        response = gen.send(request)
+        except StopIteration as stop:  # caught here, inside the frame, so PEP 479 does not apply
+            return stop.value
+
+    return generator
+
+
+class _Mode:
+    __slots__ = ("mode", "prev")
+
+    def __init__(self, mode):
+        self.mode = mode
+
+    def __enter__(self):
+        self.prev = _State.enabled
+        _State.enabled = self.mode
+
+    def __exit__(self, *exc):
+        _State.enabled = self.prev
+        return False
 
 
 class no_grad(_GradModeContext):
@@ -63,12 +123,24 @@ class enable_grad(_GradModeContext):
 
 
 class set_grad_enabled(_GradModeContext):
-    """Record the graph or not, by argument: `with set_grad_enabled(False): ...`."""
+    """Record the graph or not, by argument: `with set_grad_enabled(False): ...`.
+
+    Like PyTorch's, it also works as a plain call (``gs.set_grad_enabled(False)``
+    switches the mode at once) and as a decorator, which leaves the mode as it was.
+    """
+
+    def __new__(cls, mode):
+        return object.__new__(cls)
 
     def __init__(self, mode: bool):
         self._mode = bool(mode)
         self._prev = _State.enabled
-        _State.enabled = self._mode  # like PyTorch, it also works as a plain call
+        _State.enabled = self._mode
 
     def __enter__(self):
+        _State.enabled = self._mode
         return self
+
+    def __call__(self, func):
+        _State.enabled = self._prev  # decorating is not a call: undo what __init__ switched
+        return super().__call__(func)

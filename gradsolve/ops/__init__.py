@@ -5,7 +5,7 @@ from gradsolve.ops.elementwise import (  # noqa: F401
     Tanh, ToDevice, Where, compare, logical_not, pow, sign, where,
 )
 from gradsolve.ops.reductions import (  # noqa: F401
-    Amax, Amin, Norm2, Prod, Sum, argextreme, mean, norm, reduce_extreme,
+    Amax, Amin, Max, Min, Norm2, NormP, Prod, Sum, argextreme, mean, norm, reduce_extreme,
 )
 from gradsolve.ops.shape import Cat, Expand, Index, IndexAdd, Permute, Reshape, SumTo, cat, stack  # noqa: F401
 from gradsolve.ops.linalg import MatMul, matmul  # noqa: F401

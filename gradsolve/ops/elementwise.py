@@ -13,6 +13,7 @@ import operator
 import numpy as np
 
 from gradsolve.autograd.function import Op
+from gradsolve.backend import foreign_array_error, xp_dtype
 from gradsolve._tensor import Tensor, _wrap
 
 
@@ -166,7 +167,7 @@ def _to_dtype_name(v, name):
         if _array_dtype_name(v) == name:
             return v
         xp = _xp_of_array(v)
-        return xp.astype(v, getattr(xp, name))
+        return xp.astype(v, xp_dtype(xp, name))
     kind = _CATEGORY[name]
     return builtins.float(v) if kind == 2 else int(v) if kind == 1 else v
 
@@ -277,11 +278,12 @@ class PowTensor(Op):
     def backward(self, g):
         a, b = self.inputs
         out = self.result()
-        grad_a = g * b * a ** (b - 1)
-        xp = a._backend.xp
-        log_a = where(_const(a._data > 0, a), log(where(_const(a._data > 0, a), a, 1.0)), 0.0)
+        # d/da = b a^(b-1), taken as 0 at 0 ** 0 (as in PyTorch), computed without forming 0 ** -1
+        origin = _const((a._data == 0) & (b._data == 0), a)
+        grad_a = where(origin, 0.0, g * b * where(origin, 1.0, a) ** (b - 1))
+        positive = _const(a._data > 0, a)
+        log_a = where(positive, log(where(positive, a, 1.0)), 0.0)
         grad_b = g * out * log_a
-        del xp
         return grad_a, grad_b
 
 
@@ -609,7 +611,7 @@ class Cast(Op):
         xp = _xp_of_array(x)
         self.src = x.dtype
         self.target_name = dtype.name
-        return xp.astype(x, getattr(xp, dtype.name))
+        return xp.astype(x, xp_dtype(xp, dtype.name))
 
     def backward(self, g):
         xp = g._backend.xp
@@ -694,8 +696,15 @@ _COMPARE = {
 def compare(a, b, name):
     """A bool tensor; comparisons are not differentiable."""
     like = a if isinstance(a, Tensor) else b
-    ra, rb = _operands(_raw(a), _raw(b))  # compare in the promoted dtype, as PyTorch does
-    return _wrap(_COMPARE[name](ra, rb), like._backend)
+    try:
+        ra, rb = _operands(_raw(a), _raw(b))  # compare in the promoted dtype, as PyTorch does
+        result = _COMPARE[name](ra, rb)
+    except TypeError:
+        error = foreign_array_error([v for v in (a, b) if not isinstance(v, Tensor)], like._backend)
+        if error is not None:
+            raise error from None
+        raise
+    return _wrap(result, like._backend)
 
 
 def logical_not(a):

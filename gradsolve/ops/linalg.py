@@ -26,6 +26,11 @@ def matmul(a, b):
         b = tensor(b, device=a._backend)
     if a.ndim == 0 or b.ndim == 0:
         raise RuntimeError("matmul: both arguments need at least one dimension; use * for scalars")
+    inner_a = a.shape[-1]
+    inner_b = b.shape[0] if b.ndim == 1 else b.shape[-2]
+    if inner_a != inner_b:
+        raise RuntimeError(f"matmul: shapes {a.shape} and {b.shape} cannot be multiplied "
+                           f"(inner sizes {inner_a} and {inner_b} differ)")
     if a.ndim == 1 and b.ndim == 1:
         return (a * b).sum()
     if a.ndim == 1:

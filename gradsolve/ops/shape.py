@@ -1,4 +1,9 @@
-"""Movement primitives: reshape, permute, expand/sum_to, indexing, concatenation."""
+"""Movement primitives: reshape, permute, expand/sum_to, indexing, concatenation.
+
+Reshape, Permute, Expand and basic indexing return views where the backend
+does: such an output shares its input's version counter, as in PyTorch, so an
+in-place change through either one is seen by every graph that saved the other.
+"""
 from __future__ import annotations
 
 import numpy as np
@@ -8,8 +13,26 @@ from gradsolve.ops.elementwise import _backend_of_array, _xp_of_array
 from gradsolve._tensor import Tensor
 
 
+def _numpy_view_of(out, x) -> bool:
+    """Whether the NumPy array `out` shares memory with `x`: `.base` first (cheap), bounds if unsure."""
+    base = out.base
+    if base is None:
+        return False  # owns its memory: a copy
+    if base is x or (base is x.base and base is not None):
+        return True
+    return np.may_share_memory(out, x)
+
+
 class Reshape(Op):
     saves_inputs = False
+
+    @classmethod
+    def apply(cls, x, shape):
+        out = super().apply(x, shape=shape)
+        # NumPy copies when the strides do not allow a view; other backends are taken to view.
+        if type(out._data) is not np.ndarray or _numpy_view_of(out._data, x._data):
+            out._version = x._version
+        return out
 
     def forward(self, x, shape):
         self.in_shape = tuple(x.shape)
@@ -21,6 +44,12 @@ class Reshape(Op):
 
 class Permute(Op):
     saves_inputs = False
+
+    @classmethod
+    def apply(cls, x, dims):
+        out = super().apply(x, dims=dims)
+        out._version = x._version  # always a view
+        return out
 
     def forward(self, x, dims):
         self.dims = dims
@@ -37,6 +66,12 @@ class Expand(Op):
     """Broadcast to a larger shape; the adjoint of broadcasting is a sum."""
 
     saves_inputs = False
+
+    @classmethod
+    def apply(cls, x, shape):
+        out = super().apply(x, shape=shape)
+        out._version = x._version  # always a view
+        return out
 
     def forward(self, x, shape):
         self.in_shape = tuple(x.shape)
@@ -76,13 +111,46 @@ def _has_integer_array(key) -> bool:
     return False
 
 
+def _has_index_array(key) -> bool:
+    """Whether `key` holds an index array or mask (advanced indexing, which copies)."""
+    keys = key if isinstance(key, tuple) else (key,)
+    for k in keys:
+        if hasattr(k, "shape"):
+            return True
+    return False
+
+
+def _private_key(key):
+    """`key` with its index arrays copied: changing the caller's index tensor afterwards must not
+    move where backward scatters (PyTorch raises there instead; a copy gives the right gradient)."""
+    if isinstance(key, tuple):
+        return tuple(_xp_of_array(k).asarray(k, copy=True) if hasattr(k, "shape") else k for k in key)
+    return _xp_of_array(key).asarray(key, copy=True)
+
+
 class Index(Op):
-    """x[key] for slices, integers, integer arrays and boolean masks (NumPy's rules on every backend)."""
+    """x[key] for slices, integers, integer arrays and boolean masks (NumPy's rules on every backend).
+
+    Basic keys (integers, slices, None, ...) give a view that shares the input's
+    version counter; index arrays and masks give a copy.
+    """
 
     saves_inputs = False
 
+    @classmethod
+    def apply(cls, x, key):
+        out = super().apply(x, key=key)
+        if type(out._data) is np.ndarray:
+            if _numpy_view_of(out._data, x._data):
+                out._version = x._version
+        elif not _has_index_array(key):
+            out._version = x._version
+        return out
+
     def forward(self, x, key):
         self.in_shape = tuple(x.shape)
+        if _has_index_array(key):
+            key = _private_key(key)
         self.key = key
         if type(x) is np.ndarray:
             return x[key]

@@ -97,35 +97,55 @@ def test_maximum_ties_split_gradient(device):
     assert b.grad.tolist() == [0.5, 1.0]
 
 
+# Written for any number of dims (0-d included: PyTorch lets dim 0 / -1 name a scalar's only "dim").
 REDUCTIONS = {
     "sum": lambda t: t.sum(),
-    "sum_dim": lambda t: t.sum(dim=1),
-    "sum_dims_keepdim": lambda t: t.sum(dim=(0, 2), keepdim=True),
-    "sum_negative_dim": lambda t: t.sum(dim=-1),
+    "sum_last": lambda t: t.sum(dim=-1),
+    "sum_first_keepdim": lambda t: t.sum(dim=0, keepdim=True),
+    "sum_all_dims_keepdim": lambda t: t.sum(dim=tuple(range(t.ndim)), keepdim=True),
     "mean": lambda t: t.mean(),
     "mean_dim": lambda t: t.mean(dim=0, keepdim=True),
     "prod": lambda t: t.prod(),
-    "prod_dim": lambda t: t.prod(dim=1),
+    "prod_dim": lambda t: t.prod(dim=-1),
     "max": lambda t: t.max(),
     "min": lambda t: t.min(),
-    "max_dim": lambda t: t.max(dim=1).values,
-    "min_dim_keepdim": lambda t: t.min(dim=2, keepdim=True).values,
-    "amax_dims": lambda t: t.amax(dim=(1, 2)),
+    "max_dim": lambda t: t.max(dim=-1).values,
+    "min_dim_keepdim": lambda t: t.min(dim=0, keepdim=True).values,
+    "amax_dims": lambda t: t.amax(dim=tuple(range(1, t.ndim))) if t.ndim > 1 else t.amax(),
+    "amin_dim": lambda t: t.amin(dim=-1),
     "norm": lambda t: t.norm(),
-    "norm_dim": lambda t: t.norm(dim=1),
+    "norm_dim": lambda t: t.norm(dim=-1),
     "norm_1": lambda t: t.norm(p=1),
     "norm_3": lambda t: t.norm(p=3),
+    "norm_3_dim": lambda t: t.norm(p=3, dim=0, keepdim=True),
+    "norm_1_5": lambda t: t.norm(p=1.5),
     "norm_inf": lambda t: t.norm(p=float("inf")),
 }
+REDUCTION_SHAPES = [(), (5,), (2, 3), (2, 1, 3), (1, 4), (2, 3, 4)]
 
 
+def _distinct(rng, shape):
+    """Distinct magnitudes away from zero: no ties for max, no kinks for abs."""
+    n = int(np.prod(shape))
+    values = rng.permutation(np.linspace(0.3, 2.0, n)) * rng.choice([-1.0, 1.0], n)
+    return values.reshape(shape)
+
+
+@pytest.mark.parametrize("shape", REDUCTION_SHAPES, ids=str)
 @pytest.mark.parametrize("name", list(REDUCTIONS))
-def test_reductions(name, device):
-    rng = np.random.default_rng(abs(hash(name)) % 2**32)
-    # distinct magnitudes away from zero: no ties for max, no kinks for abs
-    values = rng.permutation(np.linspace(0.3, 2.0, 24)) * rng.choice([-1.0, 1.0], 24)
-    x = make(values.reshape(2, 3, 4), device)
+def test_reductions(name, shape, device):
+    rng = np.random.default_rng(abs(hash((name, shape))) % 2**32)
+    x = make(_distinct(rng, shape), device)
     assert gradcheck(REDUCTIONS[name], (x,))
+
+
+@pytest.mark.parametrize("shapes", BROADCAST_PAIRS, ids=str)
+@pytest.mark.parametrize("name", ["sum_last", "mean_dim", "prod_dim", "max_dim", "norm_3_dim", "amax_dims"])
+def test_reductions_of_broadcast_products(name, shapes, device):
+    rng = np.random.default_rng(abs(hash((name, shapes))) % 2**32)
+    a = make(_distinct(rng, shapes[0]), device)
+    b = make(rng.uniform(0.5, 1.5, shapes[1]), device)  # positive: the product keeps a's distinct magnitudes
+    assert gradcheck(lambda p, q: REDUCTIONS[name](p * q), (a, b))
 
 
 def test_prod_with_zeros(device):
@@ -145,12 +165,63 @@ def test_max_dim_returns_values_and_indices(device):
     values, indices = x.max(dim=1)
     assert values.tolist() == [5.0, 7.0]
     assert indices.tolist() == [1, 0]
+    result = x.min(1, keepdim=True)
+    assert result.values is result[0] and result.indices is result[1] and len(result) == 2
+    assert result.values.shape == (2, 1) and result.indices.tolist() == [[0], [1]]
+    assert result.indices.dtype == gs.int64 and not result.indices.requires_grad
+    assert result.values.grad_fn.name() == "MinBackward0"
+    assert repr(x.max(dim=0)).startswith("gradsolve.return_types.max(\nvalues=tensor([7., 5., 2.]")
+    assert gs.max(x, dim=1).indices.tolist() == [1, 0]
+    assert x.argmax(dim=1).tolist() == [1, 0]
 
 
-def test_norm_gradient_at_zero_is_zero(device):
+def test_max_and_min_along_a_dim_give_ties_gradient_to_the_returned_index(device):
+    # PyTorch's rule: max(dim)/min(dim) route the whole gradient to the index they return ...
+    x = make([[1.0, 3.0, 3.0], [2.0, 2.0, 0.0]], device)
+    result = x.max(dim=1)
+    assert result.indices.tolist() == [1, 0]
+    result.values.sum().backward()
+    assert x.grad.tolist() == [[0.0, 1.0, 0.0], [1.0, 0.0, 0.0]]
+    y = make([[1.0, 1.0, 3.0], [0.0, 2.0, 0.0]], device)
+    y.min(dim=1).values.sum().backward()
+    assert y.grad.tolist() == [[1.0, 0.0, 0.0], [1.0, 0.0, 0.0]]
+    # ... while the full max()/min() and amax/amin split it evenly among ties.
+    z = make([[1.0, 3.0, 3.0], [2.0, 2.0, 0.0]], device)
+    z.amax(dim=1).sum().backward()
+    assert z.grad.tolist() == [[0.0, 0.5, 0.5], [0.5, 0.5, 0.0]]
+
+
+@pytest.mark.parametrize("p", [2, 3, 1.5, 1, float("inf")], ids=str)
+def test_norm_gradient_at_zero_is_zero(p, device):
     x = make([0.0, 0.0], device)
-    x.norm().backward()
+    x.norm(p=p).backward()
     assert x.grad.tolist() == [0.0, 0.0]
+    y = make([[0.0, 0.0], [3.0, -4.0]], device)
+    y.norm(p=p, dim=1).sum().backward()  # a zero row among others
+    assert y.grad[0].tolist() == [0.0, 0.0] and all(np.isfinite(y.grad.numpy().ravel()))
+
+
+def test_prod_with_zeros_keeps_its_graph_for_second_derivatives(device):
+    x = make([0.0, 2.0, 3.0], device)
+    (g,) = gs.autograd.grad(x.prod(), x, create_graph=True)
+    assert g.requires_grad and g.tolist() == [6.0, 0.0, 0.0]
+    hessian = [gs.autograd.grad(g[i], x, retain_graph=True)[0].tolist() for i in range(3)]
+    assert hessian == [[0.0, 3.0, 2.0], [3.0, 0.0, 0.0], [2.0, 0.0, 0.0]]  # PyTorch's Hessian of prod there
+
+
+@pytest.mark.parametrize("values", [[[0.0, 2.0, 3.0], [1.5, 0.0, 0.0]], [[0.0, 0.0, 2.0], [1.0, 0.5, -1.0]]], ids=str)
+@pytest.mark.parametrize("dim", [None, 0, 1], ids=str)
+def test_prod_with_zeros_passes_gradgradcheck(values, dim, device):
+    x = make(values, device)
+    assert gs.autograd.gradgradcheck(lambda t: t.prod() if dim is None else t.prod(dim=dim), (x,))
+
+
+def test_power_gradient_at_zero_to_the_zero_is_zero(device):
+    a = make([0.0, 0.0, 2.0], device)
+    b = make([0.0, 1.0, 0.0], device)
+    (a ** b).sum().backward()
+    assert a.grad.tolist() == [0.0, 1.0, 0.0]  # d/da a^b = b a^(b-1): 0 at 0^0, as in PyTorch
+    assert b.grad.tolist() == [0.0, 0.0, float(np.log(2.0))]
 
 
 MATMUL_SHAPES = [((2, 3), (3, 4)), ((3,), (3, 2)), ((2, 3), (3,)), ((3,), (3,)), ((2, 2, 3), (3, 4)),
@@ -171,30 +242,40 @@ def test_mm_refuses_vectors(device):
         a.mm(make(np.ones((3, 2)), device))
 
 
+def _at_least_1d(t):
+    return t if t.ndim else t.reshape(1)
+
+
+# Written for any number of dims.
 SHAPE_OPS = {
-    "reshape": lambda t: t.reshape(4, 6) * 1.5,
-    "view_infer": lambda t: t.view(-1, 2).sin(),
-    "transpose": lambda t: t.transpose(0, 2).exp(),
-    "T": lambda t: t.reshape(6, 4).T.sin(),
-    "permute": lambda t: t.permute(2, 0, 1).cos(),
-    "squeeze_unsqueeze": lambda t: t.unsqueeze(1).squeeze(1).unsqueeze(-1).tanh(),
-    "flatten": lambda t: t.flatten(1).sin(),
-    "expand": lambda t: t[:, :1, :].expand(2, 3, 4) * t,
-    "slice": lambda t: t[1:, ::2, 1:3] * 2.0,
-    "integer": lambda t: t[1, 2],
-    "negative_slice": lambda t: t[..., -1],
-    "int_array_repeats": lambda t: t.reshape(-1)[gs.tensor([0, 0, 5, 5, 5, 1], device=t.device)],
-    "bool_mask": lambda t: t[t > 0.5],
-    "cat": lambda t: gs.cat([t, t * 2.0], dim=1),
-    "cat_last": lambda t: gs.cat([t[..., :1], t.sin()], dim=-1),
-    "stack": lambda t: gs.stack([t[0], t[1] * 3.0], dim=1),
+    "reshape": lambda t: t.reshape(-1) * 1.5,
+    "view_infer": lambda t: t.view(-1, 1).sin(),
+    "transpose": lambda t: t.transpose(0, -1).exp(),
+    "T": lambda t: t.T.sin(),
+    "permute": lambda t: t.permute(*reversed(range(t.ndim))).cos(),
+    "squeeze_unsqueeze": lambda t: t.unsqueeze(0).squeeze(0).unsqueeze(-1).tanh(),
+    "squeeze_all": lambda t: t.squeeze() * 2.0,
+    "flatten": lambda t: t.flatten().sin(),
+    "flatten_tail": lambda t: t.flatten(1).sin() if t.ndim > 1 else t.flatten(),
+    "expand": lambda t: t.unsqueeze(0).expand(3, *t.shape) * t,
+    "slice": lambda t: _at_least_1d(t)[..., ::2] * 2.0,
+    "slice_first": lambda t: _at_least_1d(t)[1:] * 3.0,
+    "integer": lambda t: _at_least_1d(t)[0],
+    "negative_integer": lambda t: _at_least_1d(t)[..., -1],
+    "int_array_repeats": lambda t: t.reshape(-1)[gs.tensor([0, 0, t.numel() - 1, t.numel() - 1, 0], device=t.device)],
+    "bool_mask": lambda t: t[t > 0.0],
+    "cat": lambda t: gs.cat([_at_least_1d(t), _at_least_1d(t) * 2.0], dim=0),
+    "cat_last": lambda t: gs.cat([_at_least_1d(t)[..., :1], _at_least_1d(t).sin()], dim=-1),
+    "stack": lambda t: gs.stack([t, t * 3.0], dim=-1),
 }
+SHAPE_OP_SHAPES = [(), (4,), (2, 3), (1, 3, 1), (2, 3, 4)]
 
 
+@pytest.mark.parametrize("shape", SHAPE_OP_SHAPES, ids=str)
 @pytest.mark.parametrize("name", list(SHAPE_OPS))
-def test_shape_ops(name, device):
-    rng = np.random.default_rng(abs(hash(name)) % 2**32)
-    x = rand(rng, (2, 3, 4), device)
+def test_shape_ops(name, shape, device):
+    rng = np.random.default_rng(abs(hash((name, shape))) % 2**32)
+    x = rand(rng, shape, device)
     assert gradcheck(SHAPE_OPS[name], (x,))
 
 

@@ -123,10 +123,10 @@ def test_autograd_grad_fills_retained_grads_on_the_nodes_it_needs(device):
     assert y.grad.tolist() == [6.0, 8.0]
 
 
-def test_retain_grad_does_not_keep_the_tensor_alive():
+def test_retain_grad_does_not_keep_the_tensor_alive(device):
     import weakref
 
-    x = make([1.0], "cpu")
+    x = make([1.0], device)
     y = x * 2.0
     y.retain_grad()
     z = y + 3.0  # the graph holds y's node, not y (addition saves no inputs)
