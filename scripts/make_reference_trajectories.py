@@ -13,11 +13,20 @@ vector after each step (``trajectory[k]`` = parameters after k steps, so
 
 Chaotic cases stop being comparable after a while: one ulp at the start grows until
 two runs disagree in the leading digits.  To keep only the comparable prefix, every
-case is rerun from a start moved one ulp away (``numpy.nextafter`` towards +inf for
-every coordinate) and the trajectory is cut at the first step where the two runs
-differ by more than ``AGREE`` relative (|a - b| <= AGREE * max(|b|, 1)).  The test
+case is rerun from a start moved one ulp away and the trajectory is cut at the first
+step where the two runs differ by more than ``AGREE`` relative
+(|a - b| <= AGREE * max(|b|, 1)).  The nudge is one ulp of max(|v|, 1)
+(``numpy.spacing``) towards +inf for every coordinate v: the same scale as the
+comparison, and not a no-op at 0.0 (``nextafter(0, inf)`` is 5e-324, which vanishes
+in the first addition, so starts at 0 would rerun bit for bit).  The generator
+checks that every nudged rerun differs from the original somewhere.  The test
 compares gradsolve with a looser 1e-10, which leaves two orders of magnitude for
 differences in rounding order between the two engines.
+
+A case may set ``groups``: parameter groups as ``{"params": [indices into the
+problem's parameter list], <hyperparameter overrides>}``, with ``kwargs`` as the
+defaults.  ``lrs[k]`` is the scheduler's ``get_last_lr()`` after step k+1, one
+entry per group.
 
 The problems are written again, operation for operation, in
 tests/optim/test_reference_trajectories.py; keep the two in step.
@@ -26,7 +35,6 @@ tests/optim/test_reference_trajectories.py; keep the two in step.
 from __future__ import annotations
 
 import json
-import math
 import pathlib
 import sys
 
@@ -90,13 +98,24 @@ def flat(params):
     return [float(v) for p in params for v in p.detach().reshape(-1).tolist()]
 
 
+def param_groups(case, params):
+    """The optimizer's first argument: the parameter list, or groups of it (``case["groups"]``)."""
+    if "groups" not in case:
+        return params
+    groups = []
+    for group in case["groups"]:
+        spec = {k: tuple(v) if k == "betas" else v for k, v in group.items() if k != "params"}
+        groups.append({"params": [params[i] for i in group["params"]], **spec})
+    return groups
+
+
 def run_case(case, start):
     params = make_params(case["problem"], start)
     opt_cls = getattr(torch.optim, case["optimizer"])
     kwargs = dict(case.get("kwargs", {}))
     if case["optimizer"] not in ("LBFGS",):
         kwargs["foreach"] = False  # the single-tensor loop that follows the docstring
-    opt = opt_cls(params, **kwargs)
+    opt = opt_cls(param_groups(case, params), **kwargs)
     sched = None
     if "scheduler" in case:
         sched_cls = getattr(torch.optim.lr_scheduler, case["scheduler"])
@@ -126,13 +145,14 @@ def run_case(case, start):
                 sched.step(float(loss.detach()))
             else:
                 sched.step()
-            lrs.append(float(sched.get_last_lr()[0]))
+            lrs.append([float(lr) for lr in sched.get_last_lr()])
         traj.append(flat(params))
     return traj, lrs
 
 
 def nudged(start):
-    return [[float(np.nextafter(v, math.inf)) for v in p] for p in start]
+    """Every coordinate moved up by one ulp of max(|v|, 1) (a real move also at v = 0)."""
+    return [[float(v + np.spacing(max(abs(v), 1.0))) for v in p] for p in start]
 
 
 def agree_prefix(a, b):
@@ -200,6 +220,24 @@ CASES = [
     C("lbfgs_lsq_history", "LBFGS", "lsq", {"lr": 0.1, "max_iter": 3, "history_size": 2}),
     C("lbfgs_rosenbrock_strong_wolfe", "LBFGS", "rosenbrock",
       {"max_iter": 2, "max_eval": 20, "history_size": 5, "line_search_fn": "strong_wolfe"}),
+    # ... with a coarse tolerance_change and a small max_eval, each of which changes the trajectory
+    C("lbfgs_lsq_tolerance_change_max_eval", "LBFGS", "lsq",
+      {"lr": 0.5, "max_iter": 10, "max_eval": 4, "tolerance_change": 1e-3}),
+    C("lbfgs_bowl_strong_wolfe_tolerance_change_max_eval", "LBFGS", "bowl",
+      {"max_iter": 10, "max_eval": 6, "tolerance_change": 1e-4, "line_search_fn": "strong_wolfe"}),
+    # max_iter=1 and the default max_eval (1): one trial per step, kept only if the loss is lower
+    C("lbfgs_bowl_max_iter_1_one_trial", "LBFGS", "bowl",
+      {"lr": 5.0, "max_iter": 1, "line_search_fn": "strong_wolfe"}),
+    # Parameter groups with their own hyperparameters
+    C("sgd_puzzle_groups_momentum", "SGD", "puzzle", {"lr": 0.05},
+      groups=[{"params": [0, 1], "lr": 0.02, "momentum": 0.9},
+              {"params": [2], "momentum": 0.5, "nesterov": True}, {"params": [3]}]),
+    C("adam_rosenbrock_groups_lr", "Adam", "rosenbrock", {"lr": 0.01},
+      groups=[{"params": [0]}, {"params": [1], "lr": 0.05, "betas": [0.8, 0.99], "amsgrad": True}]),
+    C("adadelta_puzzle_groups", "Adadelta", "puzzle", {"lr": 1.0},
+      groups=[{"params": [0, 2], "rho": 0.95}, {"params": [1, 3], "lr": 0.5, "weight_decay": 0.1}]),
+    C("rmsprop_rosenbrock_groups", "RMSprop", "rosenbrock", {"lr": 1e-3},
+      groups=[{"params": [0], "centered": True}, {"params": [1], "lr": 5e-3, "momentum": 0.5}]),
     # Schedulers
     C("sgd_bowl_steplr", "SGD", "bowl", {"lr": 0.05}, scheduler="StepLR",
       scheduler_kwargs={"step_size": 10, "gamma": 0.5}),
@@ -215,6 +253,17 @@ CASES = [
       scheduler="ReduceLROnPlateau",
       scheduler_kwargs={"mode": "max", "patience": 3, "factor": 0.3, "threshold": 1e-3,
                         "threshold_mode": "abs", "min_lr": 0.01}),
+    # ... over parameter groups with different learning rates (one lr per group)
+    C("sgd_puzzle_groups_steplr", "SGD", "puzzle", {"lr": 0.05},
+      groups=[{"params": [0, 1]}, {"params": [2, 3], "lr": 0.01, "momentum": 0.9}],
+      scheduler="StepLR", scheduler_kwargs={"step_size": 10, "gamma": 0.5}),
+    C("adam_puzzle_groups_cosine", "Adam", "puzzle", {"lr": 0.1},
+      groups=[{"params": [0, 3]}, {"params": [1, 2], "lr": 0.03}],
+      scheduler="CosineAnnealingLR", scheduler_kwargs={"T_max": 25, "eta_min": 1e-3}),
+    C("sgd_rosenbrock_groups_plateau", "SGD", "rosenbrock", {"lr": 2e-3},
+      groups=[{"params": [0]}, {"params": [1], "lr": 1e-3}],
+      scheduler="ReduceLROnPlateau",
+      scheduler_kwargs={"patience": 2, "factor": 0.5, "threshold": 0.05, "min_lr": [1e-4, 5e-4]}),
 ]
 
 
@@ -233,6 +282,9 @@ def main():
         start = STARTS[case["problem"]]
         traj, lrs = run_case(case, start)
         traj2, _ = run_case(case, nudged(start))
+        if traj2 == traj:
+            raise SystemExit(f"{case['name']}: the nudged rerun is bit for bit the same; the chaos check "
+                             f"would prove nothing")
         kept = agree_prefix(traj, traj2)
         entry = dict(case)
         entry["kwargs"] = {k: list(v) if isinstance(v, tuple) else v for k, v in case["kwargs"].items()}

@@ -12,62 +12,93 @@ from .optimizer import Optimizer
 
 __all__ = ["LevenbergMarquardt"]
 
+_EPS = float(np.finfo(np.float64).eps)
+_TINY = float(np.finfo(np.float64).tiny)
+
 
 class LevenbergMarquardt(Optimizer):
     r"""Levenberg-Marquardt: minimize ``F(theta) = sum(r(theta)**2)`` for a residual vector r.
 
     ``residuals`` is a closure that takes no arguments and returns the 1-D residual
     tensor built from ``params``.  Each :meth:`step` performs one *accepted* iteration
-    (it may try several damping values) and returns the loss ``F`` at the new point as
-    a Python float.  When a stopping test fires, ``stop_reason`` is set (``"atol"``,
-    ``"gtol"``, ``"xtol"``, ``"ftol"``; ``"stalled"`` when no damping gives a
-    decrease, ``"nonfinite"`` when the residuals or the Jacobian at the point are
-    NaN or infinite) and ``converged`` is True (False for ``"stalled"`` and
+    (it may try several trust-region radii) and returns the loss ``F`` at the new point
+    as a Python float.  When a stopping test fires, ``stop_reason`` is set (``"atol"``,
+    ``"gtol"``, ``"xtol"``, ``"ftol"``; ``"stalled"`` when ``max_tries`` trials in a
+    row give no decrease, ``"nonfinite"`` when the residuals or the Jacobian at the
+    point are NaN or infinite) and ``converged`` is True (False for ``"stalled"`` and
     ``"nonfinite"``); later calls return the loss without moving.
 
-    One iteration, with J the Jacobian of r at theta and D = diag(d)::
+    The algorithm is MINPACK's ``lmder`` (Moré, "The Levenberg-Marquardt algorithm:
+    implementation and theory", 1978): a trust region in the scaled norm |D h| whose
+    radius ``delta`` decides the step, and a Levenberg parameter ``lam`` found for that
+    radius (MINPACK's ``lmpar``).  One iteration, with J = QR the Jacobian of r at
+    theta and ``F = |r|^2``::
 
-        d = max over the iterations of J's column norms (MINPACK's scaling; 1 for a
-            column that has been zero so far)
-        solve  min_h |J h + r|^2 + lam |D h|^2
-            by least squares (SVD) on the augmented matrix [J; sqrt(lam) D], [-r; 0]
-        theta_new = clip(theta + h, lower, upper);  h = theta_new - theta
-        rho = (F(theta) - F(theta_new)) / (F(theta) - |J h + r|^2)    # gain ratio
-        rho > 0: accept; lam *= max(1/3, 1 - (2 rho - 1)^3); nu = 2   (Nielsen's rule)
-        else:    reject; lam *= nu; nu *= 2; try again
+        first iteration: d = column norms of J (1 for a zero column);
+                         delta = factor * |D theta|  (factor if that is 0)
+        d = max(d, column norms of J)                          # D = diag(d)
+        repeat:
+            lam, h = the step for radius delta:
+                h(lam) minimizes |J h + r|^2 + lam |D h|^2 (a QR of [R; sqrt(lam) D]);
+                lam = 0 if the Gauss-Newton step has |D h| <= 1.1 delta, else Newton's
+                iteration on lam (safeguarded within [lam_low, lam_up], from the
+                previous lam) until | |D h| - delta | <= 0.1 delta (at most 10 times)
+            first iteration: delta = min(delta, |D h|)
+            actual    = 1 - F(theta + h) / F                   (-1 if F grew 100-fold)
+            predicted = (|J h|^2 + 2 lam |D h|^2) / F
+            rho = actual / predicted
+            rho <= 0.25:  delta = t * min(delta, 10 |D h|);  lam = lam / t
+                          (t = 0.5, or the minimizer of the quadratic along h when the
+                          loss grew, kept within [0.1, 0.5])
+            rho >= 0.75 or lam == 0:  delta = 2 |D h|;  lam = lam / 2
+            rho >= 1e-4: accept theta + h
+            stop on ftol / xtol (below), else until accepted
 
-    The damping term makes the augmented matrix full rank even when J is rank
-    deficient (e.g. four unknowns tied by three independent equations), so the step
-    is always defined; with D from column norms the method is invariant to rescaling
-    a parameter.  The linear algebra is on p x p sized problems (p = number of
-    parameter entries) and runs in float64 NumPy: the Jacobian is copied to the host
-    for it, whatever the backend.
+    ``factor`` sets the first radius.  It defaults to 10, where MINPACK recommends 100 and
+    accepts 0.1 to 100: a first step that long can throw a parameter onto a plateau of the
+    model it never comes back from (NIST's BoxBOD from its first start; see
+    docs/optimizers.md).
+
+    Rank-deficient Jacobians (four unknowns tied by three independent equations)
+    are fine: the Gauss-Newton step is the minimum-norm one in the scaled variables
+    D h, and for lam > 0 the damped matrix has full rank.  With D from column norms
+    the method is invariant to rescaling a parameter.  The linear algebra runs in
+    float64 NumPy on p x p matrices after one QR of the m x p Jacobian per iteration
+    (p = number of parameter entries); the Jacobian is copied to the host for it,
+    whatever the backend.
 
     Bounds: ``lower`` / ``upper`` give one entry per parameter tensor (None, a number,
-    or an array of the parameter's shape; None means unbounded).  The start is
-    projected into the box; coordinates that sit on a bound while the gradient pushes
-    outward are held fixed for the iteration (their column is left out of the solve),
-    and the step of the others is clipped into the box (projected step).  The gain
-    ratio is computed for the clipped step, so a poor clipped step is rejected like
-    any other.
+    or an array of the parameter's shape; None means unbounded).  The point is
+    projected into the box (the start, and any point the parameters were moved to
+    between steps); coordinates that sit on a bound while the gradient pushes outward
+    are held fixed for the iteration (their column is left out of the solve), and the
+    step of the others is clipped into the box (projected step).  The predicted
+    reduction ``-(2 r.J h + |J h|^2) / F`` is then computed for the clipped step, so a
+    poor clipped step is rejected like any other.
 
     The Jacobian comes from ``gs.autograd.functional.jacobian`` - exact derivatives of
     the same graph that computes r, not finite differences: it builds J row by row in
     reverse mode (one vector-Jacobian product per residual) when m <= p, and column by
     column with forward-mode products (the double-vjp trick) when m > p, so it costs
-    min(m, p) passes.
+    min(m, p) passes.  Residuals and Jacobian are cached between steps and evaluated
+    again when the parameters no longer hold the point they were taken at (for
+    example after ``x.data = ...``).
 
-    Stopping tests, checked after each accepted step (all optional):
+    Stopping tests (all optional; set a tolerance to 0 to switch its test off, though
+    MINPACK's machine-precision versions of ftol, xtol and the gradient test stay on):
 
     * ``atol``: F <= atol.
-    * ``gtol``: max |2 J^T r| <= gtol over the free coordinates (small gradient).
-    * ``xtol``: |D h| <= xtol * (|D theta| + xtol) (small scaled step).
-    * ``ftol``: F_old - F_new <= ftol * F_old (small relative reduction).
+    * ``gtol``: max |2 J^T r| <= gtol over the free coordinates (small gradient), or
+      every column of J orthogonal to r to machine precision.
+    * ``xtol``: delta <= xtol * |D theta| (the trust region has shrunk to the last
+      digits of theta).
+    * ``ftol``: actual and predicted relative reductions of F both at most ftol
+      (and rho <= 2).
 
     Attributes after a step: ``jacobian`` (m x p float64 NumPy array at the last
     accepted point, columns in parameter order, each parameter flattened),
-    ``residuals`` (float64 NumPy vector), ``loss``, ``lam``, ``n_iter``, ``nfev``,
-    ``njev``, ``stop_reason``, ``converged``.
+    ``residuals`` (float64 NumPy vector), ``loss``, ``lam``, ``delta``, ``n_iter``,
+    ``nfev``, ``njev``, ``stop_reason``, ``converged``.
 
     Example::
 
@@ -80,18 +111,19 @@ class LevenbergMarquardt(Optimizer):
         (1.0, 1.0)
     """
 
-    def __init__(self, params, residuals, lam: float = 1e-3, xtol: float = 1e-12,
+    def __init__(self, params, residuals, factor: float = 10.0, xtol: float = 1e-12,
                  gtol: float = 0.0, ftol: float = 1e-15, atol: float = 0.0,
                  lower=None, upper=None, max_tries: int = 60) -> None:
         if residuals is None or not callable(residuals):
             raise TypeError("residuals must be a closure returning the residual vector")
-        for name, value in (("lam", lam), ("xtol", xtol), ("gtol", gtol), ("ftol", ftol),
-                            ("atol", atol)):
+        for name, value in (("xtol", xtol), ("gtol", gtol), ("ftol", ftol), ("atol", atol)):
             if not 0.0 <= value:
                 raise ValueError(f"Invalid {name} value: {value}")
+        if not 0.0 < factor < math.inf:
+            raise ValueError(f"Invalid factor value: {factor}")
         if max_tries < 1:
             raise ValueError(f"Invalid max_tries value: {max_tries}")
-        defaults = dict(lam=lam, xtol=xtol, gtol=gtol, ftol=ftol, atol=atol, max_tries=max_tries)
+        defaults = dict(factor=factor, xtol=xtol, gtol=gtol, ftol=ftol, atol=atol, max_tries=max_tries)
         super().__init__(params, defaults)
         if len(self.param_groups) != 1:
             raise ValueError("LevenbergMarquardt doesn't support parameter groups")
@@ -104,6 +136,7 @@ class LevenbergMarquardt(Optimizer):
             raise ValueError("lower bound above upper bound")
         self.jacobian = None
         self.residuals = None
+        self._cached_at = None  # the point `residuals` and `jacobian` were evaluated at
         self.loss = None
         self.stop_reason = None
         self.nfev = 0
@@ -156,13 +189,23 @@ class LevenbergMarquardt(Optimizer):
                             for b, n in zip(blocks, self._sizes)], axis=1)
         return r, J
 
+    def _evaluate_at(self, x: np.ndarray) -> None:
+        self.residuals, self.jacobian = self._eval_jacobian()
+        self._cached_at = x.copy()
+
     @property
     def converged(self) -> bool:
         return self.stop_reason is not None and self.stop_reason not in ("stalled", "nonfinite")
 
     @property
     def lam(self) -> float:
-        return self.state[self._params[0]].get("lam", self.param_groups[0]["lam"])
+        """The Levenberg parameter of the last step (0 for a Gauss-Newton step)."""
+        return self.state[self._params[0]].get("lam", 0.0)
+
+    @property
+    def delta(self) -> float | None:
+        """The trust-region radius in the scaled norm |D h| (None before the first step)."""
+        return self.state[self._params[0]].get("delta")
 
     @property
     def n_iter(self) -> int:
@@ -176,26 +219,48 @@ class LevenbergMarquardt(Optimizer):
         with gs.no_grad():
             return self._step()
 
+    def _gradient_test(self, group, x, r, J) -> bool:
+        """gtol at x: max |2 J^T r| over the free coordinates, or J's columns all orthogonal to r."""
+        g = J.T @ r  # half the gradient of F
+        free = self._free(x, g)
+        if np.max(np.abs(2 * g[free]), initial=0.0) <= group["gtol"]:
+            return True
+        fnorm = math.sqrt(float(r @ r))
+        norms = np.linalg.norm(J, axis=0)
+        cosines = np.abs(g[free]) / np.where(norms[free] > 0, norms[free] * fnorm, math.inf)
+        return fnorm > 0 and float(np.max(cosines, initial=0.0)) <= _EPS
+
+    def _free(self, x, g) -> np.ndarray:
+        """Coordinates not held by a bound (descent, -g, would leave the box there)."""
+        return ~(((x <= self.lower) & (g > 0)) | ((x >= self.upper) & (g < 0)))
+
     def _step(self) -> float:
         group = self.param_groups[0]
         state = self.state[self._params[0]]
         x = self._get_x()
-        if not state:
-            state["lam"] = float(group["lam"])
-            state["nu"] = 2.0
-            state["n_iter"] = 0
-            state["diag"] = np.zeros(x.shape[0])
-            state["stop_reason"] = None
+        moved = self._cached_at is None or not np.array_equal(x, self._cached_at)
+        if moved:
             projected = np.clip(x, self.lower, self.upper)
             if np.any(projected != x):
                 x = projected
                 self._set_x(x)
-        if self.jacobian is None or self.residuals is None:
-            self.residuals, self.jacobian = self._eval_jacobian()
+        if not state:
+            state["lam"] = 0.0
+            state["delta"] = None
+            state["xnorm"] = None
+            state["n_iter"] = 0
+            state["diag"] = None
+            state["stop_reason"] = None
+        self.stop_reason = state["stop_reason"]
+        if self.stop_reason is not None and not moved:
+            return self.loss if self.loss is not None else float(self.residuals @ self.residuals)
+        if moved or self.jacobian is None or self.residuals is None:
+            self._evaluate_at(x)
+            if state["diag"] is not None and self.stop_reason is None:
+                state["xnorm"] = float(np.linalg.norm(state["diag"] * x))
         r, J = self.residuals, self.jacobian
         F = float(r @ r)
         self.loss = F
-        self.stop_reason = state["stop_reason"]
         if self.stop_reason is not None:
             return F
         if not (math.isfinite(F) and np.all(np.isfinite(J))):
@@ -203,62 +268,103 @@ class LevenbergMarquardt(Optimizer):
             return self._stop(state, "nonfinite", F)
         if F <= group["atol"]:
             return self._stop(state, "atol", F)
-
-        diag = np.maximum(state["diag"], np.linalg.norm(J, axis=0))
-        state["diag"] = diag
-        d = np.where(diag > 0, diag, 1.0)
-
-        g = J.T @ r  # half the gradient of F
-        free = ~(((x <= self.lower) & (g > 0)) | ((x >= self.upper) & (g < 0)))
-        if np.max(np.abs(2 * g[free]), initial=0.0) <= group["gtol"]:
+        if self._gradient_test(group, x, r, J):
             return self._stop(state, "gtol", F)
 
-        lam, nu = state["lam"], state["nu"]
-        Jf, df = J[:, free], d[free]
+        norms = np.linalg.norm(J, axis=0)
+        first = state["diag"] is None
+        if first:
+            diag = np.where(norms > 0, norms, 1.0)
+            state["xnorm"] = xnorm = float(np.linalg.norm(diag * x))
+            state["delta"] = group["factor"] * xnorm if xnorm > 0 else group["factor"]
+        else:
+            diag = np.maximum(state["diag"], norms)
+        state["diag"] = diag
+        delta, lam, xnorm = state["delta"], state["lam"], state["xnorm"]
+
+        g = J.T @ r
+        free = self._free(x, g)
+        Jf, df = J[:, free], diag[free]
+        k = int(np.count_nonzero(free))
+        if Jf.shape[0] < k:  # fewer residuals than unknowns: QR of J padded with zero rows
+            Jf = np.concatenate([Jf, np.zeros((k - Jf.shape[0], k))], axis=0)
+            rf = np.concatenate([r, np.zeros(k - r.shape[0])])
+        else:
+            rf = r
+        Q, R = np.linalg.qr(Jf)
+        qtr = Q.T @ rf
+
+        solver = _TrustRegionStep(R, qtr, df)
+        fnorm = math.sqrt(F)
         accepted = False
+        reason = None
         for _ in range(group["max_tries"]):
-            # damped least squares on the free coordinates: [J; sqrt(lam) D] h = [-r; 0]
-            A = np.concatenate([Jf, np.diag(math.sqrt(lam) * df)], axis=0)
-            b = np.concatenate([-r, np.zeros(df.shape[0])])
+            lam, hf = solver.step(delta, lam)
             h = np.zeros_like(x)
-            h[free] = np.linalg.lstsq(A, b, rcond=None)[0]
+            h[free] = hf
             x_new = np.clip(x + h, self.lower, self.upper)
-            h = x_new - x
-            predicted = F - float(np.sum((J @ h + r) ** 2))
+            clipped = bool(np.any(x_new != x + h))
+            if clipped:
+                h = x_new - x  # the step actually taken (otherwise lmpar's own, as MINPACK measures it)
+            pnorm = float(np.linalg.norm(diag * h))
+            if first:
+                delta = min(delta, pnorm)
             self._set_x(x_new)
             r_new = self._eval_residuals()
             F_new = float(r_new @ r_new)
-            actual = F - F_new
-            if predicted > 0 and actual > 0 and math.isfinite(F_new):
-                rho = actual / predicted
-                lam *= max(1.0 / 3.0, 1.0 - (2.0 * rho - 1.0) ** 3)
-                nu = 2.0
+            fnorm_new = math.sqrt(F_new) if math.isfinite(F_new) else math.inf
+            actual = 1.0 - (fnorm_new / fnorm) ** 2 if 0.1 * fnorm_new < fnorm else -1.0
+            Jh = J @ h
+            if clipped:  # the reduction the linear model predicts for this (projected) step
+                slope = float(g @ h) / F
+                predicted = -(2.0 * slope + float(Jh @ Jh) / F)
+            else:
+                model = float(Jh @ Jh) / F
+                damping = lam * pnorm * pnorm / F
+                predicted = model + 2.0 * damping
+                slope = -(model + damping)
+            rho = actual / predicted if predicted != 0 else 0.0
+            if rho <= 0.25:
+                if actual >= 0:
+                    t = 0.5
+                else:  # minimizer of the quadratic through F, the slope and F_new, along h
+                    t = 0.5 * slope / (slope + 0.5 * actual)
+                if 0.1 * fnorm_new >= fnorm or not t >= 0.1:
+                    t = 0.1
+                delta = t * min(delta, pnorm / 0.1)
+                lam = lam / t
+            elif lam == 0 or rho >= 0.75:
+                delta = pnorm / 0.5
+                lam = 0.5 * lam
+            if rho >= 1e-4:
                 accepted = True
+                xnorm = float(np.linalg.norm(diag * x_new))
+            else:
+                self._set_x(x)  # rejected: back to theta, with a smaller trust region
+            small_f = abs(actual) <= group["ftol"] and predicted <= group["ftol"] and 0.5 * rho <= 1
+            if small_f or (abs(actual) <= _EPS and predicted <= _EPS and 0.5 * rho <= 1):
+                reason = "ftol"
+            elif delta <= group["xtol"] * xnorm or delta <= _EPS * xnorm:
+                reason = "xtol"
+            if accepted or reason is not None:
                 break
-            self._set_x(x)  # reject: back to theta, more damping
-            lam *= nu
-            nu *= 2.0
-            if lam > 1e300:
-                break
-        state["lam"], state["nu"] = lam, nu
+        state["lam"], state["delta"], state["xnorm"] = lam, delta, xnorm
         if not accepted:
-            return self._stop(state, "stalled", F)
+            return self._stop(state, reason or "stalled", F)
 
         state["n_iter"] += 1
-        self.residuals, self.jacobian = self._eval_jacobian()
-        r = self.residuals
+        self._evaluate_at(x_new)
+        r, J = self.residuals, self.jacobian
         F_new = float(r @ r)
         self.loss = F_new
         if F_new <= group["atol"]:
             return self._stop(state, "atol", F_new)
-        g = self.jacobian.T @ r
-        free = ~(((x_new <= self.lower) & (g > 0)) | ((x_new >= self.upper) & (g < 0)))
-        if np.max(np.abs(2 * g[free]), initial=0.0) <= group["gtol"]:
+        if reason is not None:
+            return self._stop(state, reason, F_new)
+        if not (math.isfinite(F_new) and np.all(np.isfinite(J))):
+            return self._stop(state, "nonfinite", F_new)
+        if self._gradient_test(group, x_new, r, J):
             return self._stop(state, "gtol", F_new)
-        if np.linalg.norm(d * h) <= group["xtol"] * (np.linalg.norm(d * x_new) + group["xtol"]):
-            return self._stop(state, "xtol", F_new)
-        if F - F_new <= group["ftol"] * F:
-            return self._stop(state, "ftol", F_new)
         return F_new
 
     def _stop(self, state, reason: str, F: float) -> float:
@@ -270,11 +376,99 @@ class LevenbergMarquardt(Optimizer):
     def load_state_dict(self, state_dict) -> None:
         super().load_state_dict(state_dict)
         state = self.state[self._params[0]]
-        if "diag" in state:  # host float64, whatever the parameters' backend
+        if state.get("diag") is not None:  # host float64, whatever the parameters' backend
             state["diag"] = np.array(_host(state["diag"]), dtype=np.float64)
         self.jacobian = None
         self.residuals = None
+        self._cached_at = None
         self.stop_reason = self.state[self._params[0]].get("stop_reason")
+
+
+class _TrustRegionStep:
+    """MINPACK's lmpar on the k x k factor R of J = QR (with qtr = Q^T r and the scaling d).
+
+    ``step(delta, lam)`` returns (lam, h): h minimizes |R h + qtr|^2 + lam |D h|^2 (that
+    is |J h + r|^2 + lam |D h|^2), with lam = 0 when the Gauss-Newton step fits the trust
+    region (|D h| <= 1.1 delta), else lam > 0 such that | |D h| - delta | <= 0.1 delta,
+    found by Newton's method on phi(lam) = |D h(lam)| - delta from the previous lam,
+    safeguarded by the bounds lam_low (from phi's slope at 0; 0 when J is rank
+    deficient) and lam_up (|D^-1 J^T r| / delta); at most 10 Newton iterations.  What
+    does not depend on delta (the Gauss-Newton step, the bounds' numerators) is
+    computed once, here, for all the trials of an iteration.
+    """
+
+    def __init__(self, R, qtr, d):
+        self.R, self.qtr, self.d = R, qtr, d
+        k = d.shape[0]
+        self.k = k
+        if k == 0:
+            return
+        # Gauss-Newton step, the minimum-norm one in the scaled variables z = D h
+        U, s, Vt = np.linalg.svd(R / d)
+        self.rank = rank = int(np.count_nonzero(s > s[0] * k * _EPS)) if s[0] > 0 else 0
+        z = -(Vt[:rank].T @ ((U[:, :rank].T @ qtr) / s[:rank]))
+        self.gauss_newton = z / d
+        self.gn_norm = float(np.linalg.norm(z))
+        # phi's slope at lam = 0 is -|R^-T D (D h) / |D h||^2 |D h| (full rank only)
+        self.slope_norm2 = None
+        if rank == k and self.gn_norm > 0:
+            y = _solve_lower(R.T, d * (z / self.gn_norm))
+            self.slope_norm2 = float(y @ y)
+        self.gnorm = float(np.linalg.norm((R.T @ qtr) / d))  # |D^-1 J^T r|
+
+    def step(self, delta, lam):
+        if self.k == 0:
+            return 0.0, np.zeros(0)
+        R, qtr, d, k = self.R, self.qtr, self.d, self.k
+        dxnorm = self.gn_norm
+        fp = dxnorm - delta
+        if fp <= 0.1 * delta:
+            return 0.0, self.gauss_newton
+        low = fp / delta / self.slope_norm2 if self.slope_norm2 else 0.0
+        up = self.gnorm / delta
+        if up == 0:
+            up = _TINY / min(delta, 0.1)
+        lam = min(max(lam, low), up)
+        if lam == 0:
+            lam = self.gnorm / dxnorm
+        rhs = np.concatenate([qtr, np.zeros(k)])[:, None]
+        for iteration in range(1, 11):
+            if lam == 0:
+                lam = max(_TINY, 0.001 * up)
+            # one QR of [R, qtr; sqrt(lam) D, 0]: S h = -(the transformed right-hand side)
+            top = np.concatenate([R, np.diag(math.sqrt(lam) * d)], axis=0)
+            T = np.linalg.qr(np.concatenate([top, rhs], axis=1), mode="r")
+            S = T[:k, :k]
+            h = -_solve_upper(S, T[:k, k])
+            dh = d * h
+            dxnorm = float(np.linalg.norm(dh))
+            previous, fp = fp, dxnorm - delta
+            if abs(fp) <= 0.1 * delta or (low == 0 and fp <= previous < 0) or iteration == 10:
+                break
+            y = _solve_lower(S.T, d * (dh / dxnorm))
+            correction = fp / delta / float(y @ y)
+            if fp > 0:
+                low = max(low, lam)
+            elif fp < 0:
+                up = min(up, lam)
+            lam = max(low, lam + correction)
+        return lam, h
+
+
+def _solve_upper(U, b):
+    """U x = b for an upper-triangular U (back substitution)."""
+    x = np.array(b, dtype=np.float64)
+    for i in range(x.shape[0] - 1, -1, -1):
+        x[i] = (x[i] - U[i, i + 1:] @ x[i + 1:]) / U[i, i]
+    return x
+
+
+def _solve_lower(L, b):
+    """L x = b for a lower-triangular L (forward substitution)."""
+    x = np.array(b, dtype=np.float64)
+    for i in range(x.shape[0]):
+        x[i] = (x[i] - L[i, :i] @ x[:i]) / L[i, i]
+    return x
 
 
 def _host(array):

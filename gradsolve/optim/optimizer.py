@@ -161,15 +161,25 @@ class Optimizer:
 
     # ------------------------------------------------------------------ grads
     def zero_grad(self, set_to_none: bool = True) -> None:
-        """Reset the gradients of all parameters: to ``None`` (default) or to zeros."""
+        """Reset the gradients of all parameters: to ``None`` (default) or to zeros.
+
+        With ``set_to_none=False`` each ``p.grad`` keeps its identity but leaves any
+        graph first, as PyTorch does: a gradient made by ``backward(create_graph=True)``
+        is detached (``grad_fn`` None, ``requires_grad`` False), then zeroed in place.
+        """
         for group in self.param_groups:
             for p in group["params"]:
-                if p.grad is None:
+                grad = p.grad
+                if grad is None:
                     continue
                 if set_to_none:
                     p.grad = None
+                    continue
+                if grad.grad_fn is not None:
+                    grad.detach_()
                 else:
-                    p.grad._assign_(p.grad._xp.zeros_like(p.grad._data))
+                    grad.requires_grad_(False)
+                grad._assign_(grad._xp.zeros_like(grad._data))
 
     # ------------------------------------------------------------------ step
     def step(self, closure: Callable[[], Any] | None = None):

@@ -131,6 +131,27 @@ def test_zero_grad_to_none_or_zeros():
     assert x.grad is None
 
 
+def test_zero_grad_to_zeros_detaches_a_gradient_with_a_graph_like_pytorch():
+    # backward(create_graph=True) leaves x.grad = 3x^2 with a graph; torch detaches it, then zeroes it
+    x = scalar(3.0)
+    opt = optim.SGD([x], lr=0.1)
+    (x**3).backward(create_graph=True)
+    grad = x.grad
+    assert grad.grad_fn is not None and grad.requires_grad and grad.item() == 27.0
+    opt.zero_grad(set_to_none=False)
+    assert x.grad is grad  # the same tensor, as in PyTorch
+    assert x.grad.grad_fn is None and not x.grad.requires_grad and x.grad.item() == 0.0
+    # the next backward accumulates into plain zeros: no graph carried over
+    (x * x).backward()
+    assert x.grad.item() == 6.0 and x.grad.grad_fn is None and not x.grad.requires_grad
+
+    # a leaf gradient that requires grad loses requires_grad too
+    y = scalar(2.0)
+    y.grad = gs.tensor(5.0, requires_grad=True)
+    optim.SGD([y], lr=0.1).zero_grad(set_to_none=False)
+    assert y.grad.item() == 0.0 and not y.grad.requires_grad and y.grad.grad_fn is None
+
+
 def test_step_returns_closure_loss_evaluated_with_grad_enabled():
     x = scalar(3.0)
     opt = optim.SGD([x], lr=0.1)
