@@ -1,6 +1,9 @@
 """Reading data tables for `gradsolve fit`: CSV/TSV (delimiter sniffed), Parquet, standard input.
 
-``open_table(path)`` looks at the first lines only: it sniffs the delimiter
+``open_table(path)`` looks at the first lines only.  Parquet is chosen by the
+extension (``.parquet``, ``.pq``) or, for standard input and any extension
+other than ``.csv .tsv .tab .txt``, by Parquet's magic bytes (``PAR1`` at both
+ends).  For text it sniffs the delimiter
 (comma, tab, semicolon or bar), decides whether the first row is a header (all
 of its cells non-numeric; ``header=True/False`` overrides) and names the
 columns (``col0, col1, ...`` without a header; ``x, y`` for a two-column file
@@ -10,8 +13,9 @@ in chunks of about ``block_size`` bytes, so memory is bounded by a chunk.
 
 Both return float64 NumPy arrays and check every cell: a missing value, text,
 NaN or infinity is a :class:`ProblemError` naming the data row (1-based), the
-file line and the column, or, with ``drop_invalid=True``, the row is left out
-and counted in ``Table.dropped``.
+file line (text files) and the column, or, with ``drop_invalid=True``, the row
+is left out and counted in ``Table.dropped``.  A Parquet column of strings is
+read as text is: its numbers parsed, any other cell a bad one.
 
 pyarrow is imported inside the functions, so importing this module is cheap.
 """
@@ -27,10 +31,13 @@ import numpy as np
 
 from .errors import ProblemError, excerpt
 
-__all__ = ["Table", "open_table", "DELIMITERS", "PARQUET_SUFFIXES"]
+__all__ = ["Table", "open_table", "DELIMITERS", "PARQUET_SUFFIXES", "TEXT_SUFFIXES"]
 
 DELIMITERS = (",", "\t", ";", "|")
 PARQUET_SUFFIXES = (".parquet", ".pq")
+#: Always read as text; any other input ("-", other extensions) is Parquet when it has Parquet's magic.
+TEXT_SUFFIXES = (".csv", ".tsv", ".tab", ".txt")
+PARQUET_MAGIC = b"PAR1"  # the first and the last four bytes of a Parquet file
 #: Bytes per streamed chunk (pyarrow block size): about 400,000 rows of two columns.
 BLOCK_SIZE = 16 << 20
 _NUMBER = re.compile(r"\s*[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?\s*")
@@ -190,19 +197,30 @@ class Table:
 
     # -- checking ------------------------------------------------------------------
     def _check(self, arrays, columns, offset, drop_invalid) -> list[np.ndarray]:
-        """float64 arrays from arrow columns; every cell present and finite, or its row dropped."""
+        """float64 arrays from arrow columns; every cell present and finite, or its row dropped.
+
+        A text column (Parquet strings) is read as CSV text is: numbers parsed, anything else a bad cell.
+        """
         import pyarrow as pa
 
         values = []
-        for column in arrays:
+        texts = []  # the text of a string column, for the message about a bad cell
+        for k, column in enumerate(arrays):
             if isinstance(column, pa.ChunkedArray):
                 column = column.combine_chunks() if column.num_chunks != 1 else column.chunk(0)
-            if column.type != pa.float64():
+            if pa.types.is_dictionary(column.type):
+                column = column.dictionary_decode()
+            text = None
+            if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+                text, column = column, _parse_numbers(column)
+            elif column.type != pa.float64():
                 try:
                     column = column.cast(pa.float64())
-                except (pa.ArrowInvalid, pa.ArrowException):
-                    raise ProblemError(f"a column of type {column.type} is not numeric", file=self.label) from None
+                except (pa.ArrowInvalid, pa.ArrowException, NotImplementedError):
+                    raise ProblemError(f"column {excerpt(self.names[columns[k]], 30)!r}: a column of type "
+                                       f"{column.type} is not numeric", file=self.label) from None
             values.append(column)
+            texts.append(text)
         good = None
         out = []
         for column in values:
@@ -218,9 +236,14 @@ class Table:
                 bad = np.flatnonzero(~np.isfinite(array))
                 if bad.size:
                     row = int(bad[0])
-                    missing = values[k].is_null()[row].as_py()
-                    raise self._row_error(offset + row, columns[k],
-                                          "missing value" if missing else "not a finite number")
+                    if texts[k] is not None:
+                        cell = texts[k][row].as_py()
+                        missing = cell is None or not cell.strip()
+                        message = ("missing value" if missing else "not a finite number"
+                                   if _ARROW_NUMBER.fullmatch(cell) else f"{excerpt(cell, 30)!r} is not a number")
+                    else:
+                        message = "missing value" if values[k].is_null()[row].as_py() else "not a finite number"
+                    raise self._row_error(offset + row, columns[k], message)
         self.dropped += int(good.size - np.count_nonzero(good))
         return [np.ascontiguousarray(array[good]) for array in out]
 
@@ -322,6 +345,17 @@ class Table:
                             line=int(match.group(1)) if match else None)
 
 
+def _parse_numbers(text):
+    """float64 from an arrow array of text: a cell that is not a number (as pyarrow's CSV reader reads
+    numbers, spaces around it allowed) becomes null, as a missing one is."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    trimmed = pc.utf8_trim_whitespace(text)
+    ok = pc.fill_null(pc.match_substring_regex(trimmed, r"^" + _ARROW_NUMBER.pattern + r"$"), False)
+    return pc.if_else(ok, trimmed, pa.scalar(None, type=trimmed.type)).cast(pa.float64())
+
+
 def _float_array(column) -> np.ndarray:
     """A float64 arrow array as NumPy, nulls as NaN, without a copy (Array.to_numpy imports pandas when
     it is installed: a third of a second of start-up)."""
@@ -370,7 +404,7 @@ def open_table(path: str, *, header: bool | None = None, stdin=None) -> Table:
         if not os.path.isfile(path):
             raise ProblemError(f"data path is not a regular file: {excerpt(path)!r}", file=path)
         size = os.path.getsize(path)
-    if suffix in PARQUET_SUFFIXES:
+    if suffix in PARQUET_SUFFIXES or (suffix not in TEXT_SUFFIXES and _has_parquet_magic(path, data)):
         import pyarrow as pa
         import pyarrow.parquet as pq
 
@@ -404,6 +438,24 @@ def open_table(path: str, *, header: bool | None = None, stdin=None) -> Table:
     else:
         names = ["x", "y"] if len(first) == 2 else [f"col{i}" for i in range(len(first))]
     return Table(path, label, "csv", names, delimiter=delimiter, has_header=has_header, size=size, data=data)
+
+
+def _has_parquet_magic(path: str, data: bytes | None) -> bool:
+    """Parquet's magic at both ends (a text file that merely starts with 'PAR1' is still text)."""
+    n = len(PARQUET_MAGIC)
+    if data is not None:
+        return len(data) >= 2 * n and data[:n] == PARQUET_MAGIC and data[-n:] == PARQUET_MAGIC
+    try:
+        with open(path, "rb") as fh:
+            if fh.read(n) != PARQUET_MAGIC:
+                return False
+            fh.seek(0, os.SEEK_END)
+            if fh.tell() < 2 * n:
+                return False
+            fh.seek(-n, os.SEEK_END)
+            return fh.read(n) == PARQUET_MAGIC
+    except OSError:
+        return False
 
 
 def _head(path: str) -> bytes:

@@ -28,6 +28,7 @@ import dataclasses
 import math
 import os
 import re
+import textwrap
 import time
 from dataclasses import dataclass, field
 
@@ -40,8 +41,23 @@ __all__ = ["polynomial_model", "prepare_fit", "run_fit", "fit", "FitTask", "PREC
 #: Learning rates for the preconditioned linear problem (Hessian 2I, |z| = 1): the steps a method
 #: takes there are of order lr, so these reach the minimum in tens to hundreds of steps; SGD uses
 #: 1/L = 1/2 (one step). The plateau halving of the solve loop then settles each on the minimum.
-PRECONDITIONED_LR = {"adam": 0.1, "adamw": 0.1, "nadam": 0.1, "rmsprop": 0.01, "adagrad": 0.5, "adadelta": 1.0,
+#: Adadelta: see PRECONDITIONED_SETTINGS; there its step is lr * g, and 0.5 is the Newton step 1/2.
+PRECONDITIONED_LR = {"adam": 0.1, "adamw": 0.1, "nadam": 0.1, "rmsprop": 0.01, "adagrad": 0.5, "adadelta": 0.5,
                      "lbfgs": 1.0}
+#: Hyperparameters other than the rate for the preconditioned linear problem.
+#:
+#: * Adadelta's step is lr * sqrt(acc_delta + eps) / sqrt(acc_grad + eps) * g.  Once both running
+#:   averages are far below eps the ratio is 1 and the method is gradient descent with rate lr: on the
+#:   Hessian 2I the error maps to (1 - 2 lr) times itself, so lr = 1 (the general default) only flips
+#:   its sign (the loss freezes and the run stalls unless the plateau halving happens to fire first),
+#:   while lr = 0.5 is the Newton step.  Far above eps the first steps are about sqrt(eps) long and
+#:   grow slowly (hundreds of steps from |z| = 1 with eps = 1e-6).  Adadelta is unchanged by scaling
+#:   the target by s and eps by s^2, so eps = 1e4 on the |z| = 1 problem is the target scaled to
+#:   |z| = 1e-5, far inside sqrt(1e-6): the ratio stays within 1e-4 of 1 for any data and the method
+#:   converges in a few steps, while the stopping tests keep the scale of the other optimizers.
+#: * Weight decay (AdamW's 1e-2) adds a pull toward 0 in the orthogonal basis: it changes the
+#:   objective, which for a fit is the sum of squares, so it is 0 unless the caller asks for it.
+PRECONDITIONED_SETTINGS = {"adadelta": {"eps": 1e4}}
 #: Files up to this size are read whole (then the data's range preconditions x and refinement runs
 #: on the copy in memory); larger ones are streamed chunk by chunk.
 IN_MEMORY_BYTES = 768 << 20
@@ -202,6 +218,7 @@ class FitTask:
     plot: str | None = None
     warnings: list = field(default_factory=list)
     linear_parts: object = None  # (f0, [f_j]) sympy, for a linear --model
+    weight_decay: float | None = None  # first-order methods' weight decay: None means 0 (the sum of squares)
 
     # rows -> (xs, y, weights) -------------------------------------------------------
     def transform(self, raw: dict, offset: int = 0):
@@ -210,7 +227,8 @@ class FitTask:
         else:
             xs = [raw[self.name_to_idx[n]] for n in self.model_columns]
         if self.y_eval is not None:
-            (y,) = self.y_eval({n: raw[self.name_to_idx[n]] for n in self.y_eval.names})
+            with np.errstate(all="ignore"):  # a NaN or infinity is the error below, not a RuntimeWarning
+                (y,) = self.y_eval({n: raw[self.name_to_idx[n]] for n in self.y_eval.names})
             y = np.broadcast_to(np.asarray(y, dtype=np.float64), xs[0].shape if xs else y.shape)
             bad = np.flatnonzero(~np.isfinite(y))
             if bad.size:
@@ -407,13 +425,23 @@ def _predict_points(values, k: int) -> list:
 
 # ----------------------------------------------------------------------------- solving
 def fit(path, *, degree=None, model=None, x_columns=(), y_column=None, init=None, header=None, sigma=None,
-        drop_invalid=False, robust_loss="squared", f_scale=1.0, predict=(), on_progress=None, every=1, **options):
-    """Fit and return a Result: the Python face of `gradsolve fit` (options as keywords: optimizer=, steps=, ...)."""
+        drop_invalid=False, robust_loss="squared", f_scale=1.0, predict=(), on_progress=None, every=1,
+        weight_decay=None, **options):
+    """Fit and return a Result: the Python face of `gradsolve fit` (options as keywords: optimizer=, steps=, ...).
+
+    ``weight_decay`` (first-order optimizers only) defaults to 0, whatever the optimizer's own default: a
+    decay changes the objective, which for a fit is the sum of squares.  It acts on the variables the
+    optimizer moves (for a linear model, the orthogonal basis of the QR reduction).
+    """
     from gradsolve.solve.loop import SolveOptions
 
     task = prepare_fit(path, degree=degree, model=model, x_columns=x_columns, y_column=y_column, init=init,
                        seed=options.get("seed"), header=header, sigma=sigma, drop_invalid=drop_invalid,
                        robust_loss=robust_loss, f_scale=f_scale, predict=predict)
+    if weight_decay is not None:
+        if not (isinstance(weight_decay, (int, float)) and math.isfinite(weight_decay) and weight_decay >= 0):
+            raise ProblemError(f"weight_decay must be a finite number >= 0, got {weight_decay!r}")
+        task.weight_decay = float(weight_decay)
     opts = SolveOptions()
     for key, value in options.items():
         if value is not None:
@@ -423,18 +451,25 @@ def fit(path, *, degree=None, model=None, x_columns=(), y_column=None, init=None
 
 def run_fit(task: FitTask, options, *, on_progress=None, every=1, on_start=None):
     """Solve the fit and return a Result with ``model``, ``statistics`` and ``fit`` in its extra fields."""
-    from gradsolve.solve.loop import METHODS, SolveError
+    from gradsolve.solve.loop import FIRST_ORDER, METHODS, SolveError
 
     if options.optimizer not in METHODS:
         raise SolveError(f"unknown optimizer {options.optimizer!r}: choose one of {', '.join(METHODS)}")
+    if task.weight_decay and options.optimizer not in FIRST_ORDER:
+        raise SolveError(f"weight_decay applies to the first-order optimizers ({', '.join(FIRST_ORDER)}), "
+                         f"not to {options.optimizer}")
     if options.device not in ("cpu",) and options.device != "auto":
         import gradsolve as gs
 
         gs.backend.get_backend(gs.backend.resolve_device(options.device))  # DeviceError when unusable
     task.data.load()
-    if task.kind == "nonlinear":
-        return _run_nonlinear(task, options, on_progress, every, on_start)
-    return _run_linear(task, options, on_progress, every, on_start)
+    # Models are evaluated outside the solve loop too (the start from the data, the reduction, the
+    # statistics, predictions): overflow or a log of a negative number there is a NaN or infinity the
+    # fit checks for and reports, never a NumPy RuntimeWarning on stderr.
+    with np.errstate(all="ignore"):
+        if task.kind == "nonlinear":
+            return _run_nonlinear(task, options, on_progress, every, on_start)
+        return _run_linear(task, options, on_progress, every, on_start)
 
 
 def _fit_device(options) -> str:
@@ -477,8 +512,23 @@ def _basis(task, xp, device="cpu"):
     else:
         xs = next(iter(task.chunks()))[0]
     xs, _, _ = linear.to_device(xp, xs)  # prepare evaluates the columns where the fit runs
-    basis.prepare(xp, xs)
+    try:
+        basis.prepare(xp, xs)
+    except linear.NonFiniteColumn as exc:
+        raise _not_finite_term(task, fs[exc.column]) from None
     return basis
+
+
+def _not_finite_term(task, term) -> ProblemError:
+    """A term of a linear model (or, with ``term`` None, the reduced problem) that is not finite on the data."""
+    given = f"--degree {task.degree}" if task.kind == "polynomial" else f"--model {excerpt(task.model_text, 40)!r}"
+    if term is not None:
+        return ProblemError(f"{given}: the term {excerpt(str(term), 40)!r} of the model is not a finite number on "
+                            "some rows (an overflow, or a function outside its domain)", file=task.label,
+                            hint="rescale the column, or fit a nonlinear form")
+    return ProblemError(f"{given}: the least-squares problem is not finite: a term of the model"
+                        + (" or a weight 1/sigma^2" if task.sigma_idx is not None else "")
+                        + " overflows on some rows", file=task.label, hint="rescale the columns")
 
 
 class _ReducedObjective:
@@ -498,6 +548,33 @@ class _ReducedObjective:
     def loss(self):
         r = self.residuals()
         return (r * r).sum()
+
+
+class _GroupPoint:
+    """The solve loop's eager point, except that the optimizer is built on one parameter group with
+    its own hyperparameters (``settings``), which override the optimizer's defaults (as PyTorch's
+    parameter groups do).  ``params`` is what the loop hands the optimizer; the rest is the eager point's."""
+
+    def __init__(self, objective, settings: dict):
+        from gradsolve.solve.loop import EagerPoint
+
+        self._eager = EagerPoint(objective)
+        self.params = [dict(settings, params=list(objective.params))]
+
+    def __getattr__(self, name):
+        return getattr(self._eager, name)
+
+
+def _optimizer_point(task, objective, method, *, reduced: bool):
+    """What the loop moves for `method`: None (its default point), or a `_GroupPoint` with the fit's settings:
+    weight decay 0 unless the caller gave one, and PRECONDITIONED_SETTINGS on the reduced linear problem."""
+    from gradsolve.solve.loop import FIRST_ORDER
+
+    if method not in FIRST_ORDER:
+        return None
+    settings = dict(PRECONDITIONED_SETTINGS.get(method, {})) if reduced else {}
+    settings["weight_decay"] = 0.0 if task.weight_decay is None else task.weight_decay
+    return _GroupPoint(objective, settings)
 
 
 def _solve_reduced(task, red, options, method, b0, on_progress, every, quiet_rows=False):
@@ -533,7 +610,8 @@ def _solve_reduced(task, red, options, method, b0, on_progress, every, quiet_row
     # the loop's loss here is the excess |u - z|^2 (rho^2 is a constant): atol, ftol and gtol then
     # measure how far the optimizer is from the minimum, not how noisy the data are
     opts = dataclasses.replace(options, lr=lr)
-    outcome = run(objective, opts, method=method, on_progress=progress, every=every)
+    outcome = run(objective, opts, method=method, on_progress=progress, every=every,
+                  point=_optimizer_point(task, objective, method, reduced=True))
     outcome.loss_history = [scale2 * (v + rho2) for v in outcome.loss_history]
     return linear.solve_reduced(red, outcome.values), outcome
 
@@ -559,19 +637,24 @@ def _run_linear(task, options, on_progress, every, on_start):
         on_start(method if task.robust_loss == "squared" else f"irls ({method})", task.params)
     b0 = [task.init.get(n, 0.0) for n in task.params] if task.init else None
     red = linear.reduce_chunks(basis, xp, task.chunks())
+    if not (np.all(np.isfinite(red.R)) and np.all(np.isfinite(red.z))):  # a streamed chunk after the first
+        raise _not_finite_term(task, None)
     c, outcome = _solve_reduced(task, red, options, method, b0, on_progress, every)
     b = linear.to_user(red, c)
     status = outcome.status if outcome is not None else "converged"
     reason = outcome.stop_reason if outcome is not None else "solved directly from the R factor of the QR reduction"
     steps = outcome.steps if outcome is not None else 1
     history = list(outcome.loss_history) if outcome is not None else []
-    notes = {"path": "linear: one-pass TSQR reduction", "refined": False, "rows": None}
+    # the same keys on both paths: a linear fit has no start from the data (null)
+    notes = {"path": "linear: one-pass TSQR reduction", "rows": None, "dropped": None, "refined": False,
+             "start": None}
     irls_iterations = 0
     if task.robust_loss != "squared":
         b, irls_iterations, steps_irls = _irls_linear(task, basis, xp, b, options, method)
         steps += steps_irls
         reason = f"{reason}; robust {task.robust_loss} loss by IRLS ({irls_iterations} reweightings)"
         notes["path"] = "linear: iteratively reweighted least squares over the full residuals"
+        notes["refined"] = True  # every reweighted solve is refined (_irls_linear)
     elif task.data.reopenable and status == "converged":
         before = b
         b = linear.refine(basis, xp, red, task.chunks(), b)
@@ -707,7 +790,8 @@ def _run_nonlinear(task, options, on_progress, every, on_start):
     objective = _WeightedObjective(lowered, names, sw)
     lr_opts = options
     t0 = time.perf_counter()
-    outcome = run(objective, lr_opts, method=method, on_progress=on_progress, every=every)
+    point = _optimizer_point(task, objective, method, reduced=False)
+    outcome = run(objective, lr_opts, method=method, on_progress=on_progress, every=every, point=point)
     steps = outcome.steps
     history = list(outcome.loss_history)
     reason = outcome.stop_reason
@@ -732,7 +816,8 @@ def _run_nonlinear(task, options, on_progress, every, on_start):
             rw = robust.weights(task.robust_loss, scaled, task.f_scale, xp=xp)
             objective.set_weights(xp.sqrt(rw) * sw_dev if sw is not None else xp.sqrt(rw))
             before = outcome.values.copy()
-            outcome = run(objective, options, method=method, on_progress=None, every=every)
+            outcome = run(objective, options, method=method, on_progress=None, every=every,
+                          point=_optimizer_point(task, objective, method, reduced=False))
             steps += outcome.steps
             history.extend(outcome.loss_history)
             change = float(np.max(np.abs(outcome.values - before) / np.maximum(np.abs(outcome.values), 1e-300)))
@@ -761,7 +846,7 @@ def _run_nonlinear(task, options, on_progress, every, on_start):
     stats = fit_statistics(names, K=K, rank=rank, null_space=null, rss=rss, sum_r2=float(r @ r), n=len(y), tss=tss,
                            weighted=w is not None, at_bounds=outcome.at_bounds)
     res = {"rss": rss, "max": float(np.max(np.abs(r))) if r.size else 0.0, "n": len(y), "sum_r2": float(r @ r)}
-    notes = {"path": "nonlinear: full residuals", "rows": len(y), "dropped": task.data.dropped,
+    notes = {"path": "nonlinear: full residuals", "rows": len(y), "dropped": task.data.dropped, "refined": False,
              "start": {"parameters": {n: start_values[n] for n in names}, "source": start_note}}
     return _result(task, options, values, device=device, status=outcome.status, reason=reason,
                    method=method if task.robust_loss == "squared" else "irls", steps=steps, loss=rss,
@@ -943,30 +1028,35 @@ def plot_fit(task, result, path: str) -> None:
         import matplotlib.pyplot as plt
     except ImportError:
         raise ProblemError("--plot needs matplotlib: pip install 'gradsolve[plot]'") from None
+    with np.errstate(all="ignore"):  # the curve may overflow off the data: matplotlib leaves such points out
+        _draw(plt, task, result, path)
+
+
+def _draw(plt, task, result, path: str) -> None:
     columns = task.data.columns if task.data.columns is not None else next(iter(task.data.raw_chunks()))
     xs, y, _ = task.transform(columns)
     n = len(y)
     keep = np.unique(np.linspace(0, n - 1, min(n, 20000)).astype(int)) if n else np.zeros(0, dtype=int)
-    b = [result.parameters[p] for p in task.params]
     fitted = _model_values(task, result, [np.asarray(x)[keep] for x in xs])
     resid = np.asarray(y)[keep] - fitted
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(7, 6), sharex=len(xs) == 1,
                                       gridspec_kw={"height_ratios": [3, 1]})
     if len(xs) == 1 or task.kind == "polynomial":
         x = np.asarray(xs[0])[keep]
-        top.plot(x, np.asarray(y)[keep], ".", ms=3, alpha=0.6, label="data")
+        top.plot(x, np.asarray(y)[keep], ".", ms=4, alpha=0.7, zorder=3, label="data")
         grid = np.linspace(float(np.min(x)), float(np.max(x)), 400)
         top.plot(grid, _model_values(task, result, [grid]), "-", label="fit")
-        bottom.plot(x, resid, ".", ms=3)
+        bottom.plot(x, resid, ".", ms=4)
         bottom.set_xlabel(task.x_names[0])
-    else:
-        top.plot(fitted, np.asarray(y)[keep], ".", ms=3, label="data vs fit")
+    else:  # several predictors: the data against the fitted values, on the line y = fitted
+        top.plot(fitted, np.asarray(y)[keep], ".", ms=4, alpha=0.7, zorder=3, label="data")
+        ends = [float(np.nanmin(fitted)), float(np.nanmax(fitted))] if fitted.size else [0.0, 1.0]
+        top.plot(ends, ends, "-", label="fit (y = fitted)")
         top.set_xlabel("fitted")
-        bottom.plot(fitted, resid, ".", ms=3)
+        bottom.plot(fitted, resid, ".", ms=4)
         bottom.set_xlabel("fitted")
-    del b
     top.set_ylabel(task.y_text)
-    top.set_title(excerpt(result.extra["model"], 90))
+    top.set_title(textwrap.fill(excerpt(result.extra["model"], 300), 90), fontsize="small")
     top.legend()
     bottom.axhline(0.0, color="gray", lw=0.8)
     bottom.set_ylabel("residual")

@@ -3,7 +3,8 @@
 The data enter once, chunk by chunk, as the rows of ``[A' | y/ys]``: A' is the
 *preconditioned* basis (powers of t = (x - centre)/scale for a polynomial;
 centred and scaled columns for any other linear model), y/ys the target scaled
-to order 1, every row multiplied by sqrt(weight).  The reduction is a
+to order 1 (less the model's part without parameters, f0, when it has one),
+every row multiplied by sqrt(weight).  The reduction is a
 tall-skinny QR (TSQR), written as a map and a reduce so that a distributed
 engine can run it over data larger than one machine:
 
@@ -44,8 +45,8 @@ from fractions import Fraction
 
 import numpy as np
 
-__all__ = ["PolynomialBasis", "ColumnBasis", "Summary", "map_chunk", "reduce_summaries", "Reduction",
-           "reduce_chunks", "refine", "residual_stats", "back_substitute", "to_device",
+__all__ = ["PolynomialBasis", "ColumnBasis", "NonFiniteColumn", "Summary", "map_chunk", "reduce_summaries",
+           "Reduction", "reduce_chunks", "refine", "residual_stats", "back_substitute", "to_device",
            "on_device"]
 
 #: How many R factors the running reduce keeps before folding them into one.
@@ -138,6 +139,10 @@ class PolynomialBasis:
             cols.append(cols[-1] * t)
         return xp.stack(cols, axis=1)
 
+    def design(self, xp, xs):
+        """(A', offset): the preconditioned columns and the part of the model without parameters (none)."""
+        return self.columns(xp, xs), None
+
     def to_user(self) -> list[list[Fraction]]:
         """M with b = M c: t**j = sum_k C(j, k) (-centre)**(j-k) x**k / scale**j, exactly."""
         p = self.p
@@ -172,6 +177,14 @@ class PolynomialBasis:
         for _ in range(self.degree):
             cols.append(cols[-1] * x)
         return xp.stack(cols, axis=1)
+
+
+class NonFiniteColumn(ValueError):
+    """Column ``column`` of a ColumnBasis is not finite on the data (an overflow, a log of a negative)."""
+
+    def __init__(self, column: int):
+        super().__init__(f"column {column} of the model is not finite on the data")
+        self.column = column
 
 
 class ColumnBasis:
@@ -211,6 +224,8 @@ class ColumnBasis:
                 continue
             mean = float(xp.mean(col)) if (self.constant is not None and size) else 0.0
             spread = float(xp.max(xp.abs(col - mean))) if size else 0.0
+            if not (math.isfinite(mean) and math.isfinite(spread)):
+                raise NonFiniteColumn(j)
             self.centres[j] = mean
             self.scales[j] = 2.0 ** math.ceil(math.log2(spread)) if spread > 0 and math.isfinite(spread) else 1.0
 
@@ -222,8 +237,13 @@ class ColumnBasis:
         return f0, cols
 
     def columns(self, xp, xs):
+        return self.design(xp, xs)[0]
+
+    def design(self, xp, xs):
+        """(A', f0): the preconditioned columns and the offset f0 (None when the model has none), from
+        one evaluation of the model's terms."""
         shape = xs[0].shape
-        _, cols = self._raw(xp, xs, shape)
+        f0, cols = self._raw(xp, xs, shape)
         out = []
         for j, col in enumerate(cols):
             if self.constant is not None and j == self.constant:
@@ -231,7 +251,7 @@ class ColumnBasis:
             else:
                 out.append((col - self.centres[j] * (cols[self.constant] / self.constant_value
                                                       if self.constant is not None else 0.0)) / self.scales[j])
-        return xp.stack(out, axis=1)
+        return xp.stack(out, axis=1), f0
 
     def offset(self, xp, xs):
         f0, _ = self._raw(xp, xs, xs[0].shape)
@@ -349,7 +369,9 @@ def map_chunk(basis, xp, xs, y, *, y_scale: float, weights=None) -> Summary:
     if m == 0:
         return Summary.empty(k)
     xs, y, weights = to_device(xp, xs, y, weights)
-    block = _concat(xp, [basis.columns(xp, xs), xp.reshape(y / y_scale, (m, 1))], axis=1)
+    columns, offset = basis.design(xp, xs)
+    target = y if offset is None else y - offset  # the part of the model without parameters moves to y
+    block = _concat(xp, [columns, xp.reshape(target / y_scale, (m, 1))], axis=1)
     if weights is not None:
         block = block * xp.reshape(xp.sqrt(weights), (m, 1))
         w = weights

@@ -17,18 +17,141 @@ from gradsolve.solve.fit import fit, prepare_fit
 
 ROOT = Path(__file__).resolve().parents[2]
 POLY = str(ROOT / "problems" / "polynomial.csv")
+STRD = ROOT / "tests" / "data" / "strd" / "csv"
+OPTIMIZERS = ["sgd", "adadelta", "adam", "adamw", "nadam", "rmsprop", "adagrad", "lbfgs", "lm", "auto"]
+#: Agreement of every optimizer with the direct QR solve (--optimizer auto, refined), per coefficient.
+AGREE_DIGITS = 11
 
 
 def digits(value, exact):
     return 16.0 if value == exact else -math.log10(abs(value - exact) / abs(exact))
 
 
-@pytest.mark.parametrize("optimizer", ["auto", "sgd", "adadelta", "adam", "lm", "nadam", "rmsprop", "adagrad", "lbfgs"])
+def write_csv(path, x, y):
+    path.write_text("x,y\n" + "".join(f"{a!r},{b!r}\n" for a, b in zip(x.tolist(), y.tolist())))
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def linear_sets(tmp_path_factory):
+    """name -> (path, degree): noisy data generated here, and NIST's Pontius and Filip (StRD, tests/data/strd)."""
+    folder = tmp_path_factory.mktemp("linear_sets")
+    rng = np.random.default_rng(6)
+    x = np.linspace(-3.0, 3.0, 50)
+    quadratic = write_csv(folder / "quadratic.csv", x, x**2 + 2 * x + 3 + rng.normal(0.0, 0.1, x.size))
+    x5 = rng.uniform(-2.0, 4.0, 80)
+    quintic = write_csv(folder / "quintic.csv", x5, 0.5 - 1.2 * x5 + 0.3 * x5**2 - 0.8 * x5**3 + 0.1 * x5**4
+                        + 0.05 * x5**5 + rng.normal(0.0, 0.3, x5.size))
+    return {"noisy-degree-3": (quadratic, 3), "noisy-quadratic-degree-5": (quadratic, 5),
+            "noisy-degree-5": (quintic, 5), "Pontius": (str(STRD / "Pontius.csv"), 2),
+            "Filip": (str(STRD / "Filip.csv"), 10)}
+
+
+@pytest.mark.parametrize("optimizer", OPTIMIZERS)
 def test_polynomial_csv_recovers_3_2_1_to_12_digits_with_every_optimizer(optimizer):
     result = fit(POLY, degree=2, optimizer=optimizer)
     assert result.status == "converged", result.stop_reason
     for name, exact in (("c0", 3.0), ("c1", 2.0), ("c2", 1.0)):
         assert digits(result.parameters[name], exact) >= 12, (name, result.parameters)
+
+
+@pytest.mark.parametrize("optimizer", OPTIMIZERS)
+@pytest.mark.parametrize("dataset", ["noisy-degree-3", "noisy-quadratic-degree-5", "noisy-degree-5", "Pontius",
+                                     "Filip"])
+def test_every_optimizer_converges_on_linear_fits_and_agrees_with_the_direct_solve(linear_sets, dataset,
+                                                                                  optimizer):
+    """Within the default steps, at the default settings: converged (exit 0), and 11 digits of every
+    coefficient in common with the direct QR solve (the issue: "every optimizer, SGD included")."""
+    path, degree = linear_sets[dataset]
+    direct = fit(path, degree=degree, optimizer="auto")
+    result = fit(path, degree=degree, optimizer=optimizer)
+    assert result.status == "converged", (result.steps, result.stop_reason)
+    assert result.steps < 10000
+    for name, exact in direct.parameters.items():
+        assert digits(result.parameters[name], exact) >= AGREE_DIGITS, (name, result.parameters, direct.parameters)
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adadelta", "adam", "lm"])
+def test_cli_recovers_3_2_1_to_12_digits_and_exits_0(optimizer):
+    """The issue's first Done-when, through the command."""
+    from click.testing import CliRunner
+
+    from gradsolve.cli.main import cli
+
+    result = CliRunner().invoke(cli, ["fit", POLY, "--degree", "2", "--optimizer", optimizer, "--quiet",
+                                      "--output", "json"])
+    assert result.exit_code == 0, result.output
+    values = json.loads(result.stdout)["parameters"]
+    assert [digits(values[n], exact) >= 12 for n, exact in (("c0", 3.0), ("c1", 2.0), ("c2", 1.0))] == [True] * 3
+
+
+def test_adadelta_on_the_reduced_problem_is_a_newton_step_for_any_target():
+    """Why Adadelta needs its own settings on the reduced problem |u - z|^2 (Hessian 2I, |z| = 1).
+
+    Its step is lr * sqrt(acc_delta + eps) / sqrt(acc_grad + eps) * g.  With both averages far below eps the
+    ratio is 1: gradient descent with rate lr, the error times (1 - 2 lr).  The general default lr = 1 only
+    flips the error's sign there; lr = 0.5 with eps = 1e4 (the target scaled far inside sqrt(eps)) is the
+    Newton step from the first iteration, whatever the data (any direction of z, any number of terms).
+    """
+    import gradsolve as gs
+    from gradsolve.solve.fit import PRECONDITIONED_LR, PRECONDITIONED_SETTINGS
+
+    def errors(z, lr, settings, steps):
+        u = [gs.tensor(0.0, dtype=gs.float64, requires_grad=True) for _ in z]
+        opt = gs.optim.Adadelta([dict(settings, params=u)], lr=lr)
+        target = gs.tensor(z)
+        out = []
+        for _ in range(steps):
+            opt.zero_grad()
+            r = gs.stack(u) - target
+            (r * r).sum().backward()
+            opt.step()
+            out.append(float(np.max(np.abs(np.array([float(t.item()) for t in u]) - z))))
+        return out
+
+    rng = np.random.default_rng(7)
+    for p in (1, 3, 11):
+        for _ in range(5):
+            z = rng.standard_normal(p)
+            z /= np.linalg.norm(z)
+            tuned = errors(z, PRECONDITIONED_LR["adadelta"], PRECONDITIONED_SETTINGS["adadelta"], 3)
+            assert tuned[-1] <= 1e-12, tuned
+            # the general default rate in the same regime: the error keeps its size, step after step
+            flipped = errors(z, 1.0, PRECONDITIONED_SETTINGS["adadelta"], 20)
+            assert flipped[-1] >= 0.9 * flipped[0] > 0, flipped
+    # the published default eps = 1e-6 with |z| = 1: far from eps, the first steps are about sqrt(eps) long
+    slow = errors(np.array([1.0]), PRECONDITIONED_LR["adadelta"], {}, 20)
+    assert slow[-1] > 0.9
+
+
+def test_adamw_fits_the_sum_of_squares_weight_decay_only_when_asked(monkeypatch, tmp_path):
+    """AdamW's default weight decay (1e-2) would pull the coefficients toward 0: a fit uses 0 unless told."""
+    from gradsolve.solve import loop
+
+    decays = []
+    original = loop.FIRST_ORDER_CLASSES["adamw"]
+
+    def spy(params, **kw):
+        opt = original(params, **kw)
+        decays.append([g["weight_decay"] for g in opt.param_groups])
+        return opt
+
+    monkeypatch.setitem(loop.FIRST_ORDER_CLASSES, "adamw", spy)
+    result = fit(POLY, degree=2, optimizer="adamw")
+    assert result.status == "converged" and decays == [[0.0]]
+    assert digits(result.parameters["c0"], 3.0) >= 12
+    decays.clear()  # the nonlinear path too
+    x = np.linspace(0.0, 2.0, 25)
+    fit(write_csv(tmp_path / "e.csv", x, 2.0 * np.exp(0.5 * x)), model="a*exp(b*x)", optimizer="adamw",
+        init={"a": 1.0, "b": 1.0}, steps=50)
+    assert decays == [[0.0]]
+    decays.clear()
+    asked = fit(POLY, degree=2, optimizer="adamw", weight_decay=0.01)
+    assert decays == [[0.01]] and asked.status != "converged"  # another objective: not the least squares
+    with pytest.raises(ValueError, match="first-order"):
+        fit(POLY, degree=2, optimizer="lm", weight_decay=0.01)
+    with pytest.raises(ProblemError, match="weight_decay"):
+        fit(POLY, degree=2, optimizer="adamw", weight_decay=-1)
 
 
 def test_each_first_order_method_converges_on_its_own_before_refinement(monkeypatch):
@@ -41,10 +164,32 @@ def test_each_first_order_method_converges_on_its_own_before_refinement(monkeypa
         return original(basis, xp, red, chunks, b)
 
     monkeypatch.setattr(linear, "refine", spy)
-    for optimizer in ("sgd", "adadelta", "adam"):
+    for optimizer in ("sgd", "adadelta", "adam", "adamw", "nadam", "rmsprop", "adagrad"):
         result = fit(POLY, degree=2, optimizer=optimizer)
         assert result.status == "converged"
         assert np.allclose(seen["b"], [3.0, 2.0, 1.0], rtol=1e-8, atol=0)
+
+
+def test_a_linear_model_with_a_term_without_parameters_is_reduced_with_it(tmp_path, monkeypatch):
+    """y - f0 enters the QR (f0 = x**2/4 here): the optimizer's answer is right before the refinement too."""
+    seen = {}
+    original = linear.refine
+
+    def spy(basis, xp, red, chunks, b):
+        seen["b"] = np.array(b)
+        return original(basis, xp, red, chunks, b)
+
+    monkeypatch.setattr(linear, "refine", spy)
+    rng = np.random.default_rng(9)
+    x = rng.uniform(-3, 3, 200)
+    path = write_csv(tmp_path / "f0.csv", x, 1.5 - 0.7 * x + x**2 / 4 + rng.normal(0, 0.01, x.size))
+    A = np.stack([np.ones_like(x), x], axis=1)
+    exact = np.linalg.lstsq(A, np.loadtxt(path, delimiter=",", skiprows=1)[:, 1] - x**2 / 4, rcond=None)[0]
+    for optimizer in ("auto", "sgd", "adam"):
+        result = fit(path, model="a + b*x + x**2/4", optimizer=optimizer)
+        assert np.allclose(seen["b"], exact, rtol=1e-8, atol=0), (optimizer, seen["b"], exact)
+        assert [result.parameters["a"], result.parameters["b"]] == pytest.approx(exact, rel=1e-12)
+        assert result.extra["fit"]["refinement_change"] < 1e-8
 
 
 def test_tsqr_map_reduce_is_the_qr_of_the_whole():
@@ -224,6 +369,177 @@ def test_parquet_and_columns_by_index(tmp_path):
     pq.write_table(pa.table({"noise": np.zeros(20), "t": x, "v": 4 - x}), tmp_path / "d.parquet")
     result = fit(str(tmp_path / "d.parquet"), degree=1, x_columns=["1"], y_column="v")
     assert [result.parameters["c0"], result.parameters["c1"]] == pytest.approx([4.0, -1.0], rel=1e-13)
+
+
+def test_parquet_text_column_is_read_as_csv_text_is(tmp_path, monkeypatch):
+    """Strings in Parquet: numbers parsed, the first bad cell named by row and column, or its row dropped."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    import gradsolve.solve.fit as fitmod
+
+    path = str(tmp_path / "s.parquet")
+    pq.write_table(pa.table({"x": [1.0, 2.0, 3.0, 4.0, 5.0, 6.0], "y": ["3", " 5", "x", "9", None, "13"]}), path)
+    with pytest.raises(ProblemError) as info:
+        fit(path, degree=1)
+    assert "row 3, column 'y': 'x' is not a number" in info.value.format()
+    result = fit(path, degree=1, drop_invalid=True)
+    assert result.extra["fit"]["dropped"] == 2 and result.extra["fit"]["rows"] == 4
+    assert [result.parameters["c0"], result.parameters["c1"]] == pytest.approx([1.0, 2.0], rel=1e-13)
+    monkeypatch.setattr(fitmod, "IN_MEMORY_BYTES", 0)  # streamed batches: the same checks
+    with pytest.raises(ProblemError, match="row 3, column 'y'"):
+        fit(path, degree=1)
+    assert fit(path, degree=1, drop_invalid=True).extra["fit"]["dropped"] == 2
+    monkeypatch.undo()
+    pq.write_table(pa.table({"x": [1.0, 2.0, 3.0], "y": pa.array(["1", "nan", ""]).dictionary_encode()}), path)
+    with pytest.raises(ProblemError, match="row 2, column 'y': not a finite number"):
+        fit(path, degree=1)
+    pq.write_table(pa.table({"x": [1.0, 2.0, 3.0], "y": pa.array([[1.0], [2.0], [3.0]])}), path)
+    with pytest.raises(ProblemError, match=r"column .y.: a column of type list<.*> is not numeric"):
+        fit(path, degree=1)
+
+
+def test_parquet_is_recognised_by_its_magic_on_stdin_and_unknown_extensions(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from click.testing import CliRunner
+
+    from gradsolve.cli.main import cli
+
+    x = np.linspace(0, 1, 20)
+    path = tmp_path / "d.bin"
+    pq.write_table(pa.table({"t": x, "v": 4 - x}), path)
+    result = fit(str(path), degree=1)
+    assert [result.parameters["c0"], result.parameters["c1"]] == pytest.approx([4.0, -1.0], rel=1e-13)
+    run = CliRunner().invoke(cli, ["fit", "-", "--degree", "1", "--output", "json", "--quiet"],
+                             input=path.read_bytes())
+    assert run.exit_code == 0, run.output
+    data = json.loads(run.stdout)
+    assert data["model"].startswith("v = ") and data["parameters"]["c1"] == pytest.approx(-1.0, rel=1e-13)
+    # text that merely starts with the magic is still text
+    text = tmp_path / "par.dat"
+    text.write_text("PAR1,y\n1,2\n2,4\n3,6.5\n")
+    assert open_table(str(text)).format == "csv" and open_table(str(text)).names == ["PAR1", "y"]
+
+
+def test_fit_notes_have_the_same_keys_on_every_path(tmp_path):
+    """README: fit is {path, rows, dropped, refined, start}."""
+    keys = {"path", "rows", "dropped", "refined", "start"}
+    linear_fit = fit(POLY, degree=2).to_dict()["fit"]
+    assert keys <= set(linear_fit) and linear_fit["refined"] is True and linear_fit["start"] is None
+    x = np.linspace(0, 4, 30)
+    nonlinear = fit(write_csv(tmp_path / "e.csv", x, 5.0 * np.exp(-1.3 * x) + 0.5), model="a*exp(b*x) + c")
+    notes = nonlinear.to_dict()["fit"]
+    assert keys <= set(notes) and notes["refined"] is False and notes["start"]["source"].startswith("from the data")
+
+
+def test_model_evaluations_outside_the_loop_raise_no_numpy_warnings(tmp_path):
+    """Overflow and logs of negatives are NaN/inf the fit checks and reports, never RuntimeWarnings."""
+    import warnings
+
+    neg = tmp_path / "neg.csv"
+    neg.write_text("x,y\n1,2\n2,-1\n3,5\n")
+    big = tmp_path / "big.csv"
+    big.write_text("x,y\n1,2\n2,3\n3,5\n800,7\n")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(ProblemError, match="row 2: the response -y 'log\\(y\\)' is not a finite number"):
+            fit(str(neg), degree=1, y_column="log(y)")
+        # a linear model whose term overflows: a clear error (it was an internal error)
+        with pytest.raises(ProblemError, match="the term 'exp\\(x\\)' of the model is not a finite number"):
+            fit(str(big), model="a*exp(x) + b")
+        # a prediction where the model overflows: null, quietly
+        result = fit(str(big), model="a*exp(b*x)", init={"a": 1.0, "b": 0.001}, predict=["1e6"])
+        assert result.to_dict()["predictions"][0]["stderr"] is None
+        result = fit(str(STRD / "MGH10.csv"), model="a + b*x**c", y_column="y")
+        assert math.isfinite(result.loss)
+
+
+@pytest.mark.parametrize("args", [
+    ["MGH10.csv", "--model", "a + b*x**c"],
+    # BoxBOD from NIST's first start: the model overflows on the way (exp(-b2*x) with b2 large)
+    ["BoxBOD.csv", "--model", "b1*(1-exp(-b2*x))", "--init", "b1=1", "--init", "b2=1"],
+], ids=["MGH10 power", "BoxBOD start1"])
+def test_quiet_fit_writes_nothing_to_stderr(args):
+    proc = subprocess.run([sys.executable, "-m", "gradsolve", "fit", str(STRD / args[0]), *args[1:], "-y", "y",
+                           "-q", "--output", "json"], capture_output=True, text=True, cwd=ROOT)
+    assert proc.stderr == "", proc.stderr
+    assert json.loads(proc.stdout)["schema"] == 1
+
+
+# ----------------------------------------------------------------------------- --plot
+def test_plot_without_matplotlib_is_a_clear_error(monkeypatch, tmp_path):
+    import builtins
+    import importlib.util
+
+    from click.testing import CliRunner
+
+    from gradsolve.cli.main import cli
+    from gradsolve.solve.fit import plot_fit
+
+    real_import, real_find_spec = builtins.__import__, importlib.util.find_spec
+
+    def no_matplotlib(name, *args, **kw):
+        if name == "matplotlib" or name.startswith("matplotlib."):
+            raise ImportError(f"No module named {name!r}")
+        return real_import(name, *args, **kw)
+
+    monkeypatch.setattr(builtins, "__import__", no_matplotlib)
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name.split(".")[0] == "matplotlib" else real_find_spec(name, *a))
+    out = tmp_path / "fit.png"
+    with pytest.raises(ProblemError, match=r"--plot needs matplotlib: pip install 'gradsolve\[plot\]'"):
+        prepare_fit(POLY, degree=2, plot=str(out))
+    task = prepare_fit(POLY, degree=2)  # checked up front, and again when drawing
+    from gradsolve.solve.fit import run_fit
+    from gradsolve.solve.loop import SolveOptions
+
+    result = run_fit(task, SolveOptions())
+    with pytest.raises(ProblemError, match="--plot needs matplotlib"):
+        plot_fit(task, result, str(out))
+    run = CliRunner().invoke(cli, ["fit", POLY, "--degree", "2", "--plot", str(out), "--quiet"])
+    assert run.exit_code == 2 and "--plot needs matplotlib" in run.output and "Traceback" not in run.output
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("kind", ["polynomial", "nonlinear", "two predictors"])
+def test_plot_writes_a_png(tmp_path, kind, monkeypatch):
+    pytest.importorskip("matplotlib")
+    import matplotlib.pyplot as plt
+
+    from gradsolve.solve.fit import plot_fit, run_fit
+
+    figures = []
+    close = plt.close
+    monkeypatch.setattr(plt, "close", lambda fig=None: (figures.append(fig), close(fig)))
+    from gradsolve.solve.loop import SolveOptions
+
+    out = tmp_path / "fit.png"
+    if kind == "polynomial":
+        task = prepare_fit(POLY, degree=2, plot=str(out))
+    elif kind == "nonlinear":
+        x = np.linspace(0, 4, 30)
+        task = prepare_fit(write_csv(tmp_path / "e.csv", x, 5.0 * np.exp(-1.3 * x) + 0.5), model="a*exp(b*x) + c",
+                           plot=str(out))
+    else:
+        rng = np.random.default_rng(8)
+        u, v = rng.uniform(0, 1, 30), rng.uniform(0, 1, 30)
+        data = tmp_path / "uv.csv"
+        data.write_text("u,v,y\n" + "".join(f"{a!r},{b!r},{1 + 2 * a - b!r}\n" for a, b in zip(u.tolist(), v.tolist())))
+        task = prepare_fit(str(data), model="k + p*u + q*v", y_column="y", plot=str(out))
+    result = run_fit(task, SolveOptions())
+    plot_fit(task, result, str(out))
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 10000
+    # what was drawn: the data and the fitted curve above, one residual per row below
+    top, bottom = figures[0].axes
+    data, curve = top.get_lines()
+    rows = result.extra["fit"]["rows"]
+    assert data.get_label() == "data" and len(data.get_xdata()) == rows and curve.get_label().startswith("fit")
+    residuals = bottom.get_lines()[0].get_ydata()
+    assert len(residuals) == rows and np.max(np.abs(residuals)) <= 1e-6 * np.max(np.abs(data.get_ydata()))
+    assert result.to_dict()["plot"] == str(out)
+    with pytest.raises(ProblemError, match="--plot: cannot write"):
+        plot_fit(task, result, str(tmp_path / "no such folder" / "fit.png"))
 
 
 def test_unknown_column_suggests_a_name():

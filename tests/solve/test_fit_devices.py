@@ -135,6 +135,25 @@ def test_weighted_streamed_fit_with_an_optimizer_runs_on_the_device(data_csv, de
     assert_same(result, reference, 1e-12)
 
 
+def test_linear_model_term_that_overflows_is_an_error_on_the_device(tmp_path, device):
+    """The finiteness check of a --model's columns runs where the columns are evaluated."""
+    from gradsolve.problem.errors import ProblemError
+
+    path = tmp_path / "big.csv"
+    path.write_text("x,y\n1,2\n2,3\n3,5\n800,7\n")
+    with pytest.raises(ProblemError, match="the term 'exp\\(x\\)' of the model is not a finite number"):
+        run(str(path), device, model="a*exp(x) + b")
+
+
+@pytest.mark.parametrize("optimizer", ["adadelta", "adamw"])
+def test_first_order_methods_converge_on_the_reduced_problem_of_a_device_fit(data_csv, device, optimizer):
+    """The reduced problem is p x p on the host whatever the device: Adadelta and AdamW at their fit settings."""
+    reference = run(data_csv, "cpu", degree=2, y_column="y")
+    result = run(data_csv, device, degree=2, y_column="y", optimizer=optimizer)
+    assert result.status == "converged" and result.device == device and result.optimizer == optimizer
+    assert_same(result, reference, 1e-11)
+
+
 def test_double_double_residuals_stay_in_the_namespace(device):
     """The Horner residual in double-double arithmetic gives the same bits in every namespace."""
     xp = gs.backend.get_backend(device).xp
