@@ -4,9 +4,11 @@ A nonlinear system can have several solutions (the circle x**2 + y**2 = 25 meets
 the line x + y = 7 at (3, 4) and at (4, 3)); one start finds one of them.
 
 Starts.  The first start is the problem's own starting point; the other K - 1
-are drawn from ``numpy.random.default_rng(seed)``: uniform within the bounds for
-an unknown with both a ``min`` and a ``max``, otherwise ``init + N(0, s)`` with
-``s = max(1, |init|)``, then clipped into whatever bounds there are.
+are drawn from a stream of the seed of their own (``STARTS_STREAM``), independent
+of the ``default_rng(seed)`` stream that gives unknowns without a start their
+random value: uniform within the bounds for an unknown with both a ``min`` and a
+``max``, otherwise ``init + N(0, s)`` with ``s = max(1, |init|)``, then clipped
+into whatever bounds there are.
 
 One batch.  First-order methods (sgd, adam, ...) run all K starts as one
 ``(K, p)`` array: the traced array code (or the engine over ``(K, 1)`` leaf
@@ -15,7 +17,10 @@ gs.optim update rule (``Optimizer._update``, the one definition) moves all rows
 at once with a per-start learning rate, a per-start copy of the loop's
 learning-rate plateau rule halves it, and the loop's stopping tests run per
 start; a start that stops (converged or diverged) is frozen.  So the cost of a
-step grows far slower than K.  Levenberg-Marquardt and L-BFGS, whose
+step grows far slower than K.  The batch lives on the problem's device (points,
+optimizer state, rates, stopping state; see ``run_batch``): on a GPU each step
+is a few dozen array operations over K starts there, and the results come back
+to the host once, at the end.  Levenberg-Marquardt and L-BFGS, whose
 iterations branch per start (damping retries, line searches), solve the starts
 one after another with the single-start loop (traced when possible).
 
@@ -49,11 +54,18 @@ CLUSTER_RTOL = 1e-6
 PLATEAU = dict(factor=0.5, patience=50, threshold=1e-3)  # as the loop's ReduceLROnPlateau
 
 
+#: The multistart draws use their own stream of the seed: the one numpy's ``SeedSequence(seed).spawn``
+#: would give as child 1.  The problem's own random starting values come from ``default_rng(seed)``
+#: (gradsolve.problem.spec); drawing the starts from that stream too made start 1 repeat the deviates
+#: of start 0 (for an unknown with a random init, start 1 was exactly 2x start 0).
+STARTS_STREAM = 1
+
+
 def draw_starts(spec, K: int, seed: int) -> np.ndarray:
     """(K, p) starting points: the problem's own first, then K - 1 drawn from `seed` (see the module doc)."""
     init = spec.initial_values()
     lo, hi = spec.bounds()
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(STARTS_STREAM,)))
     starts = np.empty((K, init.shape[0]))
     starts[0] = init
     if K > 1:
@@ -66,23 +78,33 @@ def draw_starts(spec, K: int, seed: int) -> np.ndarray:
 
 
 class EagerBatch:
-    """The engine over a batch: each unknown a (K, 1) leaf tensor, the program compiled over them."""
+    """The engine over a batch: each unknown a (K, 1) leaf tensor, the program compiled over them.
+
+    The tensors live on the lowered problem's device; ``batch_loss_grad`` takes and
+    returns arrays on it (``backend``), as ``Trace.batch_loss_grad`` does.
+    """
 
     def __init__(self, spec, lowered, K: int):
         self.kind = spec.kind
         self.K = K
+        device = lowered.device
+        self.backend = gs.backend.get_backend(device)
         dtype = lowered.dtype
-        self.params = [gs.zeros((K, 1), dtype=dtype, requires_grad=True) for _ in lowered.params]
+        self.params = [gs.zeros((K, 1), dtype=dtype, device=device, requires_grad=True) for _ in lowered.params]
         inputs = {sympy.Symbol(n, real=True): p for n, p in zip(spec.unknown_names, self.params)}
         inputs.update({sympy.Symbol(n, real=True): t for n, t in lowered.data.items()})
-        self.program = compile_program(spec.expressions, inputs, dtype=dtype, device=lowered.device)
+        self.program = compile_program(spec.expressions, inputs, dtype=dtype, device=device)
         self.widths = [spec.n_rows or 1 for _ in spec.expressions]
-        self.zeros = gs.zeros((K, 1), dtype=dtype)
+        self.zeros = gs.zeros((K, 1), dtype=dtype, device=device)
 
     def batch_loss_grad(self, X):
+        backend = self.backend
+        xp = backend.xp
+        if isinstance(X, np.ndarray) and not backend.is_numpy:
+            X = backend.from_numpy(np.ascontiguousarray(X))
         with gs.no_grad():
             for j, p in enumerate(self.params):
-                p._assign_(p._xp.asarray(np.ascontiguousarray(X[:, j:j + 1]), dtype=p._data.dtype))
+                p._assign_(xp.asarray(X[:, j:j + 1], dtype=p._data.dtype))
         for p in self.params:
             p.grad = None
         outs = self.program.run()
@@ -95,156 +117,222 @@ class EagerBatch:
             loss = (r * r).sum(dim=1)
         if loss.requires_grad:
             loss.sum().backward()
-        G = np.concatenate([np.zeros((self.K, 1)) if p.grad is None else np.asarray(p.grad.numpy(), dtype=np.float64)
-                            for p in self.params], axis=1)
-        return np.asarray(loss.detach().numpy(), dtype=np.float64), G
+        f64 = xp.float64
+        G = xp.concat([xp.zeros((self.K, 1), dtype=f64) if p.grad is None else xp.asarray(p.grad._data, dtype=f64)
+                       for p in self.params], axis=1)
+        return xp.asarray(loss.detach()._data, dtype=f64), G
+
+
+# A start's state while the batch runs (`code`), and which test stopped it (`why`, an index into _WHY).
+RUNNING, CONVERGED, STALLED, DIVERGED = 0, 1, 2, 3
+_WHY = ("loss <= atol {atol:g}", "gradient norm <= tol * max(1, initial) (gtol)", "step <= tol * |x| (xtol)",
+        "relative loss change <= tol (ftol)")
+
+
+class _Stops:
+    """Per-start stopping state on the batch's device: running or not, why, at which step.
+
+    ``stop(mask, code, why, step)`` records a stop for the running starts in
+    `mask`.  On the cpu it first asks whether any start is in the mask (cheap,
+    and most steps stop nobody); on a device it updates with masked selects and
+    never waits for the device, so a step costs one synchronisation (the loop's
+    "is any start still running").
+    """
+
+    def __init__(self, backend, K):
+        self.xp = backend.xp
+        self.check_first = backend.is_numpy
+        self.active = backend.from_numpy(np.ones(K, dtype=bool))
+        self.code = backend.from_numpy(np.zeros(K, dtype=np.int8))
+        self.why = backend.from_numpy(np.zeros(K, dtype=np.int8))
+        self.steps = backend.from_numpy(np.zeros(K, dtype=np.int64))
+
+    def stop(self, mask, code, why, step) -> None:
+        if self.check_first and not mask.any():
+            return
+        xp = self.xp
+        self.code = xp.where(mask, code, self.code)
+        self.why = xp.where(mask, why, self.why)
+        self.steps = xp.where(mask, step, self.steps)
+        self.active = self.active & ~mask
+
+    def any_active(self) -> bool:
+        return bool(self.xp.any(self.active))
 
 
 def run_batch(evaluator, X0, options, *, method: str, lower=None, upper=None, lr=None, on_progress=None,
               every: int = 100, names=(), atol_applies=True, smooth=True):
-    """First-order method on K starts at once; returns per-start dict of arrays (see solve_multistart).
+    """First-order method on K starts at once; returns per-start dict of NumPy arrays (see solve_multistart).
 
-    `evaluator.batch_loss_grad(X) -> (loss (K,), G (K, p))`.  Per start: the loop's
+    `evaluator.batch_loss_grad(X) -> (loss (K,), G (K, p))`, on the device of
+    `evaluator.backend` (NumPy when it has none).  Per start: the loop's
     stopping tests (atol, gtol, xtol, ftol with patience), best point, divergence;
     a stopped start is frozen.  `atol_applies` and `smooth` as in `loop.run`.
+
+    The whole batch -- points, optimizer state, per-start learning rates, stopping
+    state -- stays on the evaluator's device from the first step to the last: the
+    starts go there once and the results come back once.
     """
     if method not in FIRST_ORDER:
         raise ValueError(f"run_batch runs first-order methods, not {method}")
-    X = np.array(X0, dtype=np.float64)
-    K, p = X.shape
-    lo = np.array([-math.inf if v is None else v for v in (lower or [None] * p)])
-    hi = np.array([math.inf if v is None else v for v in (upper or [None] * p)])
-    bounded = bool(np.any(np.isfinite(lo)) or np.any(np.isfinite(hi)))
-    X = np.clip(X, lo, hi)
+    backend = getattr(evaluator, "backend", None) or gs.backend.get_backend("cpu")
+    xp = backend.xp
+    f64 = xp.float64
+
+    def device(array):  # host -> device, once per array
+        return backend.from_numpy(np.ascontiguousarray(array, dtype=array.dtype))
+
+    def as64(array):
+        return xp.asarray(array, dtype=f64)
+
+    host = np.array(X0, dtype=np.float64)
+    K, p = host.shape
+    lo_h = np.array([-math.inf if v is None else v for v in (lower or [None] * p)], dtype=np.float64)
+    hi_h = np.array([math.inf if v is None else v for v in (upper or [None] * p)], dtype=np.float64)
+    bounded = bool(np.any(np.isfinite(lo_h)) or np.any(np.isfinite(hi_h)))
+    lo, hi = device(lo_h), device(hi_h)
+    X = device(np.clip(host, lo_h, hi_h))
     opt = FIRST_ORDER_CLASSES[method]([gs.tensor(0.0, requires_grad=True)], lr=lr)
     group = opt.param_groups[0]
-    group["lr"] = np.full((K, 1), float(lr))
-    slot, state = ArraySlot(X.copy()), {}
+    group["lr"] = device(np.full((K, 1), float(lr)))
+    slot, state = ArraySlot(X, xp), {}
     plateau = method != "sgd"
-    plateau_best, bad_epochs = np.full(K, math.inf), np.zeros(K, dtype=np.int64)
+    plateau_best = device(np.full(K, math.inf))
+    bad_epochs = device(np.zeros(K, dtype=np.int64))
     tol, atol = options.tol, options.atol
 
-    active = np.ones(K, dtype=bool)
-    status = np.array(["max_steps"] * K, dtype=object)
-    reason = np.array([f"reached the step limit ({options.steps})"] * K, dtype=object)
-    steps_run = np.zeros(K, dtype=np.int64)
-    best_loss, best_x = np.full(K, math.inf), X.copy()
-    last_finite = X.copy()
-    prev_loss = np.full(K, math.nan)
-    first_gnorm = np.full(K, math.nan)
-    flat = np.zeros(K, dtype=np.int64)
+    stops = _Stops(backend, K)
+    best_loss, best_x = device(np.full(K, math.inf)), X
+    last_finite = X
+    prev_loss = device(np.full(K, math.nan))
+    first_gnorm = None
+    flat = device(np.zeros(K, dtype=np.int64))
+    no = device(np.zeros(K, dtype=bool))
     history = []
     all_active = True
+    interrupted = False
     start = time.perf_counter()
     loss, G = evaluator.batch_loss_grad(X)
+    loss, G = as64(loss), as64(G)
     step = 0
     try:
         for step in range(1, options.steps + 1):
-            finite = np.isfinite(loss)
-            newly = active & ~finite
-            if newly.any():
-                _stop(newly, "diverged", f"the loss became non-finite at step {step}", status, reason, active,
-                      steps_run, step)
+            active = stops.active
+            if step == 1:  # later losses were checked when they were measured (below)
+                stops.stop(active & ~xp.isfinite(loss), DIVERGED, 0, step)
+                active = stops.active
             better = active & (loss < best_loss)
-            np.copyto(best_loss, loss, where=better)
-            np.copyto(best_x, X, where=better[:, None])
+            best_loss = xp.where(better, loss, best_loss)
+            best_x = xp.where(better[:, None], X, best_x)
             slot._data = X
             with np.errstate(all="ignore"):
                 opt._update(slot, G, state, group)
-            X_new = slot._data if all_active else np.where(active[:, None], slot._data, X)
+            X_new = slot._data if all_active else xp.where(active[:, None], slot._data, X)
             if bounded:
-                X_new = np.clip(X_new, lo, hi)
-            if bounded:  # components a bound holds do not count (loop.held_by_bounds)
-                G = np.where(((X <= lo) & (G > 0)) | ((X >= hi) & (G < 0)), 0.0, G)
-            gnorm = _row_max_abs(G)
+                X_new = xp.minimum(xp.maximum(X_new, lo), hi)  # np.clip, in the standard's terms
+                # components a bound holds do not count (loop.held_by_bounds)
+                G = xp.where(((X <= lo) & (G > 0)) | ((X >= hi) & (G < 0)), 0.0, G)
+            gnorm = _row_max_abs(xp, G)
             loss_new, G = evaluator.batch_loss_grad(X_new)
+            loss_new, G = as64(loss_new), as64(G)
             if plateau:
                 improved = loss_new < plateau_best * (1.0 - PLATEAU["threshold"])
-                plateau_best = np.where(improved, loss_new, plateau_best)
-                bad_epochs = np.where(improved, 0, bad_epochs + 1)
+                plateau_best = xp.where(improved, loss_new, plateau_best)
+                bad_epochs = xp.where(improved, 0, bad_epochs + 1)
                 reduce = active & (bad_epochs > PLATEAU["patience"])
-                if reduce.any():
-                    group["lr"] = np.where(reduce[:, None], group["lr"] * PLATEAU["factor"], group["lr"])
-                    bad_epochs[reduce] = 0
+                if not stops.check_first or reduce.any():
+                    group["lr"] = xp.where(reduce[:, None], group["lr"] * PLATEAU["factor"], group["lr"])
+                    bad_epochs = xp.where(reduce, 0, bad_epochs)
             # the loop's tests (_Watch.observe), per start
-            ok = np.isfinite(loss_new)
+            ok = xp.isfinite(loss_new)
             for j in range(p):
-                ok &= np.isfinite(X_new[:, j])
+                ok = ok & xp.isfinite(X_new[:, j])
             newly = active & ~ok
-            if newly.any():
-                _stop(newly, "diverged", f"the loss became non-finite at step {step}", status, reason, active,
-                      steps_run, step)
-                np.copyto(X_new, last_finite, where=newly[:, None])
-            np.copyto(last_finite, X_new, where=active[:, None])
+            stops.stop(newly, DIVERGED, 0, step)
+            X_new = xp.where(newly[:, None], last_finite, X_new)
+            active = stops.active
+            last_finite = xp.where(active[:, None], X_new, last_finite)
             better = active & (loss_new < best_loss)
-            np.copyto(best_loss, loss_new, where=better)
-            np.copyto(best_x, X_new, where=better[:, None])
+            best_loss = xp.where(better, loss_new, best_loss)
+            best_x = xp.where(better[:, None], X_new, best_x)
             if step == 1:
                 first_gnorm = gnorm
-            step_norm = _row_norm(X_new - X)
-            x_norm = _row_norm(X_new)
+            step_norm = _row_norm(xp, X_new - X)
+            x_norm = _row_norm(xp, X_new)
             change = loss_new - prev_loss
             with np.errstate(invalid="ignore"):
-                at = active & (loss_new <= atol) if atol_applies else np.zeros(K, dtype=bool)
-                gt = active & ~at & (gnorm <= tol * np.maximum(1.0, first_gnorm))
+                at = active & (loss_new <= atol) if atol_applies else no
+                gt = active & ~at & (gnorm <= tol * xp.maximum(first_gnorm, 1.0))
                 xt = active & ~at & ~gt & (step_norm <= tol * (tol + x_norm))
-                small = np.abs(change) <= tol * np.maximum(np.abs(prev_loss), 1e-300)
+                small = xp.abs(change) <= tol * xp.maximum(xp.abs(prev_loss), 1e-300)
                 # stopped moving on a slope: stalled, not converged (loop._Watch._stopped_moving)
-                sloped = (gnorm > math.sqrt(tol) * np.maximum(1.0, first_gnorm)) if smooth else np.zeros(K, bool)
-            flat = np.where(small, flat + 1, 0)
+                sloped = (gnorm > math.sqrt(tol) * xp.maximum(first_gnorm, 1.0)) if smooth else no
+            flat = xp.where(small, flat + 1, 0)
             ft = active & ~(at | gt | xt) & (flat >= FTOL_PATIENCE)
-            for mask, why in ((at, f"loss <= atol {atol:g}"), (gt, "gradient norm <= tol * max(1, initial) (gtol)"),
-                              (xt, "step <= tol * |x| (xtol)"), (ft, "relative loss change <= tol (ftol)")):
-                if not mask.any():
-                    continue
-                if mask is xt or mask is ft:
-                    stuck = mask & sloped
-                    if stuck.any():
-                        _stop(stuck, "stalled", f"{method} stopped moving ({why}) where the gradient is not small: "
-                              "not a minimum", status, reason, active, steps_run, step)
-                    mask = mask & ~stuck
-                _stop(mask, "converged", why, status, reason, active, steps_run, step)
+            for why, mask in enumerate((at, gt, xt, ft)):
+                if why >= 2:  # xtol, ftol: converged only where the gradient is small
+                    stops.stop(mask & sloped, STALLED, why, step)
+                    mask = mask & ~sloped
+                stops.stop(mask, CONVERGED, why, step)
             prev_loss, X, loss = loss_new, X_new, loss_new
-            all_active = bool(active.all())
-            history.append(float(best_loss.min()))
-            if on_progress is not None and (step % every == 0 or step == 1 or not active.any()
-                                            or step == options.steps):
-                k = int(np.argmin(best_loss))
+            running = stops.any_active()  # the one wait for the device per step
+            all_active = bool(xp.all(stops.active)) if stops.check_first else False
+            history.append(xp.min(best_loss))
+            if on_progress is not None and (step % every == 0 or step == 1 or not running or step == options.steps):
+                k = int(xp.argmin(best_loss))
                 on_progress(ProgressRow(step, float(best_loss[k]), None, float(gnorm[k]), None,
-                                        float(group["lr"][k, 0]), "lr", dict(zip(names, best_x[k].tolist())),
+                                        float(group["lr"][k, 0]), "lr",
+                                        dict(zip(names, backend.to_numpy(best_x[k, :]).tolist())),
                                         time.perf_counter() - start))
-            if not active.any():
+            if not running:
                 break
     except KeyboardInterrupt:
-        status[active] = "interrupted"
-        reason[active] = f"interrupted at step {step}"
-    steps_run[active] = step
-    return {"values": best_x, "loss": best_loss, "status": status, "reason": reason, "steps": steps_run,
-            "history": history, "elapsed_s": time.perf_counter() - start}
+        interrupted = True
+    return _outcome(backend, stops, best_x, best_loss, history, step, interrupted, method, options,
+                    time.perf_counter() - start)
 
 
-def _row_max_abs(A):
+def _outcome(backend, stops, best_x, best_loss, history, step, interrupted, method, options, elapsed):
+    """The batch's results, back on the host once: values, losses, status and reason strings, steps."""
+    host = backend.to_numpy
+    code, why, steps = host(stops.code), host(stops.why), np.array(host(stops.steps), dtype=np.int64)
+    running = code == RUNNING
+    steps[running] = step
+    status = np.full(code.shape, "interrupted" if interrupted else "max_steps", dtype=object)
+    reason = np.full(code.shape, f"interrupted at step {step}" if interrupted
+                     else f"reached the step limit ({options.steps})", dtype=object)
+    whys = np.array([w.format(atol=options.atol) for w in _WHY], dtype=object)
+    for k in (CONVERGED, STALLED):
+        mask = code == k
+        status[mask] = "converged" if k == CONVERGED else "stalled"
+        reason[mask] = whys[why[mask]]
+    stalled = code == STALLED
+    reason[stalled] = [f"{method} stopped moving ({w}) where the gradient is not small: not a minimum"
+                       for w in reason[stalled]]
+    diverged = code == DIVERGED
+    status[diverged] = "diverged"
+    reason[diverged] = [f"the loss became non-finite at step {s}" for s in steps[diverged]]
+    if history:
+        history = [float(v) for v in host(backend.xp.stack(history))]
+    return {"values": np.array(host(best_x), dtype=np.float64), "loss": np.array(host(best_loss), dtype=np.float64),
+            "status": status, "reason": reason, "steps": steps, "history": history, "elapsed_s": elapsed}
+
+
+def _row_max_abs(xp, A):
     """max |A[k, j]| over j (NaN if any is NaN), a column at a time: fast for few columns."""
-    out = np.zeros(A.shape[0])
+    out = xp.zeros(A.shape[0], dtype=A.dtype)
     for j in range(A.shape[1]):
-        out = np.maximum(out, np.abs(A[:, j]))
+        out = xp.maximum(out, xp.abs(A[:, j]))
     return out
 
 
-def _row_norm(A):
+def _row_norm(xp, A):
     """The Euclidean norm of each row, a column at a time."""
-    out = np.zeros(A.shape[0])
+    out = xp.zeros(A.shape[0], dtype=A.dtype)
     for j in range(A.shape[1]):
         column = A[:, j]
-        out += column * column
-    return np.sqrt(out)
-
-
-def _stop(mask, what, why, status, reason, active, steps_run, step):
-    status[mask] = what
-    reason[mask] = why
-    steps_run[mask] = step
-    active[mask] = False
+        out = out + column * column
+    return xp.sqrt(out)
 
 
 UNCONVERGED_LISTED = 10
@@ -304,8 +392,8 @@ def solve_multistart(spec, lowered, objective, options, *, method, lower, upper,
         evaluator = trace
         if trace is None:
             evaluator = EagerBatch(spec, lowered, K)
-        elif trace.flavour == "float":
-            how = "traced: NumPy arrays"
+        else:
+            how = trace.batch_label
         if on_start is not None:
             on_start(f"{method} — {how}, {K} starts as one batch", names)
         lr = options.lr or (DEFAULT_LR.get(method) if method != "sgd" else _sgd_rate(objective, objective.params))

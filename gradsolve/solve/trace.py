@@ -39,9 +39,13 @@ flavours, chosen by measurement:
   is ~1 microsecond an operation, ``math`` and float arithmetic ~50 ns).  ``math``
   raises where NumPy returns inf or NaN (``log(0)``, ``1/0``, ``sqrt(-1)``); such a
   call is redone by the array flavour, so results keep NumPy's IEEE semantics.
-* ``array``: NumPy code over a leading batch dimension: unknowns are ``(K, 1)``
+* ``array``: array code over a leading batch dimension: unknowns are ``(K, 1)``
   columns, data columns broadcast to ``(K, rows)``, the loss is ``(K,)``.  Used for
-  data problems, float32, and batched multistart (K starts in one call).
+  data problems, float32, batched multistart (K starts in one call) and every
+  problem lowered on a device.  The source names its namespace ``_np`` and calls
+  only Array API functions and the helpers of ``_array_helpers``; these are bound
+  to NumPy on the cpu and to the device's namespace otherwise (CuPy for cuda), so
+  one generated text runs on every backend and the data never leaves the device.
 
 Graphs that change with the data.  A lowered program is a fixed instruction
 list, so it has no Python-level branches on values; value-dependent choices
@@ -386,11 +390,6 @@ def _sigmoid(x):
     return 1.0 / (1.0 + e) if x >= 0 else e / (1.0 + e)
 
 
-def _sigmoid_a(x):
-    e = np.exp(-np.abs(x))
-    return np.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
-
-
 def _max(a, b):
     if a != a or b != b:
         return math.nan
@@ -411,56 +410,75 @@ def _wmin(a, b):
     return 1.0 if a < b else (0.5 if a == b else 0.0)
 
 
-def _weights_a(wins, a, b):
-    a, b = np.broadcast_arrays(np.asarray(a), np.asarray(b))
-    dtype = np.result_type(a, b, np.float32)
-    return np.where(wins, dtype.type(1.0), np.where(a == b, dtype.type(0.5), dtype.type(0.0)))
-
-
-def _wmax_a(a, b):
-    return _weights_a(np.greater(a, b), a, b)
-
-
-def _wmin_a(a, b):
-    return _weights_a(np.less(a, b), a, b)
-
-
 def _logpos(a):
     return math.log(a) if a > 0 else 0.0
 
 
-def _logpos_a(a):
-    return np.where(a > 0, np.log(np.where(a > 0, a, 1.0)), 0.0)
+_FLOAT_HELPERS = {"_m": math, "_pow": _pow, "_sign": _sign, "_sigmoid": _sigmoid, "_max": _max, "_min": _min,
+                  "_wmax": _wmax, "_wmin": _wmin, "_logpos": _logpos}
 
 
-def _cols(columns, K, dtype):
-    """(K, p) from p columns that may be numbers, (K, 1) or broadcastable."""
-    out = np.empty((K, len(columns)), dtype=dtype)
-    for j, c in enumerate(columns):
-        out[:, j] = np.reshape(np.broadcast_to(c, (K, 1)), (K,))
-    return out
+def _array_helpers(xp) -> dict:
+    """The names array code calls, over the array namespace `xp` (NumPy, CuPy, any Array API namespace).
+
+    Array code is written against ``_np`` and these helpers only, so the same
+    generated source runs on every backend: bound to NumPy for the cpu, to the
+    device's namespace (CuPy for cuda) for a problem lowered on a device.  Only
+    standard calls are used (``where``, ``broadcast_to``, ``concat``, ...) and
+    Python numbers are made arrays before they meet one (the standard's
+    ``where`` and ``broadcast_to`` take arrays).
+    """
+
+    def sigmoid_a(x):
+        e = xp.exp(-xp.abs(x))
+        return xp.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+
+    def weights(wins, a, b):
+        dtype = xp.result_type(a.dtype, b.dtype, xp.float32)
+        one, half, zero = (xp.asarray(v, dtype=dtype) for v in (1.0, 0.5, 0.0))
+        return xp.where(wins(a, b), one, xp.where(a == b, half, zero))
+
+    def wmax_a(a, b):
+        a, b = xp.broadcast_arrays(xp.asarray(a), xp.asarray(b))
+        return weights(lambda u, v: u > v, a, b)
+
+    def wmin_a(a, b):
+        a, b = xp.broadcast_arrays(xp.asarray(a), xp.asarray(b))
+        return weights(lambda u, v: u < v, a, b)
+
+    def logpos_a(a):
+        a = xp.asarray(a)
+        positive = a > 0
+        return xp.where(positive, xp.log(xp.where(positive, a, 1.0)), 0.0)
+
+    def cols(columns, K, dtype):
+        """(K, p) from p columns that may be numbers, (K, 1) or broadcastable."""
+        out = xp.empty((K, len(columns)), dtype=dtype)
+        for j, c in enumerate(columns):
+            out[:, j] = xp.reshape(xp.broadcast_to(xp.asarray(c, dtype=dtype), (K, 1)), (K,))
+        return out
+
+    def cat(pieces, widths, K, dtype):
+        """The (K, m) residual matrix from per-output pieces (numbers, (K, 1) or (K, rows))."""
+        return xp.concat([xp.broadcast_to(xp.asarray(p, dtype=dtype), (K, w)) for p, w in zip(pieces, widths)],
+                         axis=1)
+
+    def jac(blocks, widths, K, p, dtype):
+        """(K, m, p) from blocks[i][j] (adjoint of unknown j for output i: a number or broadcastable array)."""
+        out = xp.zeros((K, sum(widths), p), dtype=dtype)
+        row = 0
+        for block, w in zip(blocks, widths):
+            for j, adj in enumerate(block):
+                out[:, row:row + w, j] = xp.broadcast_to(xp.asarray(adj, dtype=dtype), (K, w))
+            row += w
+        return out
+
+    return {"_np": xp, "_sigmoid_a": sigmoid_a, "_wmax_a": wmax_a, "_wmin_a": wmin_a, "_logpos_a": logpos_a,
+            "_cols": cols, "_cat": cat, "_jac": jac}
 
 
-def _cat(pieces, widths, K, dtype):
-    """The (K, m) residual matrix from per-output pieces (numbers, (K, 1) or (K, rows))."""
-    return np.concatenate([np.broadcast_to(np.asarray(p, dtype=dtype), (K, w)) for p, w in zip(pieces, widths)],
-                          axis=1)
-
-
-def _jac(blocks, widths, K, p, dtype):
-    """(K, m, p) from blocks[i][j] (adjoint of unknown j for output i: a number or broadcastable array)."""
-    out = np.zeros((K, sum(widths), p), dtype=dtype)
-    row = 0
-    for block, w in zip(blocks, widths):
-        for j, adj in enumerate(block):
-            out[:, row:row + w, j] = np.broadcast_to(adj, (K, w))
-        row += w
-    return out
-
-
-_NAMESPACE = {"_m": math, "_np": np, "_pow": _pow, "_sign": _sign, "_sigmoid": _sigmoid, "_sigmoid_a": _sigmoid_a,
-              "_max": _max, "_min": _min, "_wmax": _wmax, "_wmin": _wmin, "_wmax_a": _wmax_a, "_wmin_a": _wmin_a,
-              "_logpos": _logpos, "_logpos_a": _logpos_a, "_cols": _cols, "_cat": _cat, "_jac": _jac}
+#: What generated code sees on the cpu: the float helpers and the array helpers over NumPy.
+_NAMESPACE = {**_FLOAT_HELPERS, **_array_helpers(np)}
 
 
 def _check_source(source: str) -> None:
@@ -475,9 +493,9 @@ def _check_source(source: str) -> None:
             float(token.string)
 
 
-def _compile(source: str, name: str, bindings: dict):
+def _compile(source: str, name: str, bindings: dict, helpers: dict = _NAMESPACE):
     _check_source(source)
-    namespace = dict(_NAMESPACE)
+    namespace = dict(helpers)
     namespace.update(bindings)
     code = compile(source, f"<gradsolve trace {name}>", "exec")  # safe: generated from our own op tape, no user text
     exec(code, namespace)  # safe: generated from our own op tape, no user text
@@ -500,20 +518,37 @@ class Trace:
     ``batch_residuals_jacobian(X) -> (R (K, m), J (K, m, p))``.
 
     ``flavour`` is ``"float"`` (straight-line Python floats for single points) or
-    ``"array"`` (NumPy for everything); ``label`` says so in words.
+    ``"array"`` (array code for everything); ``label`` says so in words, and
+    ``batch_label`` says how batches are evaluated.
+
+    Devices.  The array code runs in the namespace of the device the problem was
+    lowered on (``backend``: NumPy on the cpu, CuPy for cuda, the Array API strict
+    namespace in tests), with the data columns kept there.  Batched calls take a
+    (K, p) array on that device (a NumPy array is moved there) and return arrays
+    on it, so a batched optimizer can keep everything on the device; single-point
+    calls take and return host values.  A float64 problem without data gets the
+    float flavour on every device: its single points are a dozen scalar
+    operations, ~2 microseconds as Python floats on the host against tens of
+    microseconds of kernel launches and a device round trip per call on a GPU,
+    while its batches still run as array code on the device.
     """
 
     def __init__(self, lowered):
         self.kind = lowered.kind
         self.n_params = len(lowered.params)
         self.np_dtype = np.float64 if lowered.dtype == gs.float64 else np.float32
+        self.backend = backend = gs.backend.get_backend(lowered.device)
+        self.xp = xp = backend.xp
+        self.dtype = getattr(xp, np.dtype(self.np_dtype).name)  # the same dtype in the device's namespace
+        self._helpers = _NAMESPACE if backend.is_numpy else {**_FLOAT_HELPERS, **_array_helpers(xp)}
         self.tape = tape = _record(lowered)
         nodes = tape.nodes
         if self.kind == "minimize" and nodes[tape.outputs[0]].rows:
             raise TraceUnavailable("the minimized expression depends on data rows")
         n_rows = lowered.spec.n_rows or 1
         self.widths = [n_rows if nodes[o].rows else 1 for o in tape.outputs]
-        self.data = [np.asarray(t.numpy(), dtype=self.np_dtype) for t in lowered.data.values()]
+        self.data = [xp.asarray(t.detach()._data, dtype=self.dtype) for t in lowered.data.values()]
+        on_cpu = backend.is_numpy
         self.flavour = _FLOAT if (self.np_dtype == np.float64 and not self.data) else _ARRAY
         self._array_loss_grad = self._build_array_loss_grad()
         self._array_jacobian = None
@@ -527,8 +562,10 @@ class Trace:
         if self.flavour == _FLOAT:
             self._float_loss_grad = self._build_float_loss_grad()
             self._float_jacobian = self._build_float_jacobian() if self._array_jacobian is not None else None
-        self.label = ("traced: straight-line Python floats" if self.flavour == _FLOAT
-                      else "traced: NumPy arrays")
+        self.batch_label = "traced: NumPy arrays" if on_cpu else f"traced: array code on {backend.name}"
+        floats = "traced: straight-line Python floats" + ("" if on_cpu else f" on the host (a scalar problem; "
+                                                          f"batches run on {backend.name})")
+        self.label = floats if self.flavour == _FLOAT else self.batch_label
 
     # -- builders --------------------------------------------------------------------
     def _begin(self, flavour):
@@ -574,7 +611,7 @@ class Trace:
         e.lines.append(f"return ({result},)")
         source = f"def _loss_grad({args}):\n" + _indent(e.lines)
         self.float_source = source
-        return _compile(source, "_loss_grad", self._bindings(e))
+        return _compile(source, "_loss_grad", self._bindings(e), self._helpers)
 
     def _build_array_loss_grad(self):
         e, args, outs = self._begin(_ARRAY)
@@ -588,7 +625,7 @@ class Trace:
         e.lines.append(f"return loss, _cols([{columns}], K, X.dtype)")
         source = f"def _loss_grad({args}):\n" + _indent(e.lines)
         self.array_source = source
-        return _compile(source, "_loss_grad", self._bindings(e))
+        return _compile(source, "_loss_grad", self._bindings(e), self._helpers)
 
     def _jacobian_lines(self, e):
         """One reverse sweep per output (seed 1.0, rows kept); `j<i>` holds output i's row of adjoints."""
@@ -605,14 +642,14 @@ class Trace:
         blocks = self._jacobian_lines(e)
         e.lines.append(f"return R, _jac([{', '.join(blocks)}], {self.widths!r}, K, {self.n_params}, X.dtype)")
         source = f"def _jacobian({args}):\n" + _indent(e.lines)
-        return _compile(source, "_jacobian", self._bindings(e))
+        return _compile(source, "_jacobian", self._bindings(e), self._helpers)
 
     def _build_float_jacobian(self):
         e, args, outs = self._begin(_FLOAT)
         blocks = self._jacobian_lines(e)
         e.lines.append(f"return [{', '.join(outs)}], [{', '.join(blocks)}]")
         source = f"def _jacobian({args}):\n" + _indent(e.lines)
-        return _compile(source, "_jacobian", self._bindings(e))
+        return _compile(source, "_jacobian", self._bindings(e), self._helpers)
 
     # -- evaluation ------------------------------------------------------------------
     @property
@@ -623,20 +660,28 @@ class Trace:
     def jacobian_reason(self) -> str | None:
         return self._jacobian_reason
 
+    def _on_device(self, X):
+        """X as an array of the trace's dtype on its device (a NumPy array is moved there)."""
+        if self.backend.is_numpy:
+            return np.asarray(X, dtype=self.np_dtype)
+        if isinstance(X, np.ndarray):
+            X = self.backend.from_numpy(np.ascontiguousarray(X, dtype=self.np_dtype))
+        return self.xp.asarray(X, dtype=self.dtype)
+
     def batch_loss_grad(self, X):
-        """Loss (K,) and gradient (K, p) at the K rows of X."""
-        X = np.asarray(X, dtype=self.np_dtype)
+        """Loss (K,) and gradient (K, p) at the K rows of X, as arrays on the trace's device."""
+        X = self._on_device(X)
         with np.errstate(all="ignore"):
             return self._array_loss_grad(X)
 
     def batch_residuals_jacobian(self, X):
-        """Residuals (K, m) and Jacobian (K, m, p) at the K rows of X."""
-        X = np.asarray(X, dtype=self.np_dtype)
+        """Residuals (K, m) and Jacobian (K, m, p) at the K rows of X, as arrays on the trace's device."""
+        X = self._on_device(X)
         with np.errstate(all="ignore"):
             return self._array_jacobian(X)
 
     def loss_grad(self, x):
-        """(loss, gradient list) at one point: the float code, or NumPy where math raises."""
+        """(loss, gradient list) at one point: the float code, or array code where math raises."""
         if isinstance(x, np.ndarray):
             x = x.tolist()
         if self.flavour == _FLOAT:
@@ -646,6 +691,7 @@ class Trace:
             except (ArithmeticError, ValueError):
                 pass
         loss, G = self.batch_loss_grad(np.asarray(x, dtype=np.float64).reshape(1, -1))
+        loss, G = self.backend.to_numpy(loss), self.backend.to_numpy(G)
         return float(loss[0]), [float(v) for v in G[0]]
 
     @property
@@ -664,6 +710,7 @@ class Trace:
             except (ArithmeticError, ValueError):
                 pass
         R, J = self.batch_residuals_jacobian(np.asarray(x, dtype=np.float64).reshape(1, -1))
+        R, J = self.backend.to_numpy(R), self.backend.to_numpy(J)
         return np.asarray(R[0], dtype=np.float64), np.asarray(J[0], dtype=np.float64)
 
     def residuals(self, x):
@@ -741,13 +788,13 @@ class _ScalarSlot:
 
 
 class ArraySlot:
-    """The same stand-in over a NumPy array (a (K, p) batch of points)."""
+    """The same stand-in over an array (a (K, p) batch of points) of the namespace `xp` (NumPy by default)."""
 
-    __slots__ = ("_data",)
-    _xp = np
+    __slots__ = ("_data", "_xp")
 
-    def __init__(self, array):
+    def __init__(self, array, xp=np):
         self._data = array
+        self._xp = xp
 
     def _assign_(self, value) -> None:
         self._data = value

@@ -1,4 +1,8 @@
-"""Batched multistart: starts, one batch through the traced graph and the optimizer, every solution found."""
+"""Batched multistart: starts, one batch through the traced graph and the optimizer, every solution found.
+
+Tests that take the `device` fixture (tests/conftest.py) run on cpu, the Array API strict backend and cuda
+when present; the strict backend's engine is slow, so those runs are kept to a few hundred steps.
+"""
 from __future__ import annotations
 
 import json
@@ -9,6 +13,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+import gradsolve as gs
 from gradsolve.cli.main import cli
 from gradsolve.problem.files import from_file
 from gradsolve.problem.lower import lower
@@ -18,6 +23,13 @@ from gradsolve.solve.solver import merged_options, solve_spec
 from gradsolve.solve.trace import trace_problem
 
 ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = sorted(p.name for p in (ROOT / "problems").iterdir() if p.suffix in (".yaml", ".txt"))
+
+
+def device_tol(device):
+    """The trace and the engine agree to an ulp or so on NumPy-backed namespaces (cpu, strict); a GPU's math
+    library and fused multiply-adds move the last digits more."""
+    return dict(rtol=1e-9, atol=1e-12) if device == "cuda" else dict(rtol=1e-12, atol=1e-12)
 
 
 def spec_of(name):
@@ -46,17 +58,55 @@ def test_intersection_with_64_starts_reports_both_solutions(optimizer):
     assert doc["parameters"] == solutions[0]["parameters"]
 
 
-def test_a_continuum_is_reported_once_with_its_solution_set():
-    code, doc = cli_json("puzzle", str(ROOT / "problems/four-unknowns.yaml"), "--starts", "16")
+@pytest.mark.parametrize("starts", [16, 64])
+def test_a_continuum_is_reported_once_with_its_solution_set(starts):
+    code, doc = cli_json("puzzle", str(ROOT / "problems/four-unknowns.yaml"), "--starts", str(starts))
     assert code == 0
-    assert len(doc["solutions"]) == 1 and doc["solutions"][0]["starts"] == 16
+    assert len(doc["solutions"]) == 1 and doc["solutions"][0]["starts"] == starts
     assert doc["solution_set"]["rank"] == 3
+
+
+def test_every_device_finds_both_intersections(device):
+    result = gs.solve(ROOT / "problems/intersection.txt", starts=64, device=device)
+    doc = result.to_dict()
+    assert result.status == "converged" and doc["device"] == device
+    assert has_point(doc["solutions"], {"x": 3, "y": 4}) and has_point(doc["solutions"], {"x": 4, "y": 3})
+
+
+def test_batched_multistart_runs_on_every_device(device):
+    # adam runs the starts as one batch: on a device through the engine's (K, 1) leaves there
+    # (it raised "expected all tensors on the same device" when they were created on the cpu)
+    got = gs.solve(ROOT / "problems/intersection.txt", optimizer="adam", starts=16, steps=20, device=device)
+    want = gs.solve(ROOT / "problems/intersection.txt", optimizer="adam", starts=16, steps=20)
+    assert got.to_dict()["device"] == device and got.steps == 20
+    got_solutions, want_solutions = got.to_dict()["solutions"], want.to_dict()["solutions"]
+    assert [s["starts"] for s in got_solutions] == [s["starts"] for s in want_solutions]
+    np.testing.assert_allclose([list(s["parameters"].values()) for s in got_solutions],
+                               [list(s["parameters"].values()) for s in want_solutions], **device_tol(device))
 
 
 def test_table_lists_every_solution():
     out = CliRunner().invoke(cli, ["puzzle", str(ROOT / "problems/intersection.txt"), "--starts", "16", "--quiet"])
     assert out.exit_code == 0
     assert "distinct solutions" in out.output
+
+
+def test_starts_are_independent_of_the_problems_random_init():
+    # intersection.txt gives no starting values: x and y start at default_rng(seed) draws. The starts used
+    # to come from that same stream, so start 1 was init + (the same deviates) = exactly 2 x start 0.
+    spec = spec_of("intersection.txt")
+    init = spec.initial_values()
+    np.testing.assert_array_equal(init, np.random.default_rng(0).standard_normal(2))
+    starts = draw_starts(spec, 4, seed=0)
+    assert not np.allclose(starts[1], 2 * starts[0])
+    assert not np.any(np.isclose(starts[1:] - init, init))
+    # over many seeds the first deviate is uncorrelated with the init (it was the same number)
+    pairs = []
+    for seed in range(200):
+        spec = from_file(str(ROOT / "problems" / "intersection.txt"), seed=seed)
+        init = spec.initial_values()
+        pairs.append((init[0], draw_starts(spec, 2, seed=seed)[1, 0] - init[0]))
+    assert abs(np.corrcoef(np.array(pairs).T)[0, 1]) < 0.3
 
 
 def test_starts_are_drawn_from_the_seed_within_bounds():
@@ -72,22 +122,69 @@ def test_starts_are_drawn_from_the_seed_within_bounds():
     assert starts.min() >= -2.0 and starts.max() <= 5.0 and starts[1:].std() > 1.5  # uniform, not N(init, 1)
 
 
-def test_the_batch_follows_the_single_start_trajectory():
+def test_the_batch_follows_the_single_start_trajectory(device):
     spec = spec_of("intersection.txt")
     options = SolveOptions(optimizer="nadam", steps=60, tol=math.nan, atol=-1.0)
     starts = draw_starts(spec, 5, seed=1)
     trace = trace_problem(lower(spec))
     batch = run_batch(trace, starts, options, method="nadam", lr=0.1)
-    eager = run_batch(EagerBatch(spec, lower(spec), 5), starts, options, method="nadam", lr=0.1)
+    eager = run_batch(EagerBatch(spec, lower(spec, device=device), 5), starts, options, method="nadam", lr=0.1)
     np.testing.assert_allclose(batch["values"], eager["values"], rtol=1e-12, atol=1e-12)
     for k in (0, 3):
         single = from_file(str(ROOT / "problems/intersection.txt"),
                            init={"x": starts[k, 0], "y": starts[k, 1]})
-        merged = merged_options(single, {"optimizer": "nadam", "steps": 60})
+        merged = merged_options(single, {"optimizer": "nadam", "steps": 60, "device": device})
         merged.tol, merged.atol = math.nan, -1.0
         result = solve_spec(single, merged)
         np.testing.assert_allclose(batch["values"][k], list(result.parameters.values()), rtol=1e-12, atol=1e-12)
         assert batch["steps"][k] == 60
+
+
+class Recording:
+    """An evaluator that notes the type of every batch it is handed."""
+
+    def __init__(self, evaluator):
+        self.evaluator, self.backend, self.seen = evaluator, evaluator.backend, set()
+
+    def batch_loss_grad(self, X):
+        self.seen.add(type(X))
+        return self.evaluator.batch_loss_grad(X)
+
+
+#: Per example, methods whose 120 steps from draw_starts(seed=2) end in more than one way: converged and
+#: max_steps everywhere, stalled (circuit with adam), diverged (sgd at lr 0.01 on circuit and rosenbrock).
+BATCH_METHODS = {"circuit.yaml": ("adam", "sgd"), "rosenbrock.yaml": ("nadam", "sgd")}
+
+
+@pytest.mark.parametrize("path", EXAMPLES)
+def test_the_batch_stays_on_the_device_and_stops_as_on_the_cpu(path, device):
+    # Points, optimizer state, rates and stopping state stay on the device for the whole run (they were
+    # NumPy arrays, with (K, 1) columns copied to the device and back every step), and every start stops
+    # where, when and why it stops on the cpu: the masked updates on a device equal the cpu's.
+    spec = spec_of(path)
+    lo, hi = spec.bounds()
+    bounds = dict(lower=[None if math.isinf(v) else float(v) for v in lo],
+                  upper=[None if math.isinf(v) else float(v) for v in hi])
+    options = SolveOptions(steps=120, tol=1e-4, atol=1e-2)
+    starts = draw_starts(spec, 6, seed=2)
+    for method in BATCH_METHODS.get(path, ("nadam",)):
+        lr = 0.01 if method == "sgd" else 0.1
+        want = run_batch(trace_problem(lower(spec)), starts, options, method=method, lr=lr, **bounds)
+        assert set(want["status"]) - {"max_steps"}, "some starts should stop within the steps"
+        evaluators = [trace_problem(lower(spec, device=device))]  # array code on the device (see test_trace.py)
+        if path in ("intersection.txt", "circuit.yaml", "polynomial.yaml"):  # the engine: slow on strict
+            evaluators.append(EagerBatch(spec, lower(spec, device=device), 6))
+        for evaluator in evaluators:
+            recording = Recording(evaluator)
+            got = run_batch(recording, starts, options, method=method, lr=lr, **bounds)
+            if device == "cpu":
+                assert recording.seen == {np.ndarray}
+            else:
+                assert np.ndarray not in recording.seen and len(recording.seen) == 1
+            for key in ("status", "reason", "steps"):
+                assert got[key].tolist() == want[key].tolist(), (method, key)
+            for key in ("values", "loss", "history"):
+                np.testing.assert_allclose(got[key], want[key], **device_tol(device), err_msg=f"{method} {key}")
 
 
 def test_converged_starts_are_frozen_and_counted():
@@ -124,6 +221,25 @@ def test_no_trace_multistart_uses_the_engine_batch():
     code, doc = cli_json("puzzle", str(ROOT / "problems/intersection.txt"), "--starts", "8", "--no-trace",
                          "--optimizer", "adam")
     assert code == 0 and doc["solutions"]
+
+
+def test_an_interrupted_batch_reports_the_best_points_so_far():
+    spec = spec_of("intersection.txt")
+    trace = trace_problem(lower(spec))
+    calls = []
+
+    class Interrupting:
+        backend = trace.backend
+
+        def batch_loss_grad(self, X):
+            calls.append(1)
+            if len(calls) == 30:
+                raise KeyboardInterrupt
+            return trace.batch_loss_grad(X)
+
+    out = run_batch(Interrupting(), draw_starts(spec, 4, seed=0), SolveOptions(steps=1000), method="adam", lr=0.1)
+    assert set(out["status"]) == {"interrupted"} and set(out["reason"]) == {"interrupted at step 29"}
+    assert out["steps"].tolist() == [29] * 4 and len(out["history"]) == 28 and np.isfinite(out["loss"]).all()
 
 
 def test_starts_must_be_positive():

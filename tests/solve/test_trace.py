@@ -2,7 +2,10 @@
 from __future__ import annotations
 
 import functools
+import io
 import math
+import re
+import tokenize
 from pathlib import Path
 
 import numpy as np
@@ -49,14 +52,37 @@ def solve(path, trace, **overrides):
     return result, labels[0]
 
 
+def trajectory(path, trace, **overrides):
+    """The solve's result, how it evaluated, and its progress rows, one per step: [step, loss, *parameters]."""
+    spec = from_file(str(ROOT / "problems" / path))
+    labels, rows = [], []
+    result = solve_spec(spec, merged_options(spec, {"trace": trace, **overrides}), every=1,
+                        on_start=lambda label, names: labels.append(label), on_progress=rows.append)
+    return result, labels[0], np.array([[row.step, row.loss, *row.values.values()] for row in rows])
+
+
 @pytest.mark.parametrize("path", EXAMPLES)
 def test_every_example_traced_and_eager_trajectories_agree_for_100_steps(path):
-    traced, how = solve(path, True, steps=100)
-    eager, eager_how = solve(path, False, steps=100)
+    traced, how, traced_rows = trajectory(path, True, steps=100)
+    eager, eager_how, eager_rows = trajectory(path, False, steps=100)
     assert "traced" in how and eager_how.endswith("eager (--no-trace)")
     assert traced.steps == eager.steps and traced.status == eager.status
     np.testing.assert_allclose(traced.loss_history, eager.loss_history, **TOL)
+    # the parameters step by step, not only where the runs end
+    assert traced_rows.shape == eager_rows.shape and len(traced_rows) == traced.steps
+    np.testing.assert_array_equal(traced_rows[:, 0], np.arange(1, traced.steps + 1))
+    np.testing.assert_allclose(traced_rows[:, 2:], eager_rows[:, 2:], **TOL)
+    np.testing.assert_allclose(traced_rows[:, 1], eager_rows[:, 1], **TOL)
     np.testing.assert_allclose(list(traced.parameters.values()), list(eager.parameters.values()), **TOL)
+
+
+@pytest.mark.parametrize("path", ["four-unknowns.yaml", "rosenbrock.yaml"])
+def test_first_order_parameter_trajectories_agree_step_by_step(path):
+    # 100 steps that all run (no stopping test can fire): adam on the float trace against the engine
+    traced, _, traced_rows = trajectory(path, True, steps=100, optimizer="adam", tol=0.0, atol=0.0)
+    eager, _, eager_rows = trajectory(path, False, steps=100, optimizer="adam", tol=0.0, atol=0.0)
+    assert traced.steps == eager.steps == 100 and traced_rows.shape == (100, eager_rows.shape[1])
+    np.testing.assert_allclose(traced_rows, eager_rows, **TOL)
 
 
 @pytest.mark.parametrize("method", FIRST_ORDER + ("lbfgs",))
@@ -157,6 +183,123 @@ def test_an_operation_without_a_trace_rule_falls_back_to_eager_and_says_why():
         solver.lower = original
     assert "eager: cannot trace (no trace rule for the operation" in labels[0]
     assert result.steps == 20
+
+
+@pytest.mark.parametrize("text, value", [("(x - 2)**2 + max(x, 1e39 - 2e39)", -math.inf),
+                                         ("(x - 2)**2 + max(x, sinh(100) - cosh(100))", math.nan)])
+def test_non_finite_constants_are_bound_by_name_not_written_as_source(text, value):
+    # In float32 a constant beyond 3.4e38 (or inf - inf) folds to -inf or NaN at lowering: the
+    # generated code refers to it by a name bound in its namespace; repr() would write "-inf" or "nan",
+    # names that do not exist there (and that _check_source refuses).
+    lowered = lower(spec_of(text, x=0.5), dtype="float32")
+    constants = [float(leaf.item()) for leaf in lowered.program.leaves if not leaf.requires_grad]
+    assert any(c == value or (c != c and value != value) for c in constants)
+    trace = trace_problem(lowered)  # agrees with the engine at the start
+    names = {token.string for token in tokenize.generate_tokens(io.StringIO(trace.array_source).readline)
+             if token.type == tokenize.NAME}
+    assert not names & {"inf", "nan", "infinity", "float", "math"}
+    bound = {name: v for name, v in trace._array_loss_grad.__globals__.items() if re.fullmatch(r"c\d+", name)}
+    assert len(bound) == 1 and set(bound) <= names
+    (v,) = bound.values()
+    assert v == value or (v != v and value != value)
+    x = np.array([0.5, 3.0])
+    for k, xk in enumerate(x):
+        want_loss, want_grad = eager_loss_grad(lowered, [xk])
+        loss, grad = trace.batch_loss_grad(x.reshape(-1, 1))
+        np.testing.assert_allclose([loss[k], grad[k, 0]], [want_loss, *want_grad], rtol=1e-6, equal_nan=True)
+
+
+def test_non_finite_constants_in_float_code_are_bound_by_name():
+    # float64 problems cannot hold one (the problem language refuses), so put -inf and NaN into a lowered program
+    lowered = lower(spec_of("(x - 2)**2 + max(x, -5) + min(y, 7)", x=0.5, y=1.0))
+    leaves = lowered.program.leaves
+    (i,) = [k for k, leaf in enumerate(leaves) if not leaf.requires_grad and float(leaf.item()) == -5.0]
+    (j,) = [k for k, leaf in enumerate(leaves) if not leaf.requires_grad and float(leaf.item()) == 7.0]
+    leaves[i] = gs.tensor(-math.inf, dtype=gs.float64)
+    leaves[j] = gs.tensor(math.nan, dtype=gs.float64)
+    trace = trace_problem(lowered)
+    assert trace.flavour == "float"
+    for source in (trace.float_source, trace.array_source):
+        assert f"c{i}" in source and f"c{j}" in source and "inf" not in source and "nan" not in source
+    for x in ([0.5, 1.0], [3.0, -2.0]):
+        want_loss, want_grad = eager_loss_grad(lowered, x)
+        loss, grad = trace.loss_grad(x)
+        np.testing.assert_allclose([loss, *grad], [want_loss, *want_grad], equal_nan=True, **TOL)
+    with pytest.raises(ValueError):
+        trace_module._literal(math.inf)
+
+
+def host(array):
+    """A NumPy copy of an array of any backend (NumPy, CuPy, Array API strict)."""
+    if isinstance(array, np.ndarray):
+        return array
+    return array.get() if hasattr(array, "get") else np.from_dlpack(array)
+
+
+DEVICE_TOL = dict(rtol=1e-12, atol=1e-300)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_array_code_runs_on_the_device_the_problem_was_lowered_on(device, dtype):
+    # The same generated text, bound to the device's namespace: arrays in and out on the device, data kept
+    # there, values as the cpu's (bit for bit on the strict backend, which wraps NumPy)
+    specs = [from_file(str(ROOT / "problems" / path)) for path in EXAMPLES] + [spec_of(EVERY_FUNCTION, x=0.7, y=1.3)]
+    tol = DEVICE_TOL if dtype == "float64" else dict(rtol=1e-5, atol=1e-6)
+    for spec in specs:
+        cpu = trace_problem(lower(spec, dtype=dtype))
+        lowered = lower(spec, dtype=dtype, device=device)
+        on_device = trace_problem(lowered)
+        assert on_device.flavour == cpu.flavour  # float64 without data: floats on the host for single points
+        if device != "cpu":
+            assert on_device.batch_label == f"traced: array code on {device}"
+            assert on_device.label == (on_device.batch_label if cpu.flavour == "array" else
+                                       f"traced: straight-line Python floats on the host (a scalar problem; "
+                                       f"batches run on {device})")
+        X = np.random.default_rng(4).uniform(0.3, 1.9, (7, cpu.n_params))
+        loss, G = on_device.batch_loss_grad(X)
+        assert type(loss) is type(lowered.params[0]._data) and type(G) is type(loss)
+        want_loss, want_G = cpu.batch_loss_grad(X)
+        np.testing.assert_allclose(host(loss), want_loss, **tol)
+        np.testing.assert_allclose(host(G), want_G, **tol)
+        if cpu.has_jacobian:
+            R, J = on_device.batch_residuals_jacobian(X)
+            want_R, want_J = cpu.batch_residuals_jacobian(X)
+            np.testing.assert_allclose(host(R), want_R, **tol)
+            np.testing.assert_allclose(host(J), want_J, **tol)
+            r, j = on_device.residuals_jacobian(X[0])
+            assert isinstance(r, np.ndarray) and isinstance(j, np.ndarray)
+            np.testing.assert_allclose(j, want_J[0], **tol)
+        value, grad = on_device.loss_grad(X[0])
+        assert isinstance(value, float) and all(isinstance(g, float) for g in grad)
+        np.testing.assert_allclose([value, *grad], [want_loss[0], *want_G[0]], **tol)
+
+
+@pytest.mark.parametrize("overrides", [{}, {"optimizer": "adam", "steps": 200}, {"optimizer": "lbfgs"},
+                                       {"starts": 8}, {"starts": 8, "optimizer": "adam", "steps": 200}])
+def test_the_solver_can_trace_on_a_device(device, overrides, monkeypatch):
+    # solver.make_trace returns no trace for a device other than the cpu; this is the solve once that check
+    # is gone (here: make_trace is told the device is the cpu, while the problem is lowered on `device`)
+    import gradsolve.solve.solver as solver
+
+    paths = ("intersection.txt", "polynomial.yaml")
+    specs = [from_file(str(ROOT / "problems" / path)) for path in paths]
+    wants = [solve_spec(spec, merged_options(spec, dict(overrides))) for spec in specs]  # traced on the cpu
+    original = solver.make_trace
+    monkeypatch.setattr(solver, "make_trace", lambda lowered, method, options, _device:
+                        original(lowered, method, options, "cpu"))
+    for spec, want in zip(specs, wants):
+        labels = []
+        got = solve_spec(spec, merged_options(spec, {**overrides, "device": device}),
+                         on_start=lambda label, names: labels.append(label))
+        # array code on the device for batches and data; a scalar problem's single points are floats on the host
+        on_device = ("starts" in overrides and overrides.get("optimizer") == "adam") or spec.data
+        assert ("traced: array code on" in labels[0]) == (device != "cpu" and bool(on_device))
+        assert "traced" in labels[0] and "eager" not in labels[0]
+        assert got.status == want.status and got.steps == want.steps and got.device == device
+        np.testing.assert_allclose(list(got.parameters.values()), list(want.parameters.values()), rtol=1e-9,
+                                   atol=1e-12)
+        if "starts" in overrides:
+            assert [s["starts"] for s in got.extra["solutions"]] == [s["starts"] for s in want.extra["solutions"]]
 
 
 def test_generated_code_admits_only_allowlisted_names():
