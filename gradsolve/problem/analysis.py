@@ -1,7 +1,8 @@
 """Structure of a problem: linearity, Jacobian rank, null space, minimum-norm solution.
 
-* ``is_linear(spec)``: exact, by sympy: every expression is affine in the
-  unknowns (data columns count as constants).
+* ``is_linear(spec)``: exact, by sympy: every expression is proven affine in
+  the unknowns (data columns count as constants); fast, because a numeric
+  test rules out nonlinear expressions before any symbolic rewriting.
 * ``jacobian_rank(lowered, values=None)``: numeric rank of the residual
   Jacobian at a point (autograd, then an SVD of the numpy copy), with the
   null-space directions, so an underdetermined system is reported as a family
@@ -16,6 +17,9 @@ that is deliberate and fine on any device.
 
 from __future__ import annotations
 
+import functools
+import math
+import random
 from dataclasses import dataclass
 
 import numpy as np
@@ -36,31 +40,129 @@ __all__ = [
     "linear_solution",
 ]
 
-#: Expressions larger than this (sympy operation count) are not simplified
-#: when a second derivative is not already structurally zero.
-_SIMPLIFY_LIMIT = 400
-
-
-def _is_zero(expr: sympy.Expr) -> bool:
-    if expr == 0:
-        return True
-    if expr.is_zero:
-        return True
-    if sympy.count_ops(expr) <= _SIMPLIFY_LIMIT:
-        return sympy.simplify(expr) == 0
-    return False
+#: Largest derivative (sympy operation count) that is rewritten (expand, cancel, trigsimp) to show
+#: that it is free of the unknowns; past it, an expression that is not structurally affine counts
+#: as nonlinear.
+_REWRITE_LIMIT = 400
+#: Largest derivative that ``sympy.simplify`` is tried on (simplify is the slow step: seconds
+#: on a few hundred operations).
+_SIMPLIFY_LIMIT = 60
+#: Random point pairs of the numeric test for nonlinearity, and the digits it evaluates at.
+_SAMPLES = 3
+_SAMPLE_DIGITS = 30
 
 
 def _affine_in(expr: sympy.Expr, unknowns: set[sympy.Symbol]) -> bool:
-    """True when every second derivative of *expr* in *unknowns* is zero."""
-    present = expr.free_symbols & unknowns
-    for u in sorted(present, key=lambda s: s.name):
+    """True when *expr* is proven affine in *unknowns* (other symbols count as constants).
+
+    Cached: the solver asks about the same expressions more than once.
+    """
+    return _affine_cached(expr, frozenset(unknowns))
+
+
+@functools.lru_cache(maxsize=4096)
+def _affine_cached(expr: sympy.Expr, unknowns: frozenset) -> bool:
+    present = sorted(expr.free_symbols & unknowns, key=lambda s: s.name)
+    if not present:
+        return True
+    # 1. Structure: every first derivative free of the unknowns means a constant gradient.
+    #    This decides every expression written as a sum of constant multiples of unknowns.
+    unresolved = []
+    for u in present:
         first = sympy.diff(expr, u)
-        for v in sorted(first.free_symbols & unknowns, key=lambda s: s.name):
-            if not _is_zero(sympy.diff(first, v)):
-                return False
-        # a first derivative free of unknowns has zero second derivatives
-    return True
+        if first.free_symbols & unknowns:
+            unresolved.append(first)
+    if not unresolved:
+        return True
+    # 2. Numbers: f(p) + f(q) - 2 f((p + q)/2) is 0 for an affine f; clearly non-zero proves nonlinear.
+    if _numerically_nonlinear(expr, present):
+        return False
+    # 3. Rewriting, within a size budget: sin(y)^2 + cos(y)^2 is 1.
+    return all(_free_of(first, unknowns) for first in unresolved)
+
+
+def _numerically_nonlinear(expr: sympy.Expr, unknowns: list[sympy.Symbol]) -> bool:
+    """True when a second difference of *expr* at random points is clearly non-zero.
+
+    Points are exact rationals in [-2, 2] (the same for every run: a fixed
+    seed), other symbols (data columns) get one random value per pair, and
+    values are computed by ``evalf`` at 30 digits in complex arithmetic, so an
+    affine expression gives a difference near 1e-30 of its size.  A point where
+    the expression is undefined tells nothing and is skipped.
+    """
+    rng = random.Random(20240611)
+    others = sorted(expr.free_symbols - set(unknowns), key=lambda s: s.name)
+
+    def draw():
+        return sympy.Rational(rng.randint(-2000, 2000), 1000)
+
+    for _ in range(_SAMPLES):
+        fixed = {s: draw() for s in others}
+        p = {u: draw() for u in unknowns}
+        q = {u: draw() for u in unknowns}
+        m = {u: (p[u] + q[u]) / 2 for u in unknowns}
+        values = []
+        for point in (p, q, m):
+            value = _complex_value(expr, {**fixed, **point})
+            if value is None:
+                break
+            values.append(value)
+        if len(values) < 3:
+            continue
+        second = values[0] + values[1] - 2.0 * values[2]
+        scale = max(1.0, *(abs(v) for v in values))
+        if abs(second) > 1e-9 * scale:
+            return True
+    return False
+
+
+def _complex_value(expr: sympy.Expr, point: dict) -> complex | None:
+    try:
+        value = complex(expr.evalf(_SAMPLE_DIGITS, subs=point))
+    except (TypeError, ValueError, OverflowError, ZeroDivisionError, AttributeError, RecursionError):
+        return None
+    if not (math.isfinite(value.real) and math.isfinite(value.imag)):
+        return None
+    return value
+
+
+def _free_of(first: sympy.Expr, unknowns: frozenset) -> bool:
+    """True when rewriting *first* (a derivative) shows it does not depend on *unknowns*."""
+    return _rewrite_shows(first, lambda rewritten: not (rewritten.free_symbols & unknowns))
+
+
+def _rewrite_shows(expr: sympy.Expr, holds) -> bool:
+    """True when *holds* is true of *expr* or of one of its rewritings (within the size budget)."""
+    size = sympy.count_ops(expr)
+    if size > _REWRITE_LIMIT:
+        return False
+    rewrites = [sympy.expand, sympy.cancel, sympy.trigsimp]
+    if size <= _SIMPLIFY_LIMIT:
+        rewrites.append(sympy.simplify)
+    for rewrite in rewrites:
+        try:
+            if holds(rewrite(expr)):
+                return True
+        except (TypeError, ValueError, RecursionError, sympy.PolynomialError):
+            continue
+    return False
+
+
+def _is_zero(expr: sympy.Expr) -> bool:
+    """True when *expr* is proven identically zero (structurally, or after rewriting within the budget).
+
+    A value clearly away from zero at a random point answers False at once,
+    before any rewriting.
+    """
+    if expr == 0 or expr.is_zero:
+        return True
+    symbols = sorted(expr.free_symbols, key=lambda s: s.name)
+    rng = random.Random(20240611)
+    for _ in range(_SAMPLES):
+        value = _complex_value(expr, {s: sympy.Rational(rng.randint(-2000, 2000), 1000) for s in symbols})
+        if value is not None and abs(value) > 1e-9:
+            return False
+    return _rewrite_shows(expr, lambda rewritten: rewritten == 0)
 
 
 #: Expressions with more nodes than this are not asked about their sign (sympy's
@@ -87,13 +189,17 @@ def nonlinear_expressions(spec: ProblemSpec) -> list[int]:
 
 
 def is_linear(spec: ProblemSpec) -> bool:
-    """True when every residual (or the loss, for minimize) is affine in the unknowns.
+    """True when every residual (or the loss, for minimize) is proven affine in the unknowns.
 
-    Exact: second derivatives by ``sympy.diff`` must vanish (structurally, or
-    after ``sympy.simplify`` for small expressions).  Data columns are treated
-    as constants, so ``y = a*x^2 + b*x + c`` over data x, y is linear in a, b, c.
-    Non-smooth functions (``abs``, ``min``, ``sign`` of an unknown) make a
-    problem nonlinear.
+    Never True for a nonlinear problem.  An expression is affine when every
+    first derivative (``sympy.diff``) is free of the unknowns, as written or
+    after rewriting (expand, cancel, trigsimp; simplify for small ones).  A
+    numeric test first rules out nonlinear expressions quickly: a second
+    difference at random points that is clearly non-zero.  Rewriting has a
+    size budget; an expression that is not affine as written and too large to
+    rewrite counts as nonlinear.  Data columns are treated as constants, so
+    ``y = a*x^2 + b*x + c`` over data x, y is linear in a, b, c.  Non-smooth
+    functions (``abs``, ``min``, ``sign`` of an unknown) make a problem nonlinear.
     """
     return not nonlinear_expressions(spec)
 

@@ -23,10 +23,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["Issue", "ProblemError", "escape", "excerpt", "quoted", "EXCERPT_CHARS"]
+__all__ = ["Issue", "ProblemError", "escape", "excerpt", "quoted", "EXCERPT_CHARS", "MAX_LISTED_ERRORS"]
 
 #: Longest excerpt of user input quoted in a message or shown under an error.
 EXCERPT_CHARS = 60
+#: Most issues written out by ``ProblemError.format``; the rest are counted ("... and N more errors").
+MAX_LISTED_ERRORS = 20
 
 
 def escape(text: str) -> str:
@@ -138,7 +140,7 @@ class ProblemError(Exception):
     """The one error type raised for anything wrong with a problem.
 
     ``issues`` lists every diagnostic found (a file with several mistakes
-    reports them all); ``file``, ``line``, ``column``, ``message``, ``hint``
+    reports them all; the text shows the first ``MAX_LISTED_ERRORS``); ``file``, ``line``, ``column``, ``message``, ``hint``
     describe the first one.  ``str(err)`` / ``err.format()`` give the
     compiler-style text for all issues.
     """
@@ -171,9 +173,14 @@ class ProblemError(Exception):
         super().__init__(self.format())
 
     def format(self) -> str:
-        text = "\n".join(issue.format() for issue in self.issues)
+        """Every issue in compiler style; past ``MAX_LISTED_ERRORS`` the rest are only counted."""
+        shown = self.issues[:MAX_LISTED_ERRORS]
+        text = "\n".join(issue.format() for issue in shown)
+        hidden = len(self.issues) - len(shown)
+        if hidden:
+            text += f"\n... and {hidden:,} more error{'s' if hidden != 1 else ''}"
         if len(self.issues) > 1:
-            text += f"\n{len(self.issues)} errors"
+            text += f"\n{len(self.issues):,} errors"
         return text
 
     def __str__(self) -> str:

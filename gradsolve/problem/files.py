@@ -11,9 +11,15 @@ aliases (``*ref``: no "billion laughs"), explicit tags (``!!python/...``) and
 documents with too many nodes.  Every key is checked (a typo is an error with a
 "did you mean" hint) and every expression keeps its line and column in the file.
 
+Numbers in YAML (``init``, ``lr``, ``steps``, ...) are read as written with the
+grammar's number rules, never YAML 1.1's (``012`` is not octal 10, ``1:30`` is
+not 90, ``yes`` is not a number): each such value is an error at its place.
+
 A problem file is not a way to read other files: ``data`` paths are relative to
 the problem file's folder and must resolve (symbolic links followed) inside it,
-unless ``allow_data_outside`` (CLI ``--allow-data-outside``) is set.
+unless ``allow_data_outside`` (CLI ``--allow-data-outside``) is set.  Data-file
+errors point at the ``data:`` value or name the data file as written (never its
+absolute path), and quote at most ``errors.EXCERPT_CHARS`` of it.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ import os
 import re
 from typing import IO, Mapping
 
-from .errors import Issue, ProblemError, excerpt
+from .errors import EXCERPT_CHARS, Issue, ProblemError, excerpt
 from .grammar import FUNCTIONS, Origin, is_valid_name, parse_expression
 from .settings import OPTIMIZERS
 
@@ -53,6 +59,9 @@ SOLVER_KEYS = ("optimizer", "lr", "steps", "tol", "seed")
 UNKNOWN_KEYS = ("init", "min", "max")
 _YAML_SUFFIXES = (".yaml", ".yml")
 _TEXT_MINIMIZE = re.compile(r"^(\s*)(minimize|loss)\s*:")
+# YAML 1.1 number forms the grammar does not share: base 60 (1:30 is 90) and .inf / .nan.
+_SEXAGESIMAL = re.compile(r"[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+(?:\.[0-9_]*)?")
+_YAML_SPECIAL_FLOAT = re.compile(r"[-+]?\.(?:inf|Inf|INF|nan|NaN|NAN)")
 
 
 # ----------------------------------------------------------------------------- entry points
@@ -115,16 +124,21 @@ def from_text(text: str, filename: str = "<text>", *, init: Mapping[str, float] 
     """Parse a text problem: one equation per line, or one ``minimize: EXPR`` line.
 
     ``#`` starts a comment; blank lines are ignored.  ``loss:`` is accepted
-    for ``minimize:``.  Equations and a minimize line cannot be mixed.
+    for ``minimize:``.  Equations and a minimize line cannot be mixed; a file
+    that mixes them is reported with every other mistake in its lines.
     """
-    from .spec import build_spec
+    from .spec import MAX_EXPRESSIONS, budget_issues, build_spec
 
     text = _clean_text(text, filename)
     equations: list[tuple[str, Origin]] = []
     minimize: list[tuple[str, Origin]] = []
+    beyond = 0  # lines past the expression limit: counted, never kept
     for number, line in enumerate(text.split("\n"), start=1):
         body = line.split("#", 1)[0]
         if not body.strip():
+            continue
+        if len(equations) + len(minimize) > MAX_EXPRESSIONS:
+            beyond += 1
             continue
         match = _TEXT_MINIMIZE.match(body)
         if match:
@@ -136,18 +150,34 @@ def from_text(text: str, filename: str = "<text>", *, init: Mapping[str, float] 
             equations.append((body, Origin(filename, number, 1, line)))
     name = _stem(filename)
     first = Origin(filename, 1, 1, None)
+    if beyond:
+        kind = "minimize" if minimize and not equations else "equations"
+        lines = sorted(equations + minimize, key=lambda pair: pair[1].line)
+        raise ProblemError(issues=budget_issues(kind, lines, count=len(lines) + beyond))
+    structure: list[Issue] = []
     if minimize and equations:
         where = minimize[0][1]
-        raise ProblemError(
+        structure.append(Issue(
             "a text problem has either equations or one 'minimize:' line, not both",
-            file=filename, line=where.line, column=1, source_line=where.source_line,
-            hint="use a YAML problem file for other combinations",
-        )
+            filename, where.line, 1, "use a YAML problem file for other combinations", where.source_line,
+        ))
     if len(minimize) > 1:
         where = minimize[1][1]
-        raise ProblemError(
-            "more than one 'minimize:' line", file=filename, line=where.line, column=1, source_line=where.source_line
-        )
+        structure.append(Issue("more than one 'minimize:' line", filename, where.line, 1, None, where.source_line))
+    if structure:
+        # Report the structure problem with every mistake inside the lines, in line order.
+        issues = list(structure)
+        for kind, lines in (("equations", equations), ("minimize", minimize)):
+            if not lines:
+                continue
+            try:
+                build_spec(kind=kind, expressions=lines, name=name, path=filename, init=init, seed=seed,
+                           file_origin=first)
+            except ProblemError as exc:
+                issues.extend(exc.issues)
+        issues = list(dict.fromkeys(issues))  # an --init mistake is found by both passes
+        issues.sort(key=lambda issue: (issue.line is not None, issue.line or 0))
+        raise ProblemError(issues=issues)
     if minimize:
         return build_spec(kind="minimize", expressions=minimize, name=name, path=filename, init=init, seed=seed, file_origin=first)
     return build_spec(kind="equations", expressions=equations, name=name, path=filename, init=init, seed=seed, file_origin=first)
@@ -235,6 +265,26 @@ def resolve_data_path(value: str, base_dir: str, allow_outside: bool = False) ->
             how = "climbs out of" if ".." in re.split(r"[\\/]", value) else "resolves (through a symbolic link) outside"
             raise ProblemError(f"data path {excerpt(value)!r} {how} the problem file's folder", hint=hint)
     return target
+
+
+_ARROW_PREFIX = "cannot read the data file: "
+_ARROW_COLUMNS = re.compile(r"(.*?Expected \d+ columns?, got \d+)")
+
+
+def _data_message(message: str, real: str, shown: str) -> str:
+    """A data reader's message with the real path replaced by the one shown and quoted data cut short.
+
+    pyarrow's parse errors quote the whole offending row (``Expected 2 columns,
+    got 4: root:x:0:0:...``): the row's line is in the location already, so the
+    row itself is dropped; any other reader text is cut to ``EXCERPT_CHARS``.
+    """
+    message = message.replace(real, shown)
+    if message.startswith(_ARROW_PREFIX):
+        rest = message[len(_ARROW_PREFIX):]
+        match = _ARROW_COLUMNS.match(rest)
+        rest = match.group(1) if match and len(match.group(1)) <= EXCERPT_CHARS else rest
+        message = _ARROW_PREFIX + excerpt(rest)
+    return message
 
 
 class _YamlProblem:
@@ -336,6 +386,21 @@ class _YamlProblem:
                 column=mark.column + 1 if mark else None,
                 source_line=self.line_text(mark.line) if mark else None,
             ) from None
+        except yaml.reader.ReaderError as exc:  # a character YAML refuses (NUL, other controls): it has a position
+            position = exc.position if isinstance(exc.position, int) else None
+            character = exc.character
+            what = f"U+{character:04X}" if isinstance(character, int) else excerpt(str(character), 10)
+            if position is None or not 0 <= position <= len(self.text):
+                raise ProblemError(f"invalid YAML: character {what} is not allowed", file=self.filename) from None
+            line = self.text.count("\n", 0, position)
+            column = position - (self.text.rfind("\n", 0, position) + 1) + 1
+            control = isinstance(character, int) and (character < 32 or 127 <= character < 160)
+            message = f"{'control ' if control else ''}character {what} is not allowed"
+            raise ProblemError(
+                f"invalid YAML: {message}",
+                file=self.filename, line=line + 1, column=column, source_line=self.line_text(line),
+                hint="remove it; problem files are plain text",
+            ) from None
         except yaml.YAMLError as exc:
             raise ProblemError(f"invalid YAML: {excerpt(str(exc), 120)}", file=self.filename) from None
         except RecursionError:
@@ -393,18 +458,42 @@ class _YamlProblem:
             return None
         value = self.scalar(node)
         if isinstance(value, bool) or value is None:
-            self.issue(node, f"{what} must be a number, got {excerpt(node.value, 30)!r}")
+            hint = None
+            if isinstance(value, bool) and not node.style:
+                hint = f"YAML reads {excerpt(node.value, 10)} as {'true' if value else 'false'}; write a number"
+            self.issue(node, f"{what} must be a number, got {excerpt(node.value, 30)!r}", hint)
             return None
-        if isinstance(value, str):
-            try:
-                parsed = parse_expression(value, self.scalar_origin(node, value))
-            except ProblemError as exc:
-                self.issues.extend(exc.issues)
-                return None
-            if parsed.names:
-                self.issue(node, f"{what} must be a number, not an expression in {', '.join(sorted(parsed.names))}")
-                return None
-            value = float(parsed.expr.evalf(17))
+        # The text as written goes through the grammar's number rules, never YAML 1.1's own
+        # (which reads 012 as octal 10, 1:30 as 90 and 1_000 as 1000).
+        text = node.value
+        yaml_reading = value if isinstance(value, (int, float)) and not node.style else None
+        if _SEXAGESIMAL.fullmatch(text.strip()):
+            reading = f" (YAML 1.1 would read it as the base-60 number {yaml_reading:g})" if yaml_reading is not None else ""
+            head, *rest = text.strip().replace("_", "").split(":")
+            fraction = abs(float(head)) + sum(float(part) / 60.0 ** k for k, part in enumerate(rest, start=1))
+            fraction = -fraction if head.startswith("-") else fraction
+            self.issue(node, f"{what} must be a decimal number, got {excerpt(text, 30)!r}{reading}",
+                       f"write a decimal number, e.g. {fraction:.10g} for {excerpt(text.strip(), 30)} read as "
+                       "units and sixtieths")
+            return None
+        if _YAML_SPECIAL_FLOAT.fullmatch(text.strip()):
+            self.issue(node, f"{what} must be a finite number, got {excerpt(text, 30)!r}")
+            return None
+        try:
+            parsed = parse_expression(text, self.scalar_origin(node, text))
+        except ProblemError as exc:
+            for issue in exc.issues:
+                if issue.message.startswith("leading zeros") and isinstance(yaml_reading, int):
+                    digits = text.strip().lstrip("+-").lstrip("0") or "0"
+                    issue = Issue(issue.message, issue.file, issue.line, issue.column,
+                                  f"write {excerpt(digits, 30)} (YAML 1.1 would read {excerpt(text.strip(), 30)} "
+                                  f"as the octal number {yaml_reading})", issue.source_line)
+                self.issues.append(issue)
+            return None
+        if parsed.names:
+            self.issue(node, f"{what} must be a number, not an expression in {', '.join(sorted(parsed.names))}")
+            return None
+        value = int(parsed.expr) if parsed.expr.is_Integer else float(parsed.expr.evalf(17))
         if isinstance(value, int) and not integer:
             value = float(value)
         if isinstance(value, float) and not math.isfinite(value):
@@ -456,7 +545,6 @@ class _YamlProblem:
     def build(self, *, init, seed):
         import yaml
 
-        from .data import read_columns
         from .spec import Declaration, build_spec
 
         node = self.compose()
@@ -475,7 +563,7 @@ class _YamlProblem:
         if "name" in entries:
             value = self.scalar(entries["name"][1])
             if isinstance(value, (str, int, float)) and not isinstance(value, bool):
-                name = str(value)
+                name = entries["name"][1].value  # as written: 012 stays 012 (YAML 1.1 would read 10)
                 if len(name) > 200:
                     self.issue(entries["name"][1], "'name' is too long (more than 200 characters)")
             else:
@@ -526,15 +614,7 @@ class _YamlProblem:
             if not isinstance(value, str):
                 self.issue(data_node, "'data' must be the name of a CSV file")
             else:
-                try:
-                    real = resolve_data_path(value, self.base_dir, self.allow_data_outside)
-                    data = read_columns(real)  # columns that are not names can never be used
-                except ProblemError as exc:
-                    for issue in exc.issues:
-                        if issue.file is None:  # path problems: point at the 'data' entry
-                            origin = self.node_origin(data_node)
-                            issue = Issue(issue.message, origin.file, origin.line, origin.column, issue.hint, origin.source_line)
-                        self.issues.append(issue)
+                data = self.read_data(value, data_node)
 
         if kind is None:
             raise ProblemError(issues=self.issues)
@@ -552,6 +632,49 @@ class _YamlProblem:
             issues=self.issues,
             solver_origins=solver_origins,
         )
+
+    def read_data(self, value: str, node) -> dict:
+        """The columns of the ``data:`` file; every problem becomes an issue, with the path as written.
+
+        Problems with the file itself (missing, not a file, unreadable) point
+        at the ``data:`` value in the YAML; problems inside it (a bad cell, a
+        ragged row) at the data file's line, named relative to the working
+        folder as the problem file is, never by its absolute path.  Text quoted
+        from the data file is cut to ``EXCERPT_CHARS``.
+        """
+        from .data import read_columns
+
+        origin = self.scalar_origin(node, node.value)
+
+        def at_value(message: str, hint: str | None = None) -> Issue:
+            return Issue(message, origin.file, origin.line, origin.column, hint, origin.source_line)
+
+        try:
+            real = resolve_data_path(value, self.base_dir, self.allow_data_outside)
+        except ProblemError as exc:
+            self.issues.extend(at_value(issue.message, issue.hint) for issue in exc.issues)
+            return {}
+        if not os.path.exists(real):
+            self.issues.append(at_value(f"data file not found: {excerpt(value)!r}",
+                                        "data paths are relative to the problem file's folder"))
+            return {}
+        if not os.path.isfile(real):
+            self.issues.append(at_value(f"data path is not a regular file: {excerpt(value)!r}"))
+            return {}
+        if os.path.isabs(value) or self.filename.startswith("<"):
+            shown = value
+        else:
+            shown = os.path.normpath(os.path.join(os.path.dirname(self.filename), value))
+        try:
+            return read_columns(real)  # columns that are not names can never be used
+        except ProblemError as exc:
+            for issue in exc.issues:
+                message = _data_message(issue.message, real, shown)
+                if issue.line is None:  # about the whole file: point at the 'data:' entry
+                    self.issues.append(at_value(f"{message} (data file {excerpt(value)!r})", issue.hint))
+                else:
+                    self.issues.append(Issue(message, shown, issue.line, issue.column, issue.hint, None))
+            return {}
 
     def unknowns(self, node):
         import yaml
@@ -575,7 +698,8 @@ class _YamlProblem:
                 self.issue(key_node, f"{excerpt(str(name), 40)!r} is not a valid unknown name", "names are letters, digits and '_', starting with a letter")
                 continue
             if name in FUNCTIONS:
-                self.issue(key_node, f"{name!r} is a function name and cannot be an unknown")
+                self.issue(key_node, f"{name!r} is a function name and cannot be an unknown",
+                           f"rename the unknown, e.g. {name}_")
                 continue
             if name in seen:
                 self.issue(key_node, f"unknown {name!r} is declared twice")

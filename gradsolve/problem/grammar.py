@@ -21,9 +21,12 @@ Nothing here ever evaluates user text.  The pipeline for one expression is
    allowed", "tuples are not allowed", ...);
 5. sympy objects are built directly (``sympy.Symbol(name, real=True)``,
    ``sympy.Integer``, ``sympy.Float``, ``sympy.Add``, ...).  Every constant
-   sub-expression must be a finite real number in double precision, and a power
-   is checked *before* sympy sees it, so ``9**9**9**9`` or ``10**10**10`` is
-   refused instantly instead of being computed.
+   sub-expression must be a finite real number in double precision: it is
+   evaluated exactly by ``sympy.N`` at 30 and 45 digits, and a value that
+   differs between the two (a pole such as ``tan(pi/2)``, a division by an
+   exact zero written in radicals) is refused as undefined.  A power is checked
+   *before* sympy sees it, so ``9**9**9**9`` or ``10**10**10`` is refused
+   instantly instead of being computed.
 
 Everything raises :class:`~gradsolve.problem.errors.ProblemError` with a
 1-based line and column pointing at the offending character.
@@ -41,7 +44,7 @@ import sys
 import tokenize
 import unicodedata
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Mapping
 
 import sympy
 from sympy.codegen.cfunctions import expm1 as _sympy_expm1
@@ -67,6 +70,7 @@ __all__ = [
     "maximum",
     "minimum",
     "is_valid_name",
+    "evaluate_constant",
 ]
 
 # ----------------------------------------------------------------------------- limits
@@ -88,6 +92,8 @@ MAX_NAME_CHARS = 100
 _MAX_EXACT_DIGITS = 1_000
 _MAX_EXACT_BITS = int(_MAX_EXACT_DIGITS / 0.30103)
 _UNDEFINED = (sympy.zoo, sympy.nan, sympy.oo, -sympy.oo)
+#: Digits at which constant sub-expressions are evaluated; a defined value agrees at both.
+_CHECK_DIGITS = (30, 45)
 #: Largest decimal exponent a constant power may reach (doubles stop near 308).
 _MAX_CONSTANT_LOG10 = 400.0
 
@@ -147,20 +153,40 @@ class _Extremum(sympy.Function):
     sympy's own ``Max``/``Min`` compare every pair of arguments (with
     assumption queries) when built and flatten nested calls, which is
     quadratic and was measured at seconds for ~100 symbolic arguments; these
-    nodes do nothing when built.  ``fdiff`` gives sympy.diff the usual
-    Heaviside derivative and ``_eval_evalf`` the numeric value.
+    nodes do nothing when built (the grammar drops repeated arguments).
+    ``fdiff`` gives sympy.diff the engine's derivative (Heaviside steps with
+    the engine's tie rule) and ``_eval_evalf`` the numeric value.
     """
 
     _pick = None  # max or min of numeric values
     _step_sign = 1  # +1: d max/d a_i = H(a_i - others); -1: d min/d a_i = H(others - a_i)
 
+    @classmethod
+    def eval(cls, *args):
+        # Only plain numbers are compared (no assumption queries, so building stays cheap).
+        if args and all(arg.is_Number for arg in args):
+            return cls._pick(args)
+        return None
+
     def fdiff(self, argindex=1):
-        args = list(self.args)
-        chosen = args.pop(argindex - 1)
-        if not args:
-            return sympy.Integer(1)
-        other = args[0] if len(args) == 1 else type(self)(*args)
-        return sympy.Heaviside(self._step_sign * (chosen - other))
+        """The derivative the engine computes: a left fold of two-argument max/min, ties shared equally.
+
+        ``max(a1, ..., an)`` is evaluated as ``max(max(max(a1, a2), a3), ...)``
+        and each two-argument step gives half the gradient to each side on a tie
+        (``Heaviside(0) = 1/2``), so at ``a1 = a2 = a3`` the derivatives are
+        1/4, 1/4, 1/2 and they always sum to 1.
+        """
+        args = self.args
+        i = argindex - 1
+        sign = self._step_sign
+
+        def prefix(k):  # the running max/min of args[0..k]
+            return args[0] if k == 0 else type(self)(*args[: k + 1])
+
+        factors = [] if i == 0 else [sympy.Heaviside(sign * (args[i] - prefix(i - 1)))]
+        for k in range(i + 1, len(args)):
+            factors.append(sympy.Heaviside(sign * (prefix(k - 1) - args[k])))
+        return sympy.Mul(*factors)
 
     def _eval_evalf(self, prec):
         dps = max(15, int(prec * 0.30103) + 2)
@@ -193,6 +219,7 @@ minimum.__name__ = "min"
 
 def _extremum(node_class):
     def build(*args):
+        args = tuple(dict.fromkeys(args))  # max(y, y, y) is y: duplicates change nothing
         return args[0] if len(args) == 1 else node_class(*args)
 
     return build
@@ -308,21 +335,24 @@ class ParsedExpression:
     names: set[str] = field(default_factory=set)  # symbol names used
     constants: set[str] = field(default_factory=set)  # constant names used (pi, e)
     origin: Origin = field(default_factory=Origin)
+    sides: tuple[str, str] | None = None  # an equation's left and right text, as written
 
 
 # ----------------------------------------------------------------------------- the parser
 
 
 class _Parser:
-    def __init__(self, text: str, origin: Origin, shadow: frozenset[str]):
+    def __init__(self, text: str, origin: Origin, shadow: frozenset[str], name_hints: Mapping[str, str] | None = None):
         self.text = text
         self.origin = origin
         self.shadow = shadow
+        self.name_hints = dict(name_hints or {})  # function name -> hint when it is used as a bare name
         self.names: dict[str, str] = {}  # placeholder -> user name
         self.numbers: dict[str, tuple[str, int]] = {}  # placeholder -> (literal, position)
         self.used_names: set[str] = set()
         self.used_constants: set[str] = set()
-        self.constants: dict[sympy.Expr, sympy.Float] = {}  # constant sub-expression -> value
+        # constant sub-expression -> (its double value, its real value at each of _CHECK_DIGITS)
+        self.constants: dict[sympy.Expr, tuple[float, tuple]] = {}
 
     # -- errors -------------------------------------------------------------------
 
@@ -604,7 +634,8 @@ class _Parser:
             lhs = self.parse_side(tokens[:i], "the equation has no left-hand side", eq_pos)
             rhs = self.parse_side(tokens[i + 1 :], "the equation has no right-hand side", eq_pos + len(eq_text))
             expr = sympy.Add(lhs, -rhs)
-            result = ParsedExpression(self.text, expr, lhs=lhs, rhs=rhs, origin=self.origin)
+            result = ParsedExpression(self.text, expr, lhs=lhs, rhs=rhs, origin=self.origin,
+                                      sides=(self.text[:eq_pos].strip(), self.text[eq_pos + len(eq_text):].strip()))
         if result.expr.has(sympy.zoo, sympy.nan, sympy.oo, -sympy.oo):
             raise self.error("the expression is undefined (division by zero?)", 0)
         result.names = set(self.used_names)
@@ -755,18 +786,20 @@ class _Walker:
         return self.checked(sympy.Add(*built), node)
 
     def visit_product(self, node: ast.BinOp, depth: int) -> sympy.Expr:
-        factors: list[tuple[bool, ast.AST, ast.AST]] = []
+        factors: list[tuple[bool, ast.AST]] = []
         cur: ast.AST = node
         while isinstance(cur, ast.BinOp) and isinstance(cur.op, (ast.Mult, ast.Div)):
-            factors.append((isinstance(cur.op, ast.Div), cur.right, cur))
+            factors.append((isinstance(cur.op, ast.Div), cur.right))
             cur = cur.left
-        factors.append((False, cur, cur))
+        factors.append((False, cur))
         built = []
-        for divide, factor, at in reversed(factors):
+        for divide, factor in reversed(factors):
             value = self.visit(factor, depth + 1)
             if divide:
-                if value.is_zero:
-                    raise self.error("division by zero", at)
+                if value.is_zero or (
+                    not value.free_symbols and not value.is_Number and self.constant_value(value, factor) == 0.0
+                ):
+                    raise self.error("division by zero", factor)  # the caret under the divisor
                 value = sympy.Pow(value, -1)
             built.append(value)
         return self.checked(sympy.Mul(*built), node)
@@ -791,7 +824,9 @@ class _Walker:
             self.p.used_constants.add(name)
             return CONSTANTS[name]
         if name in FUNCTIONS:
-            raise self.error(f"'{name}' is a function; call it with parentheses, e.g. {name}(x)", node)
+            raise self.error(
+                f"'{name}' is a function; call it with parentheses, e.g. {name}(x)", node, self.p.name_hints.get(name)
+            )
         self.p.used_names.add(name)
         return sympy.Symbol(name, real=True)
 
@@ -802,8 +837,10 @@ class _Walker:
         name = self.p.names[func.id]
         spec = FUNCTIONS.get(name)
         if spec is None:
-            close = difflib.get_close_matches(name, sorted(FUNCTIONS), n=1, cutoff=0.6)
-            if close:
+            close = difflib.get_close_matches(name.lower(), sorted(FUNCTIONS), n=1, cutoff=0.6)
+            if name.lower() in FUNCTIONS:
+                hint = f"did you mean '{name.lower()}'? (function names are lower case)"
+            elif close:
                 hint = f"did you mean '{close[0]}'?"
             else:
                 hint = f"to multiply, write {excerpt(name, 20)}*(...); see docs/problem-language.md for the functions"
@@ -838,42 +875,24 @@ class _Walker:
     def constant_value(self, value: sympy.Expr, node: ast.AST) -> float:
         """The double-precision value of a constant expression, or an error.
 
-        Values are cached (as 20-digit sympy Floats) per sub-expression, and a
-        node whose arguments are all cached is evaluated on those Floats, so a
-        chain of constant calls costs one evaluation per node, not per chain.
+        The value is computed at two precisions (``_CHECK_DIGITS``): a finite
+        real value comes out the same at both, while a pole (``tan(pi/2)``) or
+        a division by or logarithm of an exact zero hidden in radicals
+        (``1/(sqrt(2) + sqrt(3) - sqrt(5 + 2*sqrt(6)))``) gives values that
+        disagree, and is refused as undefined.  Each node is computed from its
+        arguments' cached approximations, so a chain of constant calls costs
+        one evaluation per node; only a node whose two results disagree is
+        evaluated again exactly (``_evaluate_constant``).
         """
-        cached = self.p.constants.get(value)
-        if cached is None:
-            try:
-                if value.is_Number:
-                    approx = value
-                else:
-                    args = [self.p.constants.get(arg) for arg in value.args]
-                    if args and all(a is not None for a in args):
-                        approx = sympy.N(value.func(*args), 20)
-                    else:
-                        approx = sympy.N(value, 20)
-                number = complex(approx)
-            except (TypeError, ValueError, OverflowError, ZeroDivisionError, AttributeError):
-                raise self.error("the expression has no real value here", node) from None
-            if number.imag != 0 and not math.isnan(number.imag):
-                raise self.error(
-                    "the value is not a real number here (e.g. sqrt or log of a negative number)", node
-                )
-            if math.isnan(number.real) or math.isnan(number.imag):
-                raise self.error("the value is undefined here (division by zero?)", node)
-            if math.isinf(number.real):
-                raise self.error("the value is too large for double precision", node)
-            cached = sympy.Float(number.real, 20) if value.is_Number else sympy.re(approx)
-            if not cached.is_Float:
-                cached = sympy.Float(number.real, 20)
-            self.p.constants[value] = cached
-        return float(cached)
+        decided = evaluate_constant(value, self.p.constants)
+        if isinstance(decided, str):
+            raise self.error(decided, node) from None
+        return decided
 
     def checked(self, value: sympy.Expr, node: ast.AST) -> sympy.Expr:
         """Refuse infinities, oversized exact numbers and constants that are not finite real doubles."""
         local = (value, *value.args)
-        if any(part in _UNDEFINED for part in local):
+        if any(_is_undefined(part) for part in local):
             raise self.error("the value is undefined here (division by zero?)", node)
         for part in local:
             if part.is_Rational and max(abs(int(part.p)).bit_length(), int(part.q).bit_length()) > _MAX_EXACT_BITS:
@@ -888,6 +907,11 @@ class _Walker:
             self.constant_value(value, node)
         else:
             self.check_coefficients(local, node)
+            # sympy's own rewriting can create constants the user never wrote, such as
+            # log(tan(2)) = log(-tan(2)) + I*pi inside log(tan(2), x): they must be real too.
+            for part in value.args:
+                if not part.is_Number and not part.is_NumberSymbol and not part.free_symbols:
+                    self.constant_value(part, node)
         return value
 
     def check_coefficients(self, local: tuple, node: ast.AST) -> None:
@@ -938,6 +962,140 @@ class _Walker:
         return self.checked(sympy.Pow(base, exponent), node)
 
 
+def _is_undefined(value: sympy.Basic) -> bool:
+    """zoo, nan, oo or -oo (sympy singletons: compared by identity, which is fast)."""
+    return any(value is special for special in _UNDEFINED)
+
+
+_UNDEFINED_MESSAGE = "the value is undefined here (division by zero, or a pole such as tan(pi/2) or log(0)?)"
+_NOT_REAL_MESSAGE = "the value is not a real number here (e.g. sqrt or log of a negative number)"
+_NO_VALUE_MESSAGE = "the expression has no real value here"
+_TOO_LARGE_MESSAGE = "the value is too large for double precision"
+_SYMPY_NUMERIC_ERRORS = (TypeError, ValueError, OverflowError, ZeroDivisionError, AttributeError, RecursionError)
+
+
+def _parts(approx: sympy.Expr):
+    """(real, imag) of a numeric approximation as sympy numbers, or None when it is not a finite number."""
+    if approx.has(sympy.zoo, sympy.nan, sympy.oo, -sympy.oo):
+        return None
+    real, imag = approx.as_real_imag()
+    if not (real.is_Number and imag.is_Number):
+        return None
+    return real, imag
+
+
+def _no_digits(number: sympy.Expr) -> bool:
+    """True for an exact 0, or a Float whose value evalf could not resolve at all (``0.e-165``)."""
+    if number.is_zero:
+        return True
+    return number.is_Float and number._prec < 16
+
+
+def _decide(approximations) -> tuple[float, tuple] | str:
+    """The double value of a constant from its approximations at ``_CHECK_DIGITS``, or the message refusing it.
+
+    Returns ``(value, reals)``: *reals* are the real parts at each precision
+    (exact zeros where evalf resolved no digit), for evaluating the nodes above.
+    """
+    if any(parts is None for parts in approximations):
+        return _UNDEFINED_MESSAGE
+    if any(not _no_digits(imag) for _, imag in approximations):
+        if any(_no_digits(imag) for _, imag in approximations):
+            return _UNDEFINED_MESSAGE  # real at one precision, complex at the other
+        return _NOT_REAL_MESSAGE
+    reals = [sympy.Integer(0) if _no_digits(real) else real for real, _ in approximations]
+    try:
+        numbers = [float(real) for real in reals]
+    except OverflowError:
+        return _TOO_LARGE_MESSAGE
+    except (TypeError, ValueError):
+        return _NO_VALUE_MESSAGE
+    if any(math.isnan(n) for n in numbers):
+        return _UNDEFINED_MESSAGE
+    if any(math.isinf(n) for n in numbers):
+        return _TOO_LARGE_MESSAGE
+    low, best = numbers[0], numbers[-1]
+    if (low == 0.0) != (best == 0.0):
+        if max(abs(low), abs(best)) > 1e-25:  # resolved at one precision, zero at the other
+            return _UNDEFINED_MESSAGE
+        return 0.0, tuple(sympy.Integer(0) for _ in reals)
+    if abs(low - best) > 1e-12 * abs(best):
+        return _UNDEFINED_MESSAGE
+    return best, tuple(reals)
+
+
+def _evaluate_constant(value: sympy.Expr, known: dict) -> tuple[float, tuple] | str:
+    """The double value of a constant expression (and its approximations), or the message refusing it.
+
+    *known* maps sub-expressions already evaluated to their approximations at
+    ``_CHECK_DIGITS``.  When every argument is known, the node is evaluated on
+    those approximations, one precision each: cheap, and when the two results
+    agree the value is well conditioned and right.  Otherwise (an argument not
+    seen, or results that disagree: a pole, a cancellation, an exact zero) the
+    exact expression is evaluated by ``sympy.N``, which raises its working
+    precision where it cancels, and decides.
+    """
+    if value.is_Number:
+        if _is_undefined(value):
+            return _UNDEFINED_MESSAGE
+        return _decide([(value, sympy.Integer(0)) for _ in _CHECK_DIGITS])
+    args = [_approximations_of(arg, known) for arg in value.args]
+    if args and all(arg is not None for arg in args):
+        try:
+            # evaluate=False: sympy's automatic evaluation would query assumptions on every build
+            fast = [_parts(sympy.N(value.func(*[arg[k] for arg in args], evaluate=False), digits))
+                    for k, digits in enumerate(_CHECK_DIGITS)]
+        except _SYMPY_NUMERIC_ERRORS:
+            fast = None
+        if fast is not None:
+            decided = _decide(fast)
+            if not isinstance(decided, str):
+                return decided
+    try:
+        exact = [_parts(sympy.N(value, digits)) for digits in _CHECK_DIGITS]
+    except _SYMPY_NUMERIC_ERRORS:
+        return _NO_VALUE_MESSAGE
+    return _decide(exact)
+
+
+def _approximations_of(arg: sympy.Expr, known: dict):
+    """*arg* at each of ``_CHECK_DIGITS``: known, exact (a number), or None (not evaluated yet)."""
+    if arg in known:
+        return known[arg][1]
+    if arg.is_Number:
+        return tuple(arg for _ in _CHECK_DIGITS)
+    if arg.is_NumberSymbol:
+        return tuple(sympy.N(arg, digits) for digits in _CHECK_DIGITS)
+    return None
+
+
+def evaluate_constant(expr: sympy.Expr, known: dict | None = None) -> float | str:
+    """The double value of the constant expression *expr*, or the message that refuses it.
+
+    Every sub-expression is evaluated once, bottom up (``_evaluate_constant``);
+    *known* (sub-expression -> (value, approximations)) is filled as it goes
+    and may be shared between calls.  The grammar refuses with the message;
+    lowering folds constants with the value, so both agree (``sign`` of an
+    exact zero hidden in radicals is 0 for both).
+    """
+    known = {} if known is None else known
+    stack: list[tuple[sympy.Expr, bool]] = [(expr, False)]
+    while stack:
+        node, ready = stack.pop()
+        if node in known:
+            continue
+        if not ready:
+            stack.append((node, True))
+            stack.extend((arg, False) for arg in node.args
+                         if arg not in known and not arg.is_Number and not arg.is_NumberSymbol)
+            continue
+        decided = _evaluate_constant(node, known)
+        if isinstance(decided, str):
+            return decided
+        known[node] = decided
+    return known[expr][0]
+
+
 def _largest_exact_digits(expr: sympy.Expr) -> float:
     """Decimal digits of the largest exact number (integer/rational) inside *expr*."""
     biggest = 0.0
@@ -974,21 +1132,31 @@ def _number(literal: str) -> sympy.Expr:
 
 
 def parse_expression(
-    text: str, origin: Origin | None = None, *, shadow: frozenset[str] | set[str] = frozenset()
+    text: str,
+    origin: Origin | None = None,
+    *,
+    shadow: frozenset[str] | set[str] = frozenset(),
+    name_hints: Mapping[str, str] | None = None,
 ) -> ParsedExpression:
     """Parse one scalar expression.
 
     ``shadow`` holds the names that are declared unknowns or data columns: they
     are always symbols, even if they are also constant names (``pi``, ``e``).
+    ``name_hints`` maps a function name to the hint shown when it is written as
+    a bare name (e.g. a data column that cannot be used because of its name).
     Raises ProblemError on anything outside the grammar.
     """
-    parser = _Parser(text, origin or Origin(), frozenset(shadow))
+    parser = _Parser(text, origin or Origin(), frozenset(shadow), name_hints)
     return parser.run(equation=False)
 
 
 def parse_equation(
-    text: str, origin: Origin | None = None, *, shadow: frozenset[str] | set[str] = frozenset()
+    text: str,
+    origin: Origin | None = None,
+    *,
+    shadow: frozenset[str] | set[str] = frozenset(),
+    name_hints: Mapping[str, str] | None = None,
 ) -> ParsedExpression:
     """Parse ``lhs = rhs`` (or ``lhs == rhs``); ``.expr`` is the residual lhs - rhs."""
-    parser = _Parser(text, origin or Origin(), frozenset(shadow))
+    parser = _Parser(text, origin or Origin(), frozenset(shadow), name_hints)
     return parser.run(equation=True)

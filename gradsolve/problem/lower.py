@@ -10,8 +10,12 @@ again, and no source code is generated (no ``lambdify``, no ``eval``).
 Leaves become tensors: an unknown is a 0-d leaf tensor that requires grad, a
 data column a 1-D tensor, a number a 0-d constant (all of the chosen dtype and
 device), so broadcasting turns an expression over data columns into a vector.
-Instructions whose operands are all constants are evaluated once, at lowering
-time (constant folding by the engine itself, in the chosen dtype).
+A sub-expression without symbols is folded once, at lowering time, to one
+number: its value at 30 and 45 digits (``grammar.evaluate_constant``, the value
+the grammar checked), rounded to the dtype, so cancellation such as
+``exp(pi*sqrt(163)) - 640320^3 - 744`` keeps its digits; only where there is no
+finite real value does the engine fold it in the chosen dtype.  A failure
+to lower is a ProblemError located at the expression it came from.
 
 How sympy's canonical forms are lowered:
 
@@ -22,7 +26,8 @@ How sympy's canonical forms are lowered:
   exponent 1/2, ``1/sqrt`` for -1/2, ``x ** float`` for other numeric exponents
   (rationals become floats), ``gs.pow(x, y)`` for a symbolic exponent;
 * functions through ``LOWERING`` (``Abs`` -> ``gs.abs``, ``min``/``max`` (and
-  sympy's ``Min``/``Max``) -> n-ary ``gs.minimum``/``gs.maximum``, ``atan2`` -> ``gs.atan2``, ...);
+  sympy's ``Min``/``Max``) -> n-ary ``gs.minimum``/``gs.maximum``, ``atan2`` -> ``gs.atan2``, ...;
+  ``re``/``im``, which sympy introduces for real arguments, are the identity and 0);
 * ``Integer``/``Rational``/``Float`` and ``pi``/``E`` -> constants.
 """
 
@@ -39,13 +44,14 @@ from sympy.codegen.cfunctions import log1p as _sympy_log1p
 
 import gradsolve as gs
 
-from .errors import ProblemError
+from .errors import ProblemError, excerpt
+from .grammar import evaluate_constant
 from .grammar import maximum as _max_node
 from .grammar import minimum as _min_node
 from .grammar import sigmoid as _sympy_sigmoid
 from .spec import ProblemSpec
 
-__all__ = ["LOWERING", "Program", "compile_program", "LoweredProblem", "lower"]
+__all__ = ["LOWERING", "Program", "compile_program", "LoweredProblem", "lower", "unlowerable"]
 
 
 # ----------------------------------------------------------------------------- engine helpers
@@ -96,6 +102,11 @@ def _identity(x):
     return x
 
 
+def _zero_like(x):
+    """0 with x's shape, and NaN where x is NaN (the imaginary part of a real value)."""
+    return x * 0.0
+
+
 # ----------------------------------------------------------------------------- the table
 #
 # A rule maps a sympy node to (engine function, operand nodes).  Most rules are
@@ -113,13 +124,26 @@ def _call(function: Callable) -> Rule:
     return rule
 
 
+def _constants_together(args, op) -> list:
+    """*args* with their constant members (two or more, next to non-constant ones) gathered into one node.
+
+    The gathered node has no symbols, so it is folded from its exact value:
+    ``x + exp(pi*sqrt(163)) - 640320^3 - 744`` adds one constant to x instead of
+    summing 2.6e17 - 2.6e17 in float64.
+    """
+    constants = [a for a in args if not a.free_symbols]
+    if len(constants) < 2 or len(constants) == len(args):
+        return list(args)
+    return [op(*constants, evaluate=False)] + [a for a in args if a.free_symbols]
+
+
 def _add_rule(node):
-    return _sum, node.args
+    return _sum, _constants_together(node.args, sympy.Add)
 
 
 def _mul_rule(node):
     numerator, denominator = [], []
-    for factor in node.args:
+    for factor in _constants_together(node.args, sympy.Mul):
         if (
             isinstance(factor, sympy.Pow)
             and factor.exp.is_Number
@@ -181,6 +205,10 @@ LOWERING: dict[type, Rule] = {
     _max_node: _call(_maximum),
     sympy.Min: _call(_minimum),
     sympy.Max: _call(_maximum),
+    # Every symbol is real, but sympy rewrites some real expressions through re/im
+    # (abs(2^z) becomes 2^re(z)); on real values re is the identity and im is 0.
+    sympy.re: _call(_identity),
+    sympy.im: _call(_zero_like),
 }
 
 
@@ -189,6 +217,24 @@ def _rule_for(node) -> Rule | None:
         rule = LOWERING.get(cls)
         if rule is not None:
             return rule
+    return None
+
+
+def unlowerable(expr: sympy.Basic) -> str | None:
+    """The name of the first node type in *expr* that ``LOWERING`` has no rule for, or None.
+
+    ``build_spec`` asks this, so ``gradsolve check`` reports such an
+    expression at its location instead of the solver failing later.
+    """
+    stack, seen = [expr], set()
+    while stack:
+        node = stack.pop()
+        if node in seen or node.is_Symbol or node.is_Number or node.is_NumberSymbol:
+            continue
+        seen.add(node)
+        if _rule_for(node) is None:
+            return type(node).__name__
+        stack.extend(node.args)
     return None
 
 
@@ -231,18 +277,53 @@ class Program:
         return len(self.code)
 
 
+def _fold(node, known: dict) -> float | None:
+    """The value of a constant sub-expression, rounded once to a double.
+
+    ``grammar.evaluate_constant`` computes it at 30 and 45 digits (exactly by
+    ``sympy.N`` where a node cancels), the value the grammar checked: folding
+    operation by operation in double precision loses every digit of
+    ``exp(pi*sqrt(163)) - 640320^3 - 744`` (-7.5e-13, not -0.0021).  None when
+    there is no finite real value (the engine then folds it in the dtype).
+    *known* is shared by the whole compilation, so each node is evaluated once.
+    """
+    try:
+        value = evaluate_constant(node, known)
+    except (TypeError, ValueError, OverflowError, ZeroDivisionError, AttributeError, RecursionError):
+        return None
+    return value if isinstance(value, float) and np.isfinite(value) else None
+
+
 def compile_program(
     expressions: Sequence[sympy.Expr],
     inputs: Mapping[sympy.Symbol, object],
     *,
     dtype=None,
     device: str = "cpu",
+    origins: Sequence | None = None,
 ) -> Program:
     """Compile *expressions* into one Program; *inputs* maps each free symbol to its tensor.
 
     Raises ProblemError for a symbol without an input, a node type outside
-    ``LOWERING``, or a number too large for the dtype.
+    ``LOWERING``, or a number too large for the dtype; with *origins* (one
+    ``grammar.Origin`` or None per expression) the error points at the
+    expression it came from.
     """
+    try:
+        return _compile(expressions, inputs, dtype=dtype, device=device)
+    except ProblemError as exc:
+        index = getattr(exc, "expression_index", None)
+        origin = origins[index] if origins is not None and index is not None and index < len(origins) else None
+        if origin is None:
+            raise
+        raise ProblemError(exc.message, file=origin.file, line=origin.line,
+                           column=origin.column if origin.line is not None else None,
+                           source_line=origin.source_line,
+                           hint=exc.hint or "this is a bug in gradsolve's lowering: please report it") from None
+
+
+def _compile(expressions, inputs, *, dtype, device) -> Program:
+    """compile_program's walk; a ProblemError carries ``expression_index``, the expression being compiled."""
     dtype = _resolve_dtype(dtype)
     leaves: list = []  # input tensors and constants
     constant: list[bool] = []  # per leaf: True for constants (foldable)
@@ -250,6 +331,7 @@ def compile_program(
     # Every node gets a reference: ('leaf', i) or ('code', j); instructions are
     # numbered after all leaves at the end.
     node_ref: dict[sympy.Basic, tuple[str, int]] = {}
+    known: dict = {}  # constant sub-expression -> its value (grammar.evaluate_constant)
 
     def new_leaf(tensor, is_constant: bool) -> int:
         leaves.append(tensor)
@@ -269,8 +351,8 @@ def compile_program(
         kind, i = ref
         return kind == "leaf" and constant[i]
 
-    # Iterative post-order walk over the DAG (no recursion limit on deep trees).
-    for root in expressions:
+    def walk(root) -> None:
+        """Iterative post-order walk over the DAG (no recursion limit on deep trees)."""
         stack: list[tuple[sympy.Basic, bool]] = [(root, False)]
         plan: dict[sympy.Basic, tuple[Callable, Sequence[sympy.Basic]]] = {}
         while stack:
@@ -299,14 +381,31 @@ def compile_program(
             function, operands = plan[node]
             refs = tuple(node_ref[o] for o in operands)
             if all(is_const(r) for r in refs):
-                with gs.no_grad():
-                    folded = function(*[leaves[r[1]] for r in refs])
-                if not hasattr(folded, "shape"):
-                    folded = gs.tensor(folded, dtype=dtype, device=device)
+                # A constant sub-expression: one value from sympy at high precision,
+                # else (no finite real value) what the engine computes in the dtype.
+                value = _fold(node, known)
+                if value is not None:
+                    folded = gs.tensor(value, dtype=dtype, device=device)
+                else:
+                    with gs.no_grad():
+                        folded = function(*[leaves[r[1]] for r in refs])
+                    if not hasattr(folded, "shape"):
+                        folded = gs.tensor(folded, dtype=dtype, device=device)
                 node_ref[node] = ("leaf", new_leaf(folded, True))
                 continue
             pending.append((function, refs))
             node_ref[node] = ("code", len(pending) - 1)
+
+    for position, root in enumerate(expressions):
+        try:
+            walk(root)
+        except ProblemError as exc:
+            exc.expression_index = position
+            raise
+        except (TypeError, ValueError, ArithmeticError) as exc:  # a rule or a fold that failed: still located
+            error = ProblemError(f"cannot lower the expression ({type(exc).__name__}: {excerpt(str(exc))})")
+            error.expression_index = position
+            raise error from None
 
     base = len(leaves)
 
@@ -356,7 +455,8 @@ class LoweredProblem:
         inputs = {sympy.Symbol(n, real=True): p for n, p in zip(self.unknowns, self.params)}
         inputs.update({sympy.Symbol(n, real=True): t for n, t in self.data.items()})
         self._inputs = inputs
-        self.program = compile_program(spec.expressions, inputs, dtype=self.dtype, device=device)
+        origins = [item.origin for item in spec.items] if len(spec.items) == len(spec.expressions) else None
+        self.program = compile_program(spec.expressions, inputs, dtype=self.dtype, device=device, origins=origins)
 
     # -- evaluation --------------------------------------------------------------------
 

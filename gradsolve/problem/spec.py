@@ -6,8 +6,13 @@ parsed pieces (from YAML or text) into a spec: it resolves names (declared
 unknowns and data columns shadow the constants ``pi`` and ``e``), orders the
 unknowns, draws random starting values and collects warnings.
 
+Whole-problem limits (``MAX_EXPRESSIONS``, ``MAX_TOTAL_CHARS``) are checked
+before any expression is parsed, so no problem file takes long to refuse.  What
+counts is what is left after sympy's simplification: an expression whose
+unknowns all cancel (``0*x = 1``) is an error at that expression.
+
 Unknown order: declared order (YAML ``unknowns`` map, then ``--init`` names not
-declared there), then every other free symbol sorted by name.  Unknowns with no
+declared there), then every other name written in the expressions, sorted.  Unknowns with no
 starting value get ``numpy.random.default_rng(seed).standard_normal(k)`` in that
 order (``seed`` is ``solver.seed``, default 0), clipped into their bounds.
 """
@@ -15,6 +20,7 @@ order (``seed`` is ``solver.seed``, default 0), clipped into their bounds.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Iterable, Mapping
 
@@ -24,13 +30,17 @@ import sympy
 from .errors import Issue, ProblemError, escape, excerpt
 from .grammar import FUNCTIONS, Origin, ParsedExpression, is_valid_name, parse_equation, parse_expression
 
-__all__ = ["Unknown", "ProblemSpec", "build_spec", "bounds_problem", "KINDS", "MAX_UNKNOWNS", "DEFAULT_SEED",
-           "INIT_ORIGIN"]
+__all__ = ["Unknown", "ProblemSpec", "build_spec", "bounds_problem", "KINDS", "MAX_UNKNOWNS", "MAX_EXPRESSIONS",
+           "MAX_TOTAL_CHARS", "DEFAULT_SEED", "INIT_ORIGIN"]
 
 #: Problem kinds.
 KINDS = ("equations", "residuals", "minimize")
 #: Most unknowns a problem may have.
 MAX_UNKNOWNS = 1000
+#: Most expressions (equations, residuals) in one problem.
+MAX_EXPRESSIONS = 2_000
+#: Most characters in all of a problem's expressions together (each is also limited on its own).
+MAX_TOTAL_CHARS = 100_000
 #: Seed for random starting values when the problem gives none.
 DEFAULT_SEED = 0
 #: Where starting values given with ``--init`` (the *init* argument) come from.
@@ -220,24 +230,45 @@ def build_spec(
         if decl.name in data:
             issues.append(_issue_at(decl.origin, f"{decl.name!r} is both an unknown and a data column"))
         if decl.name in FUNCTIONS:
-            issues.append(_issue_at(decl.origin, f"{decl.name!r} is a function name and cannot be an unknown"))
-    shadow = frozenset(declared) | frozenset(data)
+            issues.append(_issue_at(decl.origin, f"{decl.name!r} is a function name and cannot be an unknown",
+                                    f"rename the unknown, e.g. {decl.name}_"))
+    # A data column named like a function (sin, max) cannot be used, as an unknown of that name cannot be.
+    name_hints = {column: f"the data column {column!r} has the name of a function and cannot be used; rename the column"
+                  for column in data if column in FUNCTIONS}
+    shadow = frozenset(declared) | (frozenset(data) - frozenset(name_hints))
 
+    expressions = list(expressions)
+    budget = budget_issues(kind, expressions)
+    if budget:
+        raise ProblemError(issues=issues + budget)
     items: list[ParsedExpression] = []
     parse = parse_equation if kind == "equations" else parse_expression
     for text, origin in expressions:
         try:
-            items.append(parse(text, origin, shadow=shadow))
+            items.append(parse(text, origin, shadow=shadow, name_hints=name_hints))
         except ProblemError as exc:
             issues.extend(exc.issues)
     if not items and not issues:
         what = {"equations": "equations", "residuals": "residuals", "minimize": "expression to minimize"}[kind]
         issues.append(_issue_at(file_origin, f"the problem has no {what}"))
+    from .lower import unlowerable  # the lowering table (lower imports this module, so not at the top)
+
+    for item in items:
+        missing = unlowerable(item.expr)
+        if missing is not None:
+            issues.append(_issue_at(item.origin, f"cannot lower {missing} (not in the lowering table)",
+                                    "this is a bug in gradsolve's lowering: please report it"))
+    # What is left after sympy's simplification decides: 0*x = 1 and x - x name x but have no unknown.
+    live_by_item = [{symbol.name for symbol in item.expr.free_symbols} for item in items]
+    for item, live in zip(items, live_by_item):
+        if (item.names - set(data)) and not (live - set(data)):
+            issues.append(_constant_issue(kind, item, bool(live)))
     if issues:
         raise ProblemError(issues=issues)
 
     warnings: list[str] = []
-    used: set[str] = set()
+    used: set[str] = set()  # names written in the expressions
+    live_names: set[str] = set().union(*live_by_item)  # names left after simplification
     e_warned = False
     for item in items:
         used |= item.names
@@ -252,7 +283,7 @@ def build_spec(
             )
 
     # data columns: only those used; minimize must stay scalar
-    data_used = [column for column in data if column in used]
+    data_used = [column for column in data if column in live_names]
     if kind == "minimize" and data_used:
         raise ProblemError(
             f"the expression to minimize uses data columns ({', '.join(data_used)}), so it is a vector",
@@ -268,15 +299,23 @@ def build_spec(
 
     free = sorted(used - set(declared) - set(data))
     order = list(declared) + free
-    if not (used - set(data)):
+    if not (live_names - set(data)):
         raise _no_unknowns(kind, items, [n for n in declared], sorted(used & set(data)))
     if len(order) > MAX_UNKNOWNS:
         raise ProblemError(
             f"too many unknowns ({len(order)}; the limit is {MAX_UNKNOWNS})", file=path
         )
-    for decl in declared.values():
-        if decl.name not in used:
-            warnings.append(_warning(decl.origin or file_origin, f"unknown {decl.name!r} does not appear in any expression"))
+    for n in order:
+        if n in live_names:
+            continue
+        decl = declared.get(n)
+        if n in used:  # written, but it cancels (0*x + y): kept as an unknown that nothing determines
+            where = next(item.origin for item in items if n in item.names)
+            warnings.append(_warning(decl.origin if decl and decl.origin else where,
+                                     f"unknown {n!r} cancels out of every expression (sympy simplifies it away), "
+                                     "so nothing determines its value"))
+        else:
+            warnings.append(_warning(decl.origin or file_origin, f"unknown {n!r} does not appear in any expression"))
     for index, item in enumerate(items, start=1):
         if not (item.names - set(data)):
             label = "equation" if kind == "equations" else "expression"
@@ -314,6 +353,55 @@ def build_spec(
         path=path,
         solver_origins=dict(solver_origins or {}),
     )
+
+
+def budget_issues(kind: str, expressions: list[tuple[str, Origin]], count: int | None = None) -> list[Issue]:
+    """The whole-problem limits (``MAX_EXPRESSIONS``, ``MAX_TOTAL_CHARS``), checked before anything is parsed.
+
+    *count* is the number of expressions when the caller kept only the first
+    ``MAX_EXPRESSIONS + 1`` of them (a text file of a million lines).
+    """
+    what = {"equations": "equations", "residuals": "residuals", "minimize": "expressions"}[kind]
+    hint = "split the problem into smaller ones; these limits keep checking a file fast"
+    count = len(expressions) if count is None else count
+    if count > MAX_EXPRESSIONS:
+        where = expressions[MAX_EXPRESSIONS][1] if len(expressions) > MAX_EXPRESSIONS else None
+        return [_issue_at(where, f"the problem has too many {what} ({count:,}; the limit is "
+                                 f"{MAX_EXPRESSIONS:,}); this is the first one over the limit", hint)]
+    total = 0
+    for text, origin in expressions:
+        total += len(text) if isinstance(text, str) else 0
+        if total > MAX_TOTAL_CHARS:
+            whole = sum(len(t) for t, _ in expressions if isinstance(t, str))
+            return [_issue_at(origin, f"the problem's {what} are too long together ({whole:,} characters; the "
+                                      f"limit is {MAX_TOTAL_CHARS:,}); the limit is passed here", hint)]
+    return []
+
+
+def _constant_issue(kind: str, item: ParsedExpression, uses_data: bool) -> Issue:
+    """The error for an expression whose unknowns all cancel: ``0*x = 1`` is the constant equation 0 = 1."""
+    label = {"equations": "equation", "residuals": "residual", "minimize": "expression to minimize"}[kind]
+    what = "does not depend on any unknown" if uses_data else "is a constant"
+
+    def shown(expr) -> str:
+        return excerpt(str(expr), 40)
+
+    if item.sides is not None and item.lhs is not None and item.rhs is not None:
+        parts = [f"{excerpt(text, 40)} is {shown(side)}" for text, side in zip(item.sides, (item.lhs, item.rhs))
+                 if _names_in(text, item.names) and not (_names_in(text, item.names) & {s.name for s in side.free_symbols})]
+        detail = ", ".join(parts) or f"lhs - rhs is {shown(item.expr)}"
+        hint = (f"as written it says {shown(item.lhs)} = {shown(item.rhs)}; "
+                "an equation needs an unknown that does not cancel out")
+    else:
+        detail = f"{excerpt(item.text.strip(), 40)} is {shown(item.expr)}"
+        hint = "write it in terms of an unknown that does not cancel out, e.g. (x - 2)^2"
+    return _issue_at(item.origin, f"the {label} {what} after simplification ({detail})", hint)
+
+
+def _names_in(text: str, names: set[str]) -> set[str]:
+    """The *names* that occur in *text* as whole words."""
+    words = set(re.findall(r"[A-Za-z_][A-Za-z0-9_]*", text))
+    return words & names
 
 
 def _no_unknowns(kind: str, items: list[ParsedExpression], declared: list[str], columns: list[str]) -> ProblemError:

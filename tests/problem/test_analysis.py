@@ -106,3 +106,52 @@ def test_null_space_sign_rule():
         assert np.linalg.norm(row) == pytest.approx(1.0)
         assert row[np.flatnonzero(np.abs(row) > 1e-10)[0]] > 0
     np.testing.assert_allclose(basis @ np.array([0.0, 1.0, 1.0]), 0.0, atol=1e-15)
+
+
+# ----------------------------------------------------------------------------- linearity: fast and exact
+
+HANG_LIMIT_S = 10.0  # not a speed test: only a return to simplify-per-derivative (30 s here) exceeds it
+
+
+def _slow_before():
+    return "\n".join(f"exp(sin(x{i}))*log(1+x{i}^2)*atan(y{i})/(1+x{i}^2+y{i}^2) = 0.1" for i in range(6))
+
+
+def test_nonlinear_system_is_found_nonlinear_without_simplify(monkeypatch):
+    import time
+
+    import sympy
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("sympy.simplify called for an expression a numeric test shows nonlinear")
+
+    spec = from_text(_slow_before())
+    monkeypatch.setattr(sympy, "simplify", refuse)
+    start = time.perf_counter()
+    assert not is_linear(spec)
+    assert nonlinear_expressions(spec) == list(range(6))
+    assert time.perf_counter() - start < HANG_LIMIT_S
+
+
+@pytest.mark.parametrize("text, linear", [
+    ("x*(sin(y)^2 + cos(y)^2) + y = 1", True),       # affine only after trigsimp
+    ("(x + y)^2 - x^2 - y^2 - 2*x*y + x = 1", True),  # cancels when expanded
+    ("x*log(2) + y/3 + pi*x = 0", True),
+    ("x*y = 1", False),
+    ("x + 1e-12*x^2 = 1", False),                     # too small for the numeric test: rewriting decides
+    ("abs(x) + y = 1", False),
+    ("max(x, y) = 1", False),
+    ("sign(x) + y = 1", False),
+    ("exp(x) = 1", False),
+])
+def test_linearity_is_exact(text, linear):
+    spec = from_text(text + "\nx - y = 0" if "y" in text else text + "\nx = 0")
+    assert is_linear(spec) is linear
+
+
+def test_linear_in_parameters_over_data(tmp_path):
+    (tmp_path / "d.csv").write_text("t,v\n0,1\n1,2.5\n2,7\n")
+    (tmp_path / "p.yaml").write_text("data: d.csv\nresiduals: [v - (a*exp(t) + b*sin(t)*t^2 + c)]\n")
+    assert is_linear(from_file(str(tmp_path / "p.yaml")))
+    (tmp_path / "q.yaml").write_text("data: d.csv\nresiduals: [v - a*exp(b*t)]\n")
+    assert not is_linear(from_file(str(tmp_path / "q.yaml")))

@@ -320,3 +320,116 @@ def test_polynomial_csv_is_reproducible(tmp_path, problems_dir):
     x = 5.0 * np.random.default_rng(0).standard_normal(20)
     np.testing.assert_array_equal(columns["x"], x)  # repr round-trips exactly
     np.testing.assert_array_equal(columns["y"], x**2 + 2 * x + 3)
+
+
+# ----------------------------------------------------------------------------- data errors: location, paths, excerpts
+
+
+def test_missing_data_file_points_at_the_data_value_with_the_path_as_written(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    _write(tmp_path / "nf.yaml", "data: nothere.csv\nresiduals: [y - a*x]\n")
+    with pytest.raises(ProblemError) as info:
+        from_file("nf.yaml")
+    err = info.value
+    assert (err.file, err.line, err.column) == ("nf.yaml", 1, 7)
+    assert err.message == "data file not found: 'nothere.csv'"
+    text = str(err)
+    assert str(tmp_path) not in text
+    assert text.splitlines()[1:3] == ["    data: nothere.csv", "          ^"]
+
+
+def test_errors_inside_a_data_file_name_it_relative_to_the_working_folder(tmp_path, monkeypatch):
+    (tmp_path / "proj" / "sub").mkdir(parents=True)
+    _write(tmp_path / "proj" / "sub" / "cell.csv", "x,y\n1,2\n3,zz\n")
+    _write(tmp_path / "proj" / "p.yaml", "data: sub/cell.csv\nresiduals: [y - a*x]\n")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ProblemError) as info:
+        from_file(os.path.join("proj", "p.yaml"))
+    err = info.value
+    assert (err.file, err.line) == (os.path.join("proj", "sub", "cell.csv"), 3)
+    assert str(tmp_path) not in str(err) and "'zz' is not a number" in err.message
+
+
+def test_data_file_errors_quote_only_a_short_excerpt(tmp_path):
+    from gradsolve.problem.errors import EXCERPT_CHARS
+
+    secret = "root:x:0:0:root:/root:/bin/bash-" + "s3cr3t" * 30
+    _write(tmp_path / "d.csv", f"a,b\n1,2,3,{secret}\n")
+    _write(tmp_path / "p.yaml", "data: d.csv\nresiduals: [b - a*x]\n")
+    for allow in (False, True):
+        with pytest.raises(ProblemError) as info:
+            from_file(str(tmp_path / "p.yaml"), allow_data_outside=allow)
+        err = info.value
+        assert err.line == 2 and "Expected 2 columns, got 4" in err.message
+        assert "s3cr3t" not in str(err) and "root:x" not in str(err)
+        quoted = err.message.split("cannot read the data file: ", 1)[1]
+        assert len(quoted) <= EXCERPT_CHARS
+        assert err.file == str(tmp_path / "d.csv")  # the problem file's folder, as the problem file was named
+
+
+# ----------------------------------------------------------------------------- YAML numbers
+
+
+@pytest.mark.parametrize("value, message, hint", [
+    ("012", "leading zeros are not allowed in numbers: '012'", "write 12 (YAML 1.1 would read 012 as the octal number 10)"),
+    ("1:30", "must be a decimal number, got '1:30' (YAML 1.1 would read it as the base-60 number 90)", "1.5"),
+    ("-1:30:00", "must be a decimal number", "-1.5"),
+    ("1_000", "digit separators", "write 1000"),
+    ("0x1F", "only decimal numbers", None),
+    (".inf", "must be a finite number", None),
+    ("-.inf", "must be a finite number", None),
+    ("yes", "must be a number, got 'yes'", "YAML reads yes as true"),
+    ("no", "must be a number, got 'no'", "YAML reads no as false"),
+    ("on", "must be a number, got 'on'", None),
+    ("off", "must be a number, got 'off'", None),
+    ("'012'", "leading zeros", None),
+])
+def test_yaml_numbers_follow_the_grammar_not_yaml_1_1(yaml_impl, value, message, hint):
+    text = f"unknowns: {{a: 1, b: {value}}}\nequations: [a + b = 1]\n"
+    with pytest.raises(ProblemError) as info:
+        from_yaml_text(text, "n.yaml")
+    err = info.value
+    assert len(err.issues) == 1 and message in err.message, str(err)
+    assert (err.line, err.column) == (1, 21 + (1 if value.startswith("'") else 0))
+    if hint is not None:
+        assert hint in err.hint
+
+
+def test_yaml_numbers_in_every_numeric_position(yaml_impl):
+    text = ("unknowns: {a: {init: 1.5, min: 012, max: 2:00}}\nequations: [a = 1]\n"
+            "solver: {steps: 010, seed: 1:00, lr: 1e-3, tol: off}\n")
+    with pytest.raises(ProblemError) as info:
+        from_yaml_text(text, "n.yaml")
+    assert [(i.line, i.column) for i in info.value.issues] == [(1, 32), (1, 42), (3, 17), (3, 28), (3, 49)]
+    spec = from_yaml_text("name: 012\nunknowns: {a: 1e3, b: -2, c: +0.5, d: pi/4}\nequations: [a + b + c + d = 1]\n"
+                          "solver: {steps: 1e3, seed: 7}\n", "ok.yaml")
+    assert spec.name == "012"
+    assert [u.init for u in spec.unknowns] == [1000.0, -2.0, 0.5, pytest.approx(0.7853981633974483)]
+    assert spec.solver["steps"] == 1000 and spec.solver["seed"] == 7
+
+
+# ----------------------------------------------------------------------------- text and YAML structure errors
+
+
+def test_text_mixing_equations_and_minimize_lists_every_problem():
+    with pytest.raises(ProblemError) as info:
+        from_text("sinn(x)+y = 2\n2x = 3\nminimize: x\n", "m.txt")
+    issues = info.value.issues
+    assert [(i.line, i.column) for i in issues] == [(1, 1), (2, 2), (3, 1)]
+    assert "unknown function 'sinn'" in issues[0].message
+    assert "implicit multiplication" in issues[1].message
+    assert "not both" in issues[2].message
+    with pytest.raises(ProblemError) as info:
+        from_text("minimize: x\nminimize: sinn(y)\n", "mm.txt")
+    assert [(i.line, i.column) for i in info.value.issues] == [(2, 1), (2, 11)]
+
+
+def test_yaml_control_character_has_its_line_and_column(yaml_impl):
+    with pytest.raises(ProblemError) as info:
+        from_yaml_text("name: n\nequations: [x\0 = 1]\n", "n.yaml")
+    err = info.value
+    assert (err.line, err.column) == (2, 14)
+    assert err.message == "invalid YAML: control character U+0000 is not allowed"
+    lines = str(err).splitlines()
+    assert lines[1] == "    equations: [x\\x00 = 1]" and lines[2] == "    " + " " * 13 + "^"
+    assert "position" not in str(err)

@@ -261,3 +261,71 @@ def test_large_but_finite_folded_constants_are_fine():
     assert parse_expression("x*1e308").expr == sympy.Float(1e308) * sym("x")
     assert value("x*1e200*1e200/1e300", x=2.0) == pytest.approx(2e100)
     assert value("x*1.7e308 - x*1.7e308", x=3.0) == 0.0
+
+
+# ----------------------------------------------------------------------------- undefined constants
+
+HIDDEN_ZERO = "(sqrt(2) + sqrt(3) - sqrt(5 + 2*sqrt(6)))"  # exactly 0: (sqrt(2) + sqrt(3))^2 = 5 + 2*sqrt(6)
+
+
+@pytest.mark.parametrize("text, message, column", [
+    ("x*tan(pi/2) + x^2", "undefined", 3),
+    ("y + cos(x)/tan(pi/2 + pi)", "undefined", 12),
+    (f"{HIDDEN_ZERO}^(-1)*x", "division by zero", 1),
+    (f"x/{HIDDEN_ZERO}", "division by zero", 4),
+    (f"log({HIDDEN_ZERO})*x", "undefined", 1),
+    (f"x + 1/{HIDDEN_ZERO}", "division by zero", 8),
+    ("log(tan(2), x)", "not a real number", 1),  # sympy turns log(tan(2)) into log(-tan(2)) + I*pi
+])
+def test_undefined_constants_are_refused_with_location(text, message, column):
+    with pytest.raises(ProblemError) as info:
+        parse_expression(text, Origin("p.txt", 4, 1, text))
+    err = info.value
+    assert message in err.message
+    assert (err.file, err.line, err.column) == ("p.txt", 4, column)
+
+
+def test_defined_constants_near_trouble_are_kept():
+    assert value(f"x + {HIDDEN_ZERO}", x=2.0) == pytest.approx(2.0, abs=1e-30)
+    ramanujan = parse_expression("x/(exp(pi*sqrt(163)) - 640320^3 - 744)").expr
+    assert float(sympy.N(ramanujan.subs(sym("x"), 1), 30)) == pytest.approx(-1.3334624075128953e12, rel=1e-12)
+    near_pole = parse_expression("x*tan(pi/2 - 10^-20)").expr.subs(sym("x"), 1)
+    assert float(sympy.N(near_pole, 30)) == pytest.approx(1e20, rel=1e-12)
+    assert value("x*tan(1.5707963)", x=1.0) == pytest.approx(math.tan(1.5707963), rel=1e-9)
+
+
+# ----------------------------------------------------------------------------- min/max derivatives, hints
+
+
+def test_max_of_repeated_arguments_is_the_argument():
+    y = sym("y")
+    assert parse_expression("max(y, y, y)").expr == y
+    assert sympy.diff(parse_expression("max(y, y, y)").expr, y) == 1
+    assert parse_expression("min(x, y, x)").expr == parse_expression("min(x, y)").expr
+
+
+def test_symbolic_extremum_derivative_follows_the_engine_tie_rule():
+    import functools
+
+    import gradsolve as gs
+
+    x, y, z = sym("x"), sym("y"), sym("z")
+    for text, reduce_with in (("max(x, y, z)", gs.maximum), ("min(x, y, z)", gs.minimum)):
+        expr = parse_expression(text).expr
+        for point in ((1.0, 1.0, 1.0), (1.0, 2.0, 2.0), (2.0, 2.0, 1.0), (3.0, 1.0, 2.0)):
+            leaves = [gs.tensor(v, requires_grad=True) for v in point]
+            functools.reduce(reduce_with, leaves).backward()
+            env = dict(zip((x, y, z), map(sympy.Integer, map(int, point))))
+            symbolic = [float(sympy.diff(expr, s).subs(env)) for s in (x, y, z)]
+            assert symbolic == [leaf.grad.item() for leaf in leaves], (text, point)
+            assert sum(symbolic) == 1
+
+
+@pytest.mark.parametrize("text, hint", [
+    ("SIN(x)", "did you mean 'sin'?"),
+    ("Exp(x) + 1", "did you mean 'exp'?"),
+    ("ATAN2(y, x)", "did you mean 'atan2'?"),
+])
+def test_unknown_function_hint_ignores_case(text, hint):
+    err = error(text)
+    assert err.message.startswith("unknown function") and err.hint.startswith(hint)

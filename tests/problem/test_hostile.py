@@ -223,3 +223,61 @@ def test_error_excerpts_are_short():
         from_text("x + " + "y" * 5000 + "(1) = 2")
     for line in str(info.value).splitlines():
         assert len(line) < 200
+
+
+# ----------------------------------------------------------------------------- whole-file budget
+
+
+def _long_valid_equation(seed: int) -> str:
+    terms, size, k = [], 0, seed
+    while size < 9_900:
+        k = (k * 1103515245 + 12345) % 2**31
+        term = f"x{k % 50}*{k % 9 + 1}"
+        terms.append(term)
+        size += len(term) + 3
+    return " + ".join(terms) + " = 1"
+
+
+def test_a_file_of_many_long_valid_equations_is_refused_quickly():
+    from gradsolve.problem.spec import MAX_TOTAL_CHARS
+
+    text = "\n".join(_long_valid_equation(i) for i in range(200))  # 2 MB, each equation within its own limit
+    start = time.perf_counter()
+    with pytest.raises(ProblemError) as info:
+        from_text(text, "big.txt")
+    assert time.perf_counter() - start < HANG_LIMIT_S
+    err = info.value
+    assert len(err.issues) == 1 and "too long together" in err.message and f"{MAX_TOTAL_CHARS:,}" in err.message
+    assert err.file == "big.txt" and err.line is not None and err.line <= 11  # where the limit is passed
+    start = time.perf_counter()
+    yaml_text = "equations:\n" + "".join(f"  - '{line}'\n" for line in text.splitlines())
+    with pytest.raises(ProblemError, match="too long together"):
+        from_yaml_text(yaml_text, "big.yaml")
+    assert time.perf_counter() - start < HANG_LIMIT_S
+
+
+def test_a_million_empty_equations_give_one_error_quickly():
+    from gradsolve.problem.spec import MAX_EXPRESSIONS
+
+    start = time.perf_counter()
+    with pytest.raises(ProblemError) as info:
+        from_text("=\n" * 1_000_000, "eq.txt")
+    assert time.perf_counter() - start < HANG_LIMIT_S
+    err = info.value
+    assert len(err.issues) == 1
+    assert err.message.startswith(f"the problem has too many equations (1,000,000; the limit is {MAX_EXPRESSIONS:,})")
+    assert err.line == MAX_EXPRESSIONS + 1  # the first one over the limit
+    assert len(str(err).splitlines()) < 10
+
+
+def test_listed_errors_are_capped():
+    from gradsolve.problem.errors import MAX_LISTED_ERRORS
+
+    with pytest.raises(ProblemError) as info:
+        from_text("=\n" * 500, "eq.txt")
+    err = info.value
+    assert len(err.issues) == 500  # all found, for callers
+    text = str(err)
+    assert text.count(": error: ") == MAX_LISTED_ERRORS
+    assert f"... and {500 - MAX_LISTED_ERRORS} more errors" in text and text.endswith("500 errors")
+    assert len(text.splitlines()) < 5 * MAX_LISTED_ERRORS

@@ -10,6 +10,7 @@ import sympy
 
 import gradsolve as gs
 from gradsolve.problem import from_file, from_text, lower
+from gradsolve.problem.errors import ProblemError
 from gradsolve.problem.lower import LOWERING, compile_program
 
 PROBLEMS = os.path.join(os.path.dirname(__file__), os.pardir, os.pardir, "problems")
@@ -192,3 +193,86 @@ def test_compile_program_directly():
     program = compile_program([2 * x**2 + 1, -x**2], {x: t})
     a, b = program.run()
     assert (a.item(), b.item()) == (19.0, -9.0)
+
+
+# ----------------------------------------------------------------------------- re/im, located failures, folding
+
+
+@pytest.mark.parametrize("text", ["abs(exp(asin(y))) + x", "cbrt(2^asin(y)) + x", "abs(3^(x*y)) + abs(exp(acos(y)))"])
+def test_real_parts_sympy_introduces_are_lowered(text):
+    spec = from_text(f"minimize: {text}", init={"x": 0.3, "y": 0.5})
+    assert spec.loss.has(sympy.re)  # sympy rewrites abs(b^z) as b^re(z)
+    lowered = lower(spec)
+    for point in ([0.3, 0.5], [-0.7, -0.2]):
+        check_by_central_differences(spec, lowered, point)
+
+
+def check_by_central_differences(spec, lowered, point):
+    """Value from sympy at 30 digits; gradient by central differences at 30 digits (sympy.diff
+    cannot differentiate sign(2^asin(y)), which cbrt builds)."""
+    symbols = spec.unknown_symbols
+    env = {s: sympy.Float(v, 30) for s, v in zip(symbols, point)}
+    lowered.set_values(point)
+    lowered.zero_grad()
+    loss = lowered.loss()
+    loss.backward()
+    assert close(loss.item(), float(spec.loss.evalf(30, subs=env)))
+    h = sympy.Float("1e-12", 30)
+    for s, p in zip(symbols, lowered.params):
+        up = spec.loss.evalf(30, subs={**env, s: env[s] + h})
+        down = spec.loss.evalf(30, subs={**env, s: env[s] - h})
+        assert close(p.grad.item(), float((up - down) / (2 * h))), s
+
+
+def test_im_is_zero_for_real_values():
+    x = sympy.Symbol("x", real=True)
+    t = gs.tensor(0.4, requires_grad=True)
+    (value,) = compile_program([sympy.im(sympy.asin(x)) + sympy.re(sympy.asin(x))], {x: t}).run()
+    assert value.item() == pytest.approx(np.arcsin(0.4), rel=1e-15)
+
+
+def test_a_lowering_failure_points_at_its_expression(monkeypatch):
+    import importlib
+
+    lower_module = importlib.import_module("gradsolve.problem.lower")  # the attribute is the function
+    spec = from_text("x + y = 1\n\n  exp(x) - y = 2\n", "p.txt")
+    table = dict(lower_module.LOWERING)
+    del table[sympy.exp]
+    monkeypatch.setattr(lower_module, "LOWERING", table)
+    with pytest.raises(ProblemError) as info:
+        lower(spec)
+    err = info.value
+    assert (err.file, err.line, err.column) == ("p.txt", 3, 1)
+    assert "cannot lower exp" in err.message and str(err).startswith("p.txt:3:1: error: cannot lower exp")
+    assert err.hint and "bug" in err.hint
+
+
+def test_constants_are_folded_from_their_exact_value():
+    # exp(pi*sqrt(163)) is 640320^3 + 744 - 7.4992740280181e-13: folding step by step in
+    # float64 loses every digit of the difference (-0.0021 instead of -1.33e12).
+    spec = from_text("minimize: x/(exp(pi*sqrt(163)) - 640320^3 - 744)")
+    lowered = lower(spec)
+    lowered.set_values([1.0])
+    exact = 1 / (sympy.exp(sympy.pi * sympy.sqrt(163)) - 640320**3 - 744)
+    assert lowered.loss().item() == pytest.approx(float(sympy.N(exact, 30)), rel=1e-14)
+    assert lowered.loss().item() == pytest.approx(-1.3334624075128953e12, rel=1e-14)
+    assert len(lowered.program) == 1  # the division; the whole constant is one leaf
+    # constant terms of a sum with unknowns are gathered and folded together, not added in float64
+    spec = from_text("minimize: x + exp(pi*sqrt(163)) - 640320^3 - 744")
+    lowered = lower(spec)
+    lowered.set_values([1.0])
+    assert lowered.loss().item() == pytest.approx(1 - 7.4992740280181e-13, abs=1e-16)
+    assert len(lowered.program) == 1
+
+
+def test_an_expression_the_table_cannot_lower_is_refused_when_the_spec_is_built(monkeypatch):
+    import importlib
+
+    lower_module = importlib.import_module("gradsolve.problem.lower")
+    table = dict(lower_module.LOWERING)
+    del table[sympy.re]
+    monkeypatch.setattr(lower_module, "LOWERING", table)
+    with pytest.raises(ProblemError) as info:
+        from_text("x + y = 1\nabs(exp(asin(y))) = 2\n", "p.txt")  # sympy writes exp(re(asin(y)))
+    err = info.value
+    assert (err.file, err.line, err.column) == ("p.txt", 2, 1) and err.message.startswith("cannot lower re")

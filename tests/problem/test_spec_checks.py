@@ -189,3 +189,64 @@ def test_warnings_escape_control_characters_in_file_names():
 def test_random_starts_unchanged_by_the_checks():
     spec = from_text("x + y = 3\n", "p.txt")
     assert [u.init for u in spec.unknowns] == np.random.default_rng(0).standard_normal(2).tolist()
+
+
+# ----------------------------------------------------------------------------- unknowns that cancel
+
+
+@pytest.mark.parametrize("text, message", [
+    ("0*x = 1\n", "the equation is a constant after simplification (0*x is 0)"),
+    ("x + 1 = x\n", "the equation is a constant after simplification (lhs - rhs is 1)"),
+    ("x - x = 0*z\n", "the equation is a constant after simplification (x - x is 0, 0*z is 0)"),
+    ("minimize: 0*x\n", "the expression to minimize is a constant after simplification (0*x is 0)"),
+    ("minimize: x - x\n", "the expression to minimize is a constant after simplification (x - x is 0)"),
+])
+def test_an_expression_whose_unknowns_cancel_is_an_error_at_it(text, message):
+    with pytest.raises(ProblemError) as info:
+        from_text("# the problem\n" + text, "p.txt")
+    err = info.value
+    assert err.message == message
+    assert (err.file, err.line) == ("p.txt", 2) and err.column is not None
+
+
+def test_cancelling_equation_next_to_real_ones_is_still_an_error():
+    with pytest.raises(ProblemError) as info:
+        from_text("x + y = 3\n0*x + 0*y = 1\nx - y = 1\n", "p.txt")
+    assert info.value.line == 2 and "it says 0 = 1" in info.value.hint
+
+
+def test_an_unknown_that_cancels_in_some_places_only_is_kept_with_a_warning():
+    spec = from_text("x + 0*y = 1\nx - x + z = 2\n", "p.txt")
+    assert spec.unknown_names == ["x", "y", "z"]  # y is written, so it stays an unknown nothing determines
+    assert [w for w in spec.warnings if "'y'" in w] == [
+        "p.txt:1:1: warning: unknown 'y' cancels out of every expression (sympy simplifies it away), "
+        "so nothing determines its value"]
+    assert not any("'x'" in w or "'z'" in w for w in spec.warnings)
+
+
+def test_cli_refuses_cancelled_unknowns_with_exit_2():
+    from click.testing import CliRunner
+
+    from gradsolve.cli.main import cli
+
+    for args, stdin in ((["minimize", "0*x"], ""), (["minimize", "x - x"], ""), (["puzzle", "-"], "0*x = 1\n"),
+                        (["check", "-"], "0*x = 1\n")):
+        run = CliRunner().invoke(cli, args, input=stdin)
+        assert run.exit_code == 2, (args, run.output)
+        assert "constant after simplification" in run.output and "internal error" not in run.output
+
+
+# ----------------------------------------------------------------------------- names of functions
+
+
+def test_a_data_column_named_like_a_function_cannot_be_used(tmp_path):
+    (tmp_path / "d.csv").write_text("x,sin\n1,2\n2,3\n")
+    with pytest.raises(ProblemError) as info:
+        from_yaml_text("data: d.csv\nresiduals: [sin - a*x]\n", "p.yaml", base_dir=str(tmp_path))
+    err = info.value
+    assert (err.line, err.column) == (2, 13) and "'sin' is a function" in err.message
+    assert err.hint == "the data column 'sin' has the name of a function and cannot be used; rename the column"
+    spec = from_yaml_text("data: d.csv\nresiduals: [sin(x) - a*x]\n", "p.yaml", base_dir=str(tmp_path))
+    assert set(spec.data) == {"x"}  # sin(x) is the function; the column is not used
+    with pytest.raises(ProblemError, match="is a function name and cannot be an unknown"):
+        from_text("x = 1", init={"sin": 1.0})
