@@ -57,7 +57,9 @@ class Problem:
 def solve(problem, *, on_progress=None, every=1, **options) -> Result:
     """Solve `problem` (a Problem, or a path) with the CLI's options as keywords (optimizer=, lr=, steps=, ...).
 
-    `seed=` draws the random starting values afresh, as `--seed` does.
+    `seed=` draws the random starting values afresh, as `--seed` does.  `on_progress(row)` gets a
+    ProgressRow every `every` steps (a whole number >= 1).  Options that cannot work (every=0, a tol,
+    atol or lr that is not a finite number, an unknown optimizer) raise ValueError, naming the option.
     """
     from gradsolve.solve.solver import merged_options, solve_spec
 

@@ -53,19 +53,59 @@ class InitType(click.ParamType):
 
 
 class PositiveFloat(click.ParamType):
+    """A finite number > 0 (or >= 0 with allow_zero): nan and inf are refused, not compared."""
+
     name = "FLOAT"
 
-    def __init__(self, allow_zero=False):
+    def __init__(self, allow_zero=False, example="1e-3"):
         self.allow_zero = allow_zero
+        self.example = example
 
     def convert(self, value, param, ctx):
+        if isinstance(value, float):
+            return value
         try:
             number = float(value)
         except (TypeError, ValueError):
-            self.fail(f"{_quote(value)} is not a number", param, ctx)
-        if number != number or number < 0 or (number == 0 and not self.allow_zero):
-            self.fail(f"{_quote(value)} must be {'non-negative' if self.allow_zero else 'positive'}", param, ctx)
+            self.fail(f"{_quote(value)} is not a number (for example {_option_example(param, self.example)})",
+                      param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{_quote(value)} is not a finite number (for example {_option_example(param, self.example)})",
+                      param, ctx)
+        if number < 0 or (number == 0 and not self.allow_zero):
+            self.fail(f"{_quote(value)} must be {'non-negative' if self.allow_zero else 'positive'} "
+                      f"(for example {_option_example(param, self.example)})", param, ctx)
         return number
+
+
+class WholeNumber(click.ParamType):
+    """An integer within [minimum, maximum]; '1.5' and '1e3' are refused with the range in the message."""
+
+    name = "N"
+
+    def __init__(self, minimum=1, maximum=None):
+        self.minimum, self.maximum = minimum, maximum
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, int) and not isinstance(value, bool):
+            number = value
+        else:
+            try:
+                number = int(str(value).strip(), 10)
+            except ValueError:
+                self.fail(f"{_quote(value)} is not a whole number ({self._range()})", param, ctx)
+        if number < self.minimum or (self.maximum is not None and number > self.maximum):
+            self.fail(f"{_quote(value)} is out of range ({self._range()})", param, ctx)
+        return number
+
+    def _range(self) -> str:
+        if self.maximum is None:
+            return f"at least {self.minimum}"
+        return f"from {self.minimum:,} to {self.maximum:,}"
+
+
+def _option_example(param, example) -> str:
+    return f"{param.opts[0]} {example}" if param is not None and getattr(param, "opts", None) else example
 
 
 def _quote(value) -> str:
@@ -79,17 +119,18 @@ def solver_options(func):
     """The options shared by puzzle, fit and minimize."""
     options = [
         click.option("--optimizer", type=click.Choice(OPTIMIZERS), default=None,
-                     help="Method (default auto; see the table above)."),
-        click.option("--lr", type=PositiveFloat(), default=None, help="Learning rate (default: per optimizer)."),
-        click.option("--steps", type=click.IntRange(min=1), default=None, help="Iteration limit (default 10000)."),
-        click.option("--tol", type=PositiveFloat(allow_zero=True), default=None,
+                     help="Method (default auto; see the table below)."),
+        click.option("--lr", type=PositiveFloat(example="0.01"), default=None,
+                     help="Learning rate (default: per optimizer)."),
+        click.option("--steps", type=WholeNumber(1), default=None, help="Iteration limit (default 10000)."),
+        click.option("--tol", type=PositiveFloat(allow_zero=True, example="1e-10"), default=None,
                      help="Relative tolerance: loss change, step, gradient (default 1e-12)."),
-        click.option("--atol", type=PositiveFloat(allow_zero=True), default=None,
+        click.option("--atol", type=PositiveFloat(allow_zero=True, example="1e-16"), default=None,
                      help="Stop when the loss is at most this (default 1e-20)."),
-        click.option("--seed", type=click.IntRange(min=0), default=None,
+        click.option("--seed", type=WholeNumber(0), default=None,
                      help="Seed for random starting values, >= 0 (default 0)."),
         click.option("--init", "inits", type=InitType(), multiple=True, help="Starting value NAME=VALUE (repeatable)."),
-        click.option("--starts", type=click.IntRange(min=1, max=MAX_STARTS), default=None,
+        click.option("--starts", type=WholeNumber(1, MAX_STARTS), default=None,
                      help=f"Solve K starting points as one batch and list every distinct solution "
                           f"(default 1, at most {MAX_STARTS:,})."),
         click.option("--no-trace", "no_trace", is_flag=True,
@@ -99,7 +140,7 @@ def solver_options(func):
         click.option("--dtype", type=click.Choice(["float64", "float32"]), default="float64", show_default=True),
         click.option("--progress", type=click.Choice(["auto", "table", "plain", "jsonl", "none"]), default="auto",
                      show_default=True, help="Progress on stderr: auto = live table on a terminal, plain rows otherwise."),
-        click.option("--every", type=click.IntRange(min=1), default=None,
+        click.option("--every", type=WholeNumber(1), default=None,
                      help="Progress row every N steps (default: 1 for lm/lbfgs, 100 otherwise)."),
         click.option("--output", type=click.Choice(["table", "json", "csv"]), default="table", show_default=True,
                      help="Result format on stdout."),
@@ -113,7 +154,60 @@ def solver_options(func):
     return func
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+class OneLineErrors(click.Group):
+    """click's group with usage errors as one line on stderr, exit 2: ``gradsolve: error: --lr: '0' must be
+    positive (for example --lr 0.01); try 'gradsolve puzzle --help'``.
+
+    click's own display is four lines (Usage, a blank, Try, Error); the command's
+    standard is one line naming the place and how to fix it.  --help, --version
+    and a bare ``gradsolve`` (the help) are unchanged; Ctrl-C while parsing exits 130.
+    """
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        try:  # always named gradsolve (click's test runner would say 'cli')
+            rv = super().main(args=args, prog_name="gradsolve", complete_var=complete_var, standalone_mode=False,
+                              **extra)
+        except click.exceptions.NoArgsIsHelpError as exc:  # a bare `gradsolve`: the help, as click shows it
+            exc.show()
+            sys.exit(exc.exit_code)
+        except click.ClickException as exc:
+            words = list(sys.argv[1:] if args is None else args)
+            command = next((w for w in words if w in self.commands), None)  # when the error carries no context
+            click.echo(f"gradsolve: error: {usage_error_line(exc, command)}", err=True)
+            sys.exit(EXIT_BAD_INPUT)
+        except click.exceptions.Abort:
+            click.echo("gradsolve: interrupted", err=True)
+            sys.exit(130)
+        if not standalone_mode:
+            return rv
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+
+def usage_error_line(exc, command=None) -> str:
+    """One line for a click error: the option or argument, what is wrong, and where the help is."""
+    if isinstance(exc, click.MissingParameter):
+        text = exc.format_message()
+    elif isinstance(exc, click.BadParameter) and exc.param is not None:
+        text = f"{_param_label(exc.param)}: {exc.message}"
+    else:
+        text = exc.format_message()
+    text = " ".join(str(text).split()).rstrip(".").replace(". (Did you mean", " (did you mean")
+    if text[:1].isupper() and text[1:2].islower():
+        text = text[0].lower() + text[1:]
+    ctx = getattr(exc, "ctx", None)
+    where = ctx.command_path if ctx is not None else " ".join(["gradsolve"] + ([command] if command else []))
+    return f"{escape(text)}; try '{where} --help'"
+
+
+def _param_label(param) -> str:
+    """'--lr' for an option (its long name), 'PROBLEM' for an argument."""
+    if isinstance(param, click.Option):
+        longs = [o for o in param.opts if o.startswith("--")]
+        return (longs or param.opts)[0]
+    return param.human_readable_name
+
+
+@click.group(cls=OneLineErrors, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 @click.version_option(__version__, prog_name="gradsolve")
 def cli():
     """gradsolve: solve equation systems, minimize expressions and fit models, with exact gradients.
@@ -141,8 +235,13 @@ def _overrides(kw) -> dict:
 
 def _execute(load_spec, kw, solve_and_render=None):
     """Load, solve, render and exit with the result's code; every failure becomes a clean exit."""
+    import warnings
+
     from gradsolve.problem.errors import ProblemError
 
+    # NumPy's RuntimeWarnings (overflow in exp, log of a negative number) are not messages for the user: a
+    # NaN or infinity that matters is in the verdict ("diverged"), and the solve layer silences its own.
+    warnings.filterwarnings("ignore", category=RuntimeWarning)
     try:
         spec = load_spec()
         if solve_and_render is None:
@@ -176,13 +275,11 @@ def _execute(load_spec, kw, solve_and_render=None):
 def _solve_and_render(spec, kw):
     from gradsolve.backend import cuda_available
     from gradsolve.cli.progress import make_progress
-    from gradsolve.cli.render import render_csv, render_json, render_table
     from gradsolve.solve.loop import choose_method
     from gradsolve.solve.solver import is_smooth, merged_options, solve_spec
 
     options = merged_options(spec, _overrides(kw))
-    if options.device == "auto" and not cuda_available() and not kw["quiet"]:
-        click.echo("gradsolve: --device auto: no usable GPU (CuPy with a CUDA device), solving on the cpu", err=True)
+    _say_device_fallback(options.device, kw["quiet"], cuda_available)
     progress = make_progress(kw["progress"], kw["quiet"])
     method = choose_method(options.optimizer, has_residuals=spec.kind != "minimize", smooth=is_smooth(spec),
                            bounded=any(math.isfinite(v) for v in (*spec.bounds()[0], *spec.bounds()[1])))
@@ -191,7 +288,15 @@ def _solve_and_render(spec, kw):
         result = solve_spec(spec, options, on_progress=progress.row, every=every, on_start=progress.start)
     finally:
         progress.finish()
-    output = kw["output"]
+    _render(result, kw["output"])
+
+
+def _render(result, output):
+    """The result on stdout in the chosen format, its warnings on stderr (in every format); then exit."""
+    from gradsolve.cli.render import render_csv, render_json, render_table
+
+    for warning in result.warnings:
+        click.echo(warning_line(warning), err=True)
     if output == "json":
         click.echo(render_json(result))
     elif output == "csv":
@@ -265,7 +370,7 @@ def minimize(expr_or_file, force_expr, **kw):
 
 @cli.command(epilog=OPTIONS_HELP)
 @click.argument("data", metavar="DATA")
-@click.option("--degree", type=click.IntRange(min=0, max=30), default=None, help="Fit a polynomial c0 + c1*x + ... + cN*x**N.")
+@click.option("--degree", type=WholeNumber(0, 30), default=None, help="Fit a polynomial c0 + c1*x + ... + cN*x**N.")
 @click.option("--model", default=None, help="Fit a model in the problem language, e.g. 'a*exp(b*x) + c'.")
 @click.option("-x", "x_columns", multiple=True,
               help="Predictor column, name or 0-based index (default: the first); repeat for several.")
@@ -279,7 +384,7 @@ def minimize(expr_or_file, force_expr, **kw):
 @click.option("--drop-invalid", is_flag=True, help="Skip rows with a missing or non-numeric cell (and count them).")
 @click.option("--robust-loss", type=click.Choice(["squared", "huber", "soft_l1", "cauchy"]), default="squared",
               show_default=True, help="Loss for data with outliers (iteratively reweighted least squares).")
-@click.option("--f-scale", type=PositiveFloat(), default=1.0, show_default=True,
+@click.option("--f-scale", type=PositiveFloat(example="0.5"), default=1.0, show_default=True,
               help="Residual size where a robust loss starts to discount (same units as y).")
 @click.option("--predict", "predict", multiple=True, metavar="X",
               help="Print the fitted value (and its standard error) at X; comma-separated for several -x.")
@@ -315,9 +420,14 @@ def fit(data, degree, model, x_columns, y_column, header, sigma, drop_invalid, r
     _execute(load, kw, _fit_and_render)
 
 
+def _say_device_fallback(device, quiet, cuda_available):
+    if device == "auto" and not cuda_available() and not quiet:
+        click.echo("gradsolve: --device auto: no usable GPU (CuPy with a CUDA device), solving on the cpu", err=True)
+
+
 def _fit_and_render(task, kw):
+    from gradsolve.backend import cuda_available
     from gradsolve.cli.progress import make_progress
-    from gradsolve.cli.render import render_csv, render_json, render_table
     from gradsolve.solve.fit import plot_fit, run_fit
     from gradsolve.solve.loop import SolveOptions
 
@@ -325,6 +435,7 @@ def _fit_and_render(task, kw):
     for key, value in _overrides(kw).items():
         if value is not None:
             setattr(options, key, value)
+    _say_device_fallback(options.device, kw["quiet"], cuda_available)
     progress = make_progress(kw["progress"], kw["quiet"])
     every = kw["every"] or (1 if options.optimizer in ("lm", "lbfgs", "auto") else 100)
     try:
@@ -333,18 +444,7 @@ def _fit_and_render(task, kw):
         progress.finish()
     if task.plot:
         plot_fit(task, result, task.plot)
-    output = kw["output"]
-    if output == "json":
-        click.echo(render_json(result))
-    elif output == "csv":
-        click.echo(render_csv(result), nl=False)
-    else:
-        from rich.console import Console
-
-        render_table(result, Console(highlight=False))
-    if result.status == "interrupted":
-        click.echo("gradsolve: interrupted: the result above is the best point found so far", err=True)
-    sys.exit(result.exit_code)
+    _render(result, kw["output"])
 
 
 @cli.command()
@@ -375,17 +475,19 @@ def check(files, allow_data_outside):
             failed += 1
             click.echo(f"{escape(path)}: internal error: {type(exc).__name__}: {escape(str(exc))}", err=True)
             continue
-        what = {"equations": "equations", "residuals": "residuals", "minimize": "loss"}[spec.kind]
-        rows = f", data: {spec.n_rows} rows" if spec.n_rows else ""
+        count = len(spec.sources)
+        what = {"equations": "equation", "residuals": "residual", "minimize": "loss"}[spec.kind]
+        what = what if count == 1 or spec.kind == "minimize" else f"{what}s"
+        rows = f", data: {spec.n_rows} row{'' if spec.n_rows == 1 else 's'}" if spec.n_rows else ""
         # plain click output (no rich markup); control characters escaped, everything else as written
-        click.echo(f"{escape(path)}: ok — {len(spec.sources)} {what}, "
+        click.echo(f"{escape(path)}: ok — {count} {what}, "
                    f"unknowns: {', '.join(spec.unknown_names)}{rows}")
         for source in spec.sources:
             click.echo(f"    {escape(source)}")
         for warning in spec.warnings:
             click.echo(f"    {warning_line(warning)}")
     if failed:
-        click.echo(f"{failed} of {len(files)} files failed", err=True)
+        click.echo(f"{failed} of {len(files)} file{'' if len(files) == 1 else 's'} failed", err=True)
         sys.exit(EXIT_BAD_INPUT)
 
 

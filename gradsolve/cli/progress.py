@@ -16,12 +16,12 @@ LIVE_ROWS = 12
 REFRESH_PER_SECOND = 10
 
 
-def _fmt(value, width=11):
+def _fmt(value, width=11, digits=4):
     if value is None:
         return "-".rjust(width)
     if isinstance(value, float) and not math.isfinite(value):
         return str(value).rjust(width)
-    return f"{value:.4e}".rjust(width)
+    return f"{value:.{digits}e}".rjust(width)
 
 
 def _json_number(value):
@@ -92,7 +92,12 @@ class JsonlProgress:
 
 
 class LiveTableProgress:
-    """A rich table that redraws at most REFRESH_PER_SECOND times a second, so drawing never slows the solve."""
+    """A rich table that redraws at most REFRESH_PER_SECOND times a second, so drawing never slows the solve.
+
+    The table fits the console's width (`progress_table`): on a narrow terminal
+    the numbers get fewer digits and unknowns that do not fit are left out (the
+    caption says how many), instead of every cell becoming '9.4838…'.
+    """
 
     def __init__(self, console):
         self.console = console
@@ -107,25 +112,12 @@ class LiveTableProgress:
         from rich.live import Live
 
         self.method = method
-        self.names = list(names)[:MAX_UNKNOWN_COLUMNS]
+        self.names = list(names)
         self.live = Live(self._table(), console=self.console, auto_refresh=False, transient=False)
         self.live.start()
 
     def _table(self):
-        from rich.table import Table
-        from rich.text import Text
-
-        from gradsolve.problem.errors import escape
-
-        # Text, not markup: the method's label may quote an error message, and names are the user's
-        table = Table(title=Text(escape(f"solving with {self.method}")), title_justify="left", expand=False)
-        for column in ["step", "loss", "change", "|grad|", "|step|", "lr/damping", *self.names, "time"]:
-            table.add_column(Text(escape(column)), justify="right", no_wrap=True)
-        for row in self.rows[-LIVE_ROWS:]:
-            table.add_row(str(row.step), _fmt(row.loss).strip(), _fmt(row.loss_change).strip(),
-                          _fmt(row.gradient_norm).strip(), _fmt(row.step_norm).strip(), _fmt(row.rate).strip(),
-                          *[_fmt(row.values.get(n)).strip() for n in self.names], f"{row.elapsed_s:.3f}s")
-        return table
+        return progress_table(self.method, self.names, self.rows[-LIVE_ROWS:], self.console)
 
     def row(self, row):
         self.rows.append(row)
@@ -146,6 +138,69 @@ class LiveTableProgress:
         if self.live is not None:
             self.live.update(self._table(), refresh=True)
             self.live.stop()
+
+
+#: Columns that go, in this order, when even the fewest digits and no unknowns do not fit.
+OPTIONAL_COLUMNS = ("|step|", "time", "change", "lr/damping")
+
+
+def progress_table(method, names, rows, console):
+    """The live table for `rows`, as wide as the data needs and at most ``console.width``.
+
+    Tried in order until one fits: every unknown (up to MAX_UNKNOWN_COLUMNS) with
+    5, 4, then 3 significant digits; then 3 digits and fewer unknowns (the caption
+    says '+N more'); then without the columns in OPTIONAL_COLUMNS, one by one.
+    """
+    from rich.measure import Measurement
+
+    shown_max = min(len(names), MAX_UNKNOWN_COLUMNS)
+    layouts = [(digits, shown_max, ()) for digits in (4, 3, 2)]
+    layouts += [(2, k, ()) for k in range(shown_max - 1, -1, -1)]
+    layouts += [(2, 0, OPTIONAL_COLUMNS[:i]) for i in range(1, len(OPTIONAL_COLUMNS) + 1)]
+    unbounded = console.options.update(width=1_000_000, max_width=1_000_000)  # the width the table wants
+    table = None
+    for digits, k, dropped in layouts:
+        table = _progress_table(method, names, rows, digits, k, dropped)
+        if Measurement.get(console, unbounded, table).maximum <= console.width:
+            break
+    return table
+
+
+def _progress_table(method, names, rows, digits, shown, dropped):
+    from rich import box
+    from rich.table import Table
+    from rich.text import Text
+
+    from gradsolve.problem.errors import escape
+
+    hidden = len(names) - shown
+    caption = Text(f"+{hidden} more unknown{'s' if hidden != 1 else ''}") if hidden else None
+    # Text, not markup: the method's label may quote an error message, and names are the user's.  A rule under
+    # the header and no vertical lines (scipy's and Ceres's verbose layout): the width goes to the numbers.
+    table = Table(title=Text(escape(f"solving with {method}")), title_justify="left", expand=False,
+                  caption=caption, caption_justify="left", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False,
+                  padding=(0, 1), collapse_padding=True)
+    base = [c for c in ("step", "loss", "change", "|grad|", "|step|", "lr/damping") if c not in dropped]
+    unknowns = list(names[:shown])
+    tail = ["time"] if "time" not in dropped else []
+    rate = rows[-1].rate_name if rows else "lr/damping"  # "lr", or "damping" for Levenberg-Marquardt
+    signed = {"loss", "change", *unknowns}
+    for column in base + unknowns + tail:
+        header = rate if column == "lr/damping" and column in base else column
+        # as wide as the format's widest value ("-1.23e-05"), so that columns do not come and go as signs change
+        width = None if column in ("step", "time") else digits + (7 if column in signed else 6)
+        table.add_column(Text(escape(header)), justify="right", no_wrap=True, min_width=width)
+
+    def number(value):
+        return _fmt(value, 0, digits).strip()
+
+    for row in rows:
+        cells = {"step": str(row.step), "loss": number(row.loss), "change": number(row.loss_change),
+                 "|grad|": number(row.gradient_norm), "|step|": number(row.step_norm), "lr/damping": number(row.rate),
+                 "time": f"{row.elapsed_s:.2f}s"}
+        table.add_row(*[cells[c] for c in base], *[number(row.values.get(n)) for n in unknowns],
+                      *[cells[c] for c in tail])
+    return table
 
 
 def make_progress(mode: str, quiet: bool):

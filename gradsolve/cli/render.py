@@ -1,7 +1,8 @@
 """The final result on stdout: a rich table, JSON (the versioned contract) or CSV.
 
-Everything the user wrote (the problem's name, unknown and column names,
-equations, warnings, paths) reaches rich as ``Text`` built by ``_plain``: rich
+The problem's warnings go to stderr in every format (gradsolve.cli.main), not
+here.  Everything the user wrote (the problem's name, unknown and column names,
+equations, paths) reaches rich as ``Text`` built by ``_plain``: rich
 never reads it as markup (``[bold]``, ``[link=...]``) or emoji codes, and its
 control characters are escaped (``\x1b``) so they cannot drive the terminal.
 Nothing is escaped twice: JSON and CSV carry the text as it is.
@@ -36,12 +37,6 @@ def _line(*parts, style: str = ""):
         else:
             out.append(escape(str(part)))
     return out
-
-
-def _warning_text(warning: str):
-    from gradsolve.cli.main import warning_line
-
-    return _plain(warning_line(warning), style="yellow")
 
 
 def _num(value):
@@ -126,8 +121,6 @@ def render_table(result, console):
             sol.add_row(str(i), *[_num(s["parameters"][n]) for n in data["parameters"]], _num(s["loss"]),
                         str(s["starts"]))
         console.print(sol)
-    for warning in result.warnings:
-        console.print(_warning_text(warning))
     if result.loss_history and console.is_terminal:
         console.print(Text("loss: " + sparkline(result.loss_history), style="cyan"))
 
@@ -216,7 +209,5 @@ def render_fit(result, console):
         console.print(pred)
     if data.get("plot"):
         console.print(_line("plot written to ", data["plot"]))
-    for warning in result.warnings:
-        console.print(_warning_text(warning))
     if result.loss_history and console.is_terminal:
         console.print(Text("loss: " + sparkline(result.loss_history), style="cyan"))

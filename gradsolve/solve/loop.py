@@ -12,17 +12,36 @@ progress row, and checks the stopping tests:
 * ``ftol``: the relative loss change stays at most ``tol`` for several
   iterations in a row (one flat step of a momentum method proves nothing).
 
-A method that stops moving has not necessarily arrived: the plateau rule can
-shrink a first-order method's rate to nothing on a slope, and L-BFGS's line
-search can fail. So on a smooth loss (and always for L-BFGS) the xtol and
-ftol tests count as convergence only when the gradient is small too
-(``sqrt(tol) * max(1, g0)``); otherwise the status is "stalled".  On a loss
-with kinks (abs, min, max) a shrinking rate is how a first-order method
-settles on the kink, whose gradient never vanishes, so it stands.
+A method that stops moving has not necessarily arrived: a rate shrunk on a
+slope, a failed line search, or Levenberg-Marquardt's damping on a plateau all
+stop the steps short of a minimum. So xtol and ftol (and LM's "no damping
+helps") count as convergence only where the point is stationary, and the
+status is "stalled" otherwise:
 
-The result is the best point seen, not the last. NaN or infinity stops the run
-at once ("diverged") and reports the last finite point; Ctrl-C stops it
-("interrupted") with the best point so far.
+* smooth losses (and always L-BFGS): the gradient is small,
+  ``max |g| <= sqrt(tol) * max(1, g0)``;
+* losses with kinks (abs, min, max), first-order methods: the gradient of a kink
+  never vanishes, so the loss itself is probed at the reported point, a small
+  step (``sqrt(tol)`` of the unknowns' scale) along the shortest combination of
+  gradients sampled nearby, the negative gradient and both ways along each
+  unknown's axis: a fall faster than the same limit in any of those directions
+  means the run stopped on a slope (see `descent_slope`);
+* Levenberg-Marquardt (its own xtol and ftol, no damping that helps, and the
+  loop's gtol and ftol alike): the residual is orthogonal to the Jacobian,
+  MINPACK's scale-invariant gtol test: the cosine between r and every free
+  column of J is at most ``max(LM_COSINE_LIMIT, sqrt(tol))``, rounding in r
+  allowed for (`lm_cosines`), so fits whose minimum has residuals left converge
+  as usual; a column that fails counts only where the loss does not curve up
+  along it (`_confirm_lm_stop`: a derivative that vanishes at a minimum, as
+  d(b**2)/db at b = 0, is no slope; a model's saturated plateau is).
+
+Adaptive first-order methods run under `RateRule`: the rate halves when the
+best loss stalls and doubles while the loss falls at every step, so a long
+slope is crossed instead of crawled.
+
+The result is the best point seen, not the last, for every status: NaN or
+infinity stops the run at once ("diverged") and the best finite point seen is
+reported; Ctrl-C stops it ("interrupted") with the best point so far.
 """
 from __future__ import annotations
 
@@ -45,6 +64,27 @@ METHODS = ("auto",) + FIRST_ORDER + ("lbfgs", "lm")
 DEFAULT_LR = {"adam": 0.1, "adamw": 0.1, "nadam": 0.1, "rmsprop": 0.01, "adagrad": 0.5, "adadelta": 1.0,
               "lbfgs": 1.0}
 FTOL_PATIENCE = 5
+# RateRule (adaptive first-order methods): halve the rate when the best loss has not improved by
+# PLATEAU_THRESHOLD (relative) for more than PLATEAU_PATIENCE steps, unless the loss fell steadily at every one
+# of them; double it once the loss has fallen at every step for GROW_AFTER steps, up to GROW_LIMIT times the start.
+PLATEAU_FACTOR = 0.5
+PLATEAU_PATIENCE = 50
+PLATEAU_THRESHOLD = 1e-3
+GROW_AFTER = 100
+GROW_SPREAD = 1.5  # ... by amounts within this factor of each other (a straight slope, not a curved valley)
+GROW_LIMIT = 2.0 ** 20
+# Levenberg-Marquardt counts a stop short of atol as convergence only where every cosine between the residual
+# and a free Jacobian column is at most max(LM_COSINE_LIMIT, sqrt(tol)) (rounding in the residual, at most about
+# eps * |J diag(x)|, discounted LM_ROUNDING_SLACK times), or, for a column that fails, where the loss curves up
+# along it: a step of the parameter's size max(1, |x_j|) raises it by at least LM_CURVATURE_RTOL of itself,
+# and a Newton step along it would lower it by at most limit**2 of itself (see _confirm_lm_stop).
+LM_COSINE_LIMIT = 1e-5
+LM_ROUNDING_SLACK = 100.0
+LM_CURVATURE_RTOL = 1e-6
+# A stop on a loss with kinks is probed (descent_slope) with SAMPLED_GRADIENTS * (n + 1) gradients near the
+# point and along each unknown's axis, up to AXIS_PROBE_LIMIT unknowns.
+AXIS_PROBE_LIMIT = 100
+SAMPLED_GRADIENTS = 4
 LM_POLISH_STEPS = 5    # at most this many LM steps once the loss is below atol ...
 LM_POLISH_GAIN = 10.0  # ... each while the loss still falls by this factor
 
@@ -206,6 +246,171 @@ def _make_optimizer(method, point, objective, options, lower, upper):
     return FIRST_ORDER_CLASSES[method](params, lr=lr), lr
 
 
+class RateRule:
+    """The learning-rate rule of the adaptive first-order methods; ``step(loss)`` after every step.
+
+    * halve: the best loss has not improved by PLATEAU_THRESHOLD (relative) for
+      more than PLATEAU_PATIENCE steps (a fixed rate makes Adam circle a minimum
+      forever, most visibly on a kink), but not while the loss fell steadily at
+      every one of those steps: that is a long slope, where a smaller rate only crawls;
+    * double: the loss has fallen at every step for GROW_AFTER steps in a row, by
+      amounts within GROW_SPREAD of each other (a straight slope and a rate too
+      small for the distance to go), up to GROW_LIMIT times the starting rate.
+      Falls that shrink or vary (a curved valley, a minimum ahead) do not count.
+
+    Without the second rule a loss that falls linearly but slowly against its
+    size (abs(x - 100000) from 0, 0.1 a step) looks stalled to the first one,
+    and the rate is halved to nothing far from the minimum.
+    """
+
+    def __init__(self, optimizer):
+        self.group = optimizer.param_groups[0]
+        self.ceiling = float(self.group["lr"]) * GROW_LIMIT
+        self.best = math.inf
+        self.bad_steps = 0  # steps since the best loss last improved by the threshold
+        self.falling = 0  # steps in a row at which the loss fell by about the same amount
+        self.drop_lo = self.drop_hi = None  # the smallest and largest of those falls
+        self.last = None
+
+    def step(self, loss) -> None:
+        loss = float(loss)
+        drop = self.last - loss if self.last is not None else 0.0
+        self.last = loss
+        if drop > 0 and self.falling and max(self.drop_hi, drop) <= GROW_SPREAD * min(self.drop_lo, drop):
+            self.falling += 1
+            self.drop_lo, self.drop_hi = min(self.drop_lo, drop), max(self.drop_hi, drop)
+        elif drop > 0:
+            self.falling, self.drop_lo, self.drop_hi = 1, drop, drop
+        else:
+            self.falling = 0
+        if loss < self.best * (1.0 - PLATEAU_THRESHOLD):
+            self.best, self.bad_steps = loss, 0
+        else:
+            self.bad_steps += 1
+        if self.falling >= GROW_AFTER:
+            self.group["lr"] = min(float(self.group["lr"]) * 2.0, self.ceiling)
+            self.falling = self.bad_steps = 0
+        elif self.bad_steps > PLATEAU_PATIENCE and self.falling <= PLATEAU_PATIENCE:
+            self.group["lr"] = float(self.group["lr"]) * PLATEAU_FACTOR
+            self.bad_steps = 0
+
+
+def descent_slope(loss_at, x, g, lower, upper, tol, names=None, grad_at=None):
+    """The steepest fall of the loss from x over a small step: (slope, direction), slope <= 0 at a minimum.
+
+    For losses with kinks, whose gradient says nothing at a kink.  The loss
+    (``loss_at(values)``) is evaluated a step h = ``sqrt(tol)`` (at least 1e-8) of
+    the unknowns' scale away from x, each step clipped into the bounds, along
+
+    * the shortest vector in the convex hull of the gradients (``grad_at``) at x
+      and at SAMPLED_GRADIENTS * (n + 1) random points within h of it, negated:
+      gradient sampling (Burke, Lewis and Overton, 2005).  Where x sits in a
+      kinked valley (100*abs(y - x^2) + abs(1 - x)) the gradients of both sides
+      nearly cancel, and what is left points along the valley;
+    * the negative gradient, and both ways along each unknown's axis;
+
+    (components a bound holds left out; sampling and axes up to AXIS_PROBE_LIMIT
+    unknowns).  The slope is the loss's fall divided by the step's length.  At a
+    kink minimum reached to within h every such step goes uphill; where the run
+    stopped on a slope (a rate shrunk to nothing) one of them goes down at about
+    the slope's rate.  A fall is only ever measured, never inferred, so a point
+    is called a slope only where the loss was seen to fall.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    n = x.size
+    lo = np.array([-math.inf if v is None else v for v in lower], dtype=np.float64)
+    hi = np.array([math.inf if v is None else v for v in upper], dtype=np.float64)
+    rel = math.sqrt(tol) if tol > 1e-16 else 1e-8
+    f0 = loss_at(x)
+    if not math.isfinite(f0) or n == 0:
+        return 0.0, None
+    held = np.array(held_by_bounds(g, x, lower, upper), dtype=bool)
+    length = rel * max(1.0, float(np.max(np.abs(x))))
+    directions = []
+
+    def along(d, label):
+        norm = float(np.linalg.norm(d))
+        if norm > 0 and math.isfinite(norm):
+            directions.append((d / norm * length, label))
+
+    if grad_at is not None and n <= AXIS_PROBE_LIMIT:
+        rng = np.random.default_rng(0)
+        radius = rel * np.maximum(1.0, np.abs(x))
+        gradients = [np.asarray(g, dtype=np.float64)]
+        for _ in range(SAMPLED_GRADIENTS * (n + 1)):
+            gi = np.asarray(grad_at(np.clip(x + radius * rng.uniform(-1.0, 1.0, n), lo, hi)), dtype=np.float64)
+            if np.all(np.isfinite(gi)):
+                gradients.append(gi)
+        along(-_min_norm_point(np.where(held, 0.0, np.array(gradients))), "the nearby gradients' shortest combination")
+    along(-np.where(held, 0.0, np.asarray(g, dtype=np.float64)), "the negative gradient")
+    if n <= AXIS_PROBE_LIMIT:
+        for i in range(n):
+            for sign in (1.0, -1.0):
+                step = np.zeros(n)
+                step[i] = sign * rel * max(1.0, abs(float(x[i])))
+                name = names[i] if names is not None else f"unknown {i + 1}"
+                directions.append((step, f"{'+' if sign > 0 else '-'}{name}"))
+    best, where = -math.inf, None
+    for step, label in directions:
+        trial = np.clip(x + step, lo, hi)
+        moved = float(np.linalg.norm(trial - x))
+        if moved == 0.0:
+            continue
+        f1 = loss_at(trial)
+        if math.isfinite(f1) and (f0 - f1) / moved > best:
+            best, where = (f0 - f1) / moved, label
+    return (best if where is not None else 0.0), where
+
+
+def _min_norm_point(G, iterations=1000):
+    """The shortest vector in the convex hull of the rows of G (Frank-Wolfe with exact line search)."""
+    v = G[int(np.argmin(np.einsum("ij,ij->i", G, G)))].copy()
+    for _ in range(iterations):
+        s = G[int(np.argmin(G @ v))]
+        d = v - s
+        gap = float(v @ d)
+        if gap <= 1e-15 * float(v @ v) or not float(d @ d) > 0:
+            break
+        v = v - min(1.0, gap / float(d @ d)) * d
+    return v
+
+
+def lm_cosines(J, r, x, lower, upper, eps) -> np.ndarray:
+    """MINPACK's gtol measure per column: |cos| between the residual r and each column of J (0 where none).
+
+    ``cos_j = |J_j . r| / (|J_j| |r|)`` is scale-invariant (rescaling a parameter
+    or the residuals changes nothing) and zero at every least-squares minimum, also
+    one with residuals left over: cos_j**2 is the fraction of the loss that moving
+    parameter j alone would remove if r were linear in it.  A column a bound holds
+    (descent would leave the box) and a zero column count 0.  Rounding: r carries
+    an error of at most about eps times the size of the terms it is computed from,
+    ``|J diag(x)|`` (the parameters' contributions), so r's component along J_j
+    is discounted by LM_ROUNDING_SLACK times that: residuals at rounding level
+    (data the model follows exactly) are no evidence of a slope.
+    """
+    J = np.asarray(J, dtype=np.float64)
+    r = np.asarray(r, dtype=np.float64)
+    x = np.asarray(x, dtype=np.float64)
+    out = np.zeros(J.shape[1] if J.ndim == 2 else 0)
+    if J.size == 0 or r.size == 0:
+        return out
+    column_norms = np.linalg.norm(J, axis=0)
+    g = J.T @ r  # half the gradient of the loss
+    free = ~np.array(held_by_bounds(g, x, lower, upper), dtype=bool) & (column_norms > 0)
+    rnorm = float(np.linalg.norm(r))
+    if not (free.any() and rnorm > 0):
+        return out
+    floor = LM_ROUNDING_SLACK * eps * float(np.linalg.norm(J * x[None, :]))
+    with np.errstate(all="ignore"):
+        out[free] = np.maximum(np.abs(g[free]) / column_norms[free] - floor, 0.0) / rnorm
+    return np.where(np.isnan(out), math.inf, out)
+
+
+def lm_cosine_limit(tol) -> float:
+    """The largest cosine (lm_cosines) at which a Levenberg-Marquardt stop counts as converged."""
+    return max(LM_COSINE_LIMIT, math.sqrt(tol)) if tol == tol else LM_COSINE_LIMIT
+
+
 FIRST_ORDER_CLASSES = {"sgd": optim.SGD, "adadelta": optim.Adadelta, "adam": optim.Adam, "adamw": optim.AdamW,
                        "nadam": optim.NAdam, "rmsprop": optim.RMSprop, "adagrad": optim.Adagrad}
 
@@ -267,6 +472,7 @@ class _Watch:
         self.first_grad_norm = None
         self.polish_steps = 0
         self.current_step = 0
+        self.confirm = None  # "lm" or "kink": a converged stop that run() must confirm at the reported point
 
     def offer(self, loss, x) -> None:
         """A loss measured at x (before a step): it may be the best point."""
@@ -274,7 +480,12 @@ class _Watch:
             self.best_loss, self.best_x = loss, list(x)
 
     def observe(self, step, loss_now, grad_norm, step_norm, x_norm, x_new, rate, rate_name, lm_stop=None):
-        """After a step: None to go on, or (status, reason) to stop."""
+        """After a step: None to go on, or (status, reason) to stop.
+
+        For Levenberg-Marquardt `lm_stop` is its (stop_reason, converged) once it
+        stopped.  A converged verdict that rests on the steps stopping is
+        provisional (``confirm``): `run` confirms it at the reported point.
+        """
         options = self.options
         if not (math.isfinite(loss_now) and all(map(math.isfinite, x_new))):
             return "diverged", f"the loss became {loss_now} at step {step}"
@@ -288,18 +499,18 @@ class _Watch:
             self.first_grad_norm = grad_norm
         stop = None
         if lm_stop is not None:
-            code, converged = lm_stop
-            if converged and self.atol_applies and loss_now <= options.atol:
-                # polished past atol until its own test stopped it: the loss is the news, not the test
-                stop = ("converged", f"loss {loss_now:.3g} <= atol {options.atol:g}")
-            elif converged:
-                stop = ("converged", _lm_reason(code, options))
-            elif code == "nonfinite":
+            code, _ = lm_stop
+            if code == "nonfinite":
                 stop = ("diverged", f"the Jacobian is not finite at step {step} (a function at the edge of its "
                                     f"domain, such as sqrt or log at 0): start inside the domain (--init) or bound "
                                     f"the unknowns")
-            else:
-                stop = ("converged", "no damping gives a further decrease (stalled at a minimum)")
+            elif self.atol_applies and loss_now <= options.atol:
+                # polished past atol until its own test stopped it: the loss is the news, not the test
+                stop = ("converged", f"loss {loss_now:.3g} <= atol {options.atol:g}")
+            elif code in ("atol", "gtol"):  # F <= atol, or a gradient that is zero (to machine precision)
+                stop = ("converged", _lm_reason(code, options))
+            else:  # a small step, a small reduction, or no damping that helps
+                stop = self._lm_stopped(_lm_reason(code, options))
         elif self.atol_applies and loss_now <= options.atol:
             if (self.method == "lm" and self.polish_steps < LM_POLISH_STEPS and prev_loss is not None
                     and prev_loss > LM_POLISH_GAIN * loss_now):
@@ -309,12 +520,16 @@ class _Watch:
             else:
                 stop = ("converged", f"loss {loss_now:.3g} <= atol {options.atol:g}")
         elif grad_norm is not None and grad_norm <= options.tol * max(1.0, self.first_grad_norm or 0.0):
-            stop = ("converged", f"gradient norm {grad_norm:.3g} <= tol * max(1, initial gradient norm) (gtol)")
+            why = f"gradient norm {grad_norm:.3g} <= tol * max(1, initial gradient norm) (gtol)"
+            # small against the start is not small against the problem: a saturated model's plateau
+            stop = self._lm_stopped(why) if self.method == "lm" else ("converged", why)
         elif self.method != "lm" and step_norm <= options.tol * (options.tol + x_norm):
             stop = self._stopped_moving(f"step {step_norm:.3g} <= tol * |x| (xtol)", grad_norm)
         elif change is not None and abs(change) <= options.tol * max(abs(prev_loss), 1e-300):
             self.flat_steps += 1
-            if self.flat_steps >= FTOL_PATIENCE or self.method == "lbfgs":
+            if self.method == "lm" and self.flat_steps >= FTOL_PATIENCE:
+                stop = self._lm_stopped("relative loss change <= tol (ftol)")
+            elif self.flat_steps >= FTOL_PATIENCE or self.method == "lbfgs":
                 stop = self._stopped_moving("relative loss change <= tol (ftol)", grad_norm)
         else:
             self.flat_steps = 0
@@ -325,12 +540,23 @@ class _Watch:
         self.prev_loss = loss_now
         return stop
 
+    def _lm_stopped(self, why):
+        """Levenberg-Marquardt stopped short of atol: converged if `run` finds r orthogonal to J there."""
+        self.confirm = "lm"
+        return "converged", why
+
     def _stopped_moving(self, why, grad_norm):
-        """xtol or ftol fired: converged, or stalled when the gradient says this is no minimum."""
+        """xtol or ftol fired: converged, or stalled when the gradient says this is no minimum.
+
+        On a loss with kinks a first-order method's gradient proves nothing either
+        way: the verdict is left to `run`, which probes the loss (descent_slope).
+        """
         limit = stationary_gradient_limit(self.options.tol, self.first_grad_norm)
         needs_gradient = self.smooth or self.method == "lbfgs"
         if needs_gradient and grad_norm is not None and grad_norm > limit:
             return "stalled", stalled_reason(self.method, why, grad_norm, limit)
+        if not needs_gradient:
+            self.confirm = "kink"
         return "converged", why
 
 
@@ -353,6 +579,17 @@ def loss_traits(objective) -> tuple[bool, bool]:
 
 def run(objective, options: SolveOptions, *, method: str, lower=None, upper=None,
         on_progress: Callable[[ProgressRow], None] | None = None, every: int = 1, point=None) -> Outcome:
+    """Minimize `objective` with `method`, reporting a progress row every `every` steps (see `_run`).
+
+    NaN and infinity are verdicts ("diverged"), not warnings: NumPy's
+    RuntimeWarnings (log of a negative number, overflow in exp) stay quiet.
+    """
+    with np.errstate(all="ignore"):
+        return _run(objective, options, method=method, lower=lower, upper=upper, on_progress=on_progress,
+                    every=every, point=point)
+
+
+def _run(objective, options, *, method, lower, upper, on_progress, every, point) -> Outcome:
     """Minimize `objective` with `method`, reporting a progress row every `every` steps.
 
     `objective` has `params` (0-d leaf tensors), `names`, `loss()` (0-d tensor) and
@@ -374,12 +611,8 @@ def run(objective, options: SolveOptions, *, method: str, lower=None, upper=None
     point.project(lower, upper)
     _set_values(params, point.values())
     opt, lr = _make_optimizer(method, point, objective, options, lower, upper)
-    plateau = None
-    if method in FIRST_ORDER and method != "sgd":
-        # Halve the rate when the best loss stalls, so that adaptive methods settle on a point
-        # (a fixed rate makes Adam circle a minimum forever, most visibly on non-smooth losses).
-        plateau = optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.5, patience=50, threshold=1e-3,
-                                                       min_lr=0.0, eps=0.0)
+    # adaptive methods settle on a point by halving their rate, and cross long slopes by doubling it
+    plateau = RateRule(opt) if method in FIRST_ORDER and method != "sgd" else None
 
     start = time.perf_counter()
     x = point.values()
@@ -388,9 +621,9 @@ def run(objective, options: SolveOptions, *, method: str, lower=None, upper=None
     status, reason = "max_steps", f"reached the step limit ({options.steps})"
     step = 0
     fast = getattr(point, "fast_first_order", None)
+    eps = float(np.finfo(np.float32 if options.dtype == "float32" else np.float64).eps)
     try:
-        with np.errstate(all="ignore"):
-            loss0 = point.loss()
+        loss0 = point.loss()
         if not math.isfinite(loss0):
             # nothing to descend from: say where, rather than "became nan" after a step that never ran
             status = "diverged"
@@ -409,10 +642,14 @@ def run(objective, options: SolveOptions, *, method: str, lower=None, upper=None
         status, reason = "interrupted", f"interrupted at step {watch.current_step}"
         step = watch.current_step
     elapsed = time.perf_counter() - start
-
-    # Report the best point seen, evaluated afresh on the engine.
+    # Report the best point seen (whatever the status), evaluated afresh on the engine.
     _set_values(params, watch.best_x if math.isfinite(watch.best_loss) else watch.last_finite_x)
     final_loss, g = _gradient(objective, params)
+    values = _values(params)
+    if status == "converged" and watch.confirm == "kink":
+        status, reason = _confirm_kink_stop(objective, params, values, g, lower, upper, options, method, reason,
+                                            stationary_gradient_limit(options.tol, watch.first_grad_norm),
+                                            float(opt.param_groups[0]["lr"]))
     jacobian = None
     if method == "lm":
         try:
@@ -420,12 +657,83 @@ def run(objective, options: SolveOptions, *, method: str, lower=None, upper=None
             jacobian = np.stack([j.numpy().reshape(-1) for j in jac], axis=1) if jac else None
         except Exception:  # noqa: BLE001 - the Jacobian is a courtesy for statistics
             jacobian = None
-    values = _values(params)
+        if status == "converged" and watch.confirm == "lm":
+            status, reason = _confirm_lm_stop(objective, params, values, jacobian, lower, upper, options, reason, eps)
     at_bounds = [name for name, v, lo, hi in zip(objective.names, values, lower, upper)
                  if (lo is not None and v <= lo) or (hi is not None and v >= hi)]
     return Outcome(status=status, stop_reason=reason, optimizer=method, steps=step, loss=final_loss,
                    gradient_norm=float(np.max(np.abs(g))) if g.size else 0.0, values=values,
                    elapsed_s=elapsed, loss_history=watch.history, at_bounds=at_bounds, jacobian=jacobian)
+
+
+def _confirm_lm_stop(objective, params, values, J, lower, upper, options, reason, eps):
+    """LM stopped short of atol: converged where r is orthogonal to J, or the loss curves up along each column
+    that is not (a derivative that vanishes at the minimum, as d(b**2)/db at b = 0); stalled otherwise.
+
+    The cosine alone would call x**2 + 1 at x = 1e-17 a slope (its one column is
+    all there is, and not orthogonal to r); curvature alone would call a model's
+    saturated plateau (BoxBOD's exp(-b2*x) at b2 = 30: every derivative
+    exponentially small) a minimum.  Together: a column whose cosine exceeds the
+    limit is acceptable only where the loss's second derivative along it, H_jj,
+    is positive and real at the parameter's size (``H_jj * max(1, x_j)**2 / 2 >=
+    LM_CURVATURE_RTOL * F``) and a Newton step along it, ``g_j**2 / (2 H_jj)``,
+    would remove at most ``limit**2`` of the loss.
+    """
+    limit = lm_cosine_limit(options.tol)
+    r, cosines = None, np.array([math.inf])
+    try:
+        with gs.no_grad():
+            r = np.asarray(objective.residuals().numpy(), dtype=np.float64).reshape(-1)
+        if J is not None:
+            cosines = lm_cosines(J, r, values, lower, upper, eps)
+    except Exception:  # noqa: BLE001 - no residuals or Jacobian, no proof
+        pass
+    failing = [j for j, c in enumerate(cosines) if not c <= limit]
+    if not failing:
+        return "converged", reason
+    loss = float(r @ r) if r is not None else math.inf
+    curved = J is not None and math.isfinite(loss)
+    for j in failing if curved else ():
+        try:
+            unit = [gs.tensor(1.0 if i == j else 0.0, dtype=p.dtype, device=p.device) for i, p in enumerate(params)]
+            h_jj = float(gs.autograd.functional.hvp(objective.loss, params, unit)[j].item())
+        except Exception:  # noqa: BLE001 - no curvature, no proof
+            h_jj = math.nan
+        g_j = 2.0 * float(J[:, j] @ r)
+        size = max(1.0, abs(float(values[j])))
+        if not (h_jj > 0 and h_jj * size * size / 2.0 >= LM_CURVATURE_RTOL * loss
+                and g_j * g_j / (2.0 * h_jj) <= limit * limit * loss):
+            curved = False
+    _set_values(params, values)
+    if curved:
+        return "converged", f"{reason}; a minimum where the loss curves up along every parameter"
+    worst = float(np.max(cosines))
+    return "stalled", (f"lm stopped ({reason}) where the residuals are not orthogonal to the Jacobian (cosine "
+                       f"{worst:.2g} > {limit:g}): not a least-squares minimum but a plateau or slope the damping "
+                       f"could not follow; try a smaller --tol or other starting values (--init)")
+
+
+def _confirm_kink_stop(objective, params, values, g, lower, upper, options, method, reason, limit, rate):
+    """A first-order method stopped moving on a loss with kinks: converged only where no nearby step goes down."""
+
+    def loss_at(v):
+        _set_values(params, v)
+        with gs.no_grad():
+            return float(objective.loss().item())
+
+    def grad_at(v):
+        _set_values(params, v)
+        return _gradient(objective, params)[1]
+
+    try:
+        slope, where = descent_slope(loss_at, values, g, lower, upper, options.tol, objective.names, grad_at)
+    finally:
+        _set_values(params, values)
+    if slope <= limit:
+        return "converged", reason
+    return "stalled", (f"{method} stopped moving ({reason}) where the loss still falls: along {where} it drops at "
+                       f"a slope of {slope:.3g} (> {limit:.3g}), with the rate down to {rate:.3g}: not a minimum; "
+                       f"raise --steps or --lr, or start nearer (--init)")
 
 
 def _iterate(point, opt, method, lr, plateau, watch, lower, upper, bounded, steps):
@@ -488,4 +796,5 @@ def _lm_reason(code: str, options: SolveOptions) -> str:
         "gtol": "gradient below tol (gtol)",
         "xtol": "step below tol * |x| (xtol)",
         "ftol": "relative loss reduction below tol (ftol)",
+        "stalled": "no damping gives a further decrease",
     }.get(code, code)

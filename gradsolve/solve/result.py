@@ -71,6 +71,7 @@ class Result:
             "device": self.device,
             "dtype": self.dtype,
             "elapsed_s": finite_or_none(self.elapsed_s),
+            "warnings": [str(w) for w in self.warnings],
         }
         for key, value in self.extra.items():
             out[key] = _clean(value)

@@ -2,18 +2,24 @@
 from __future__ import annotations
 
 import math
+import numbers
 
 import numpy as np
+import sympy
 
 import gradsolve as gs
 from gradsolve.problem import analysis
+from gradsolve.problem.grammar import maximum, minimum
 from gradsolve.problem.lower import lower
 from gradsolve.problem.spec import ProblemSpec
 from gradsolve.solve.loop import Outcome, SolveError, SolveOptions, choose_method, held_by_bounds, run
 from gradsolve.solve.result import Result
 from gradsolve.solve.trace import TracedPoint, TraceUnavailable, trace_problem
 
-NON_SMOOTH_FUNCTIONS = ("Abs", "Min", "Max", "sign", "Heaviside", "floor", "ceiling")
+#: Node classes with kinks or jumps: the problem language's own max/min (not sympy's Max/Min, which it never
+#: builds), and sympy's Abs, sign, Heaviside (their derivatives), floor and ceiling, Min and Max.
+NON_SMOOTH_NODES = (sympy.Abs, maximum, minimum, sympy.sign, sympy.Heaviside, sympy.floor, sympy.ceiling,
+                    sympy.Min, sympy.Max)
 
 
 class _Objective:
@@ -35,7 +41,7 @@ def is_smooth(spec: ProblemSpec) -> bool:
     """False when the expressions use kinks (abs, min, max, sign): L-BFGS's line search needs smoothness."""
     for expr in spec.expressions:
         for node in _walk(expr):
-            if type(node).__name__ in NON_SMOOTH_FUNCTIONS:
+            if isinstance(node, NON_SMOOTH_NODES):
                 return False
     return True
 
@@ -61,10 +67,13 @@ def merged_options(spec: ProblemSpec, overrides: dict) -> SolveOptions:
             setattr(options, key, value)
     if options.steps < 1:
         raise SolveError(f"steps must be at least 1, got {options.steps}")
-    if not (options.tol >= 0 and options.atol >= 0):
-        raise SolveError("tol and atol must be non-negative")
-    if options.lr is not None and not options.lr > 0:
-        raise SolveError(f"lr must be positive, got {options.lr}")
+    for key in ("tol", "atol"):
+        value = getattr(options, key)
+        if not (isinstance(value, numbers.Real) and math.isfinite(value) and value >= 0):
+            raise SolveError(f"{key} must be a finite number >= 0, got {value!r}")
+    if options.lr is not None and not (isinstance(options.lr, numbers.Real) and math.isfinite(options.lr)
+                                       and options.lr > 0):
+        raise SolveError(f"lr must be a finite number > 0, got {options.lr!r}")
     if not (isinstance(options.starts, int) and options.starts >= 1):
         raise SolveError(f"starts must be a positive integer, got {options.starts!r}")
     if options.dtype not in ("float64", "float32"):
@@ -83,6 +92,13 @@ def solve_spec(spec: ProblemSpec, options: SolveOptions, *, on_progress=None, ev
     (`--no-trace`) keeps the engine.  `options.starts > 1` solves a batch of
     starting points (gradsolve.solve.multistart).
     """
+    check_every(every)
+    # NaN and infinity are verdicts, not warnings (see loop.run): the residuals and checks below stay quiet too
+    with np.errstate(all="ignore"):
+        return _solve_spec(spec, options, on_progress, every, on_start)
+
+
+def _solve_spec(spec, options, on_progress, every, on_start) -> Result:
     device = gs.backend.resolve_device(options.device)
     dtype = getattr(gs, options.dtype)
     lowered = lower(spec, dtype=dtype, device=device)
@@ -108,6 +124,12 @@ def solve_spec(spec: ProblemSpec, options: SolveOptions, *, on_progress=None, ev
     outcome = run(objective, options, method=method, lower=lower_b, upper=upper_b, on_progress=on_progress,
                   every=every, point=point)
     return to_result(spec, lowered, objective, outcome, options, device)
+
+
+def check_every(every) -> None:
+    """A progress row every `every` steps: a positive whole number (SolveError otherwise)."""
+    if isinstance(every, bool) or not isinstance(every, numbers.Integral) or every < 1:
+        raise SolveError(f"every must be a whole number >= 1 (a progress row every N steps), got {every!r}")
 
 
 def make_trace(lowered, method, options, device):
@@ -205,9 +227,10 @@ def _judge_unsolved(spec, lowered, outcome, options, reason):
     if stationary:
         return "stalled", (f"{outcome.optimizer} stopped ({reason}) where the loss {outcome.loss:.3g} is flat but "
                            f"not at a minimum (a saddle or a maximum): start elsewhere (--init, --starts 100)")
+    advice = ("a smaller --tol, or other starting values (--init, --starts 100)" if outcome.optimizer == "lm"
+              else "try --optimizer lm or a smaller --tol")
     return "stalled", (f"{outcome.optimizer} stopped ({reason}) before the equations were satisfied: loss "
-                       f"{outcome.loss:.3g} > atol {options.atol:g} and still falling from here; try --optimizer lm "
-                       f"or a smaller --tol")
+                       f"{outcome.loss:.3g} > atol {options.atol:g} and still falling from here; {advice}")
 
 
 def _solution_set(spec, lowered, outcome):

@@ -105,11 +105,12 @@ def test_exit_1_for_inconsistent_equations_with_the_least_squares_answer():
     assert data["parameters"]["x"] + data["parameters"]["y"] == pytest.approx(1.5, abs=1e-9)
 
 
-def test_exit_1_when_diverging_reports_the_last_finite_point():
+def test_exit_1_when_diverging_reports_the_best_finite_point():
+    # x = 1, -19, 361, ... to inf: the run stops at once, and reports the best point seen (README)
     proc = run("minimize", "x^2", "--init", "x=1", "--optimizer", "sgd", "--lr", "10", "--output", "json", "--quiet")
     data = json.loads(proc.stdout)
     assert proc.returncode == 1 and data["status"] == "diverged"
-    assert data["parameters"]["x"] is not None and np.isfinite(data["parameters"]["x"])
+    assert data["parameters"]["x"] == 1.0 and data["loss"] == 1.0
     assert "NaN" not in proc.stdout and "Infinity" not in proc.stdout
 
 
@@ -193,9 +194,9 @@ def test_help_has_examples_on_every_command():
 
 def test_help_imports_neither_sympy_nor_cupy():
     code = ("import sys\nfrom gradsolve.cli.main import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
-            "print('sympy' in sys.modules, 'cupy' in sys.modules)")
+            "print('sympy' in sys.modules, 'cupy' in sys.modules, 'numpy' in sys.modules)")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
-    assert proc.stdout.strip().splitlines()[-1] == "False False"
+    assert proc.stdout.strip().splitlines()[-1] == "False False False"
 
 
 def test_version():
@@ -238,7 +239,8 @@ def test_live_table_renders_on_a_terminal():
     os.close(master)
     screen = b"".join(chunks).decode("utf-8", "replace")
     assert "solving with adam" in screen
-    assert "loss" in screen and "┃" in screen  # a rich table
+    assert "loss" in screen and "────" in screen  # a rich table (a rule under its header)
+    assert "…" not in screen  # every cell in full at 160 columns
     assert screen.count("solving with adam") >= 2  # redrawn as it updates
     json.loads(proc.stdout.read())
 
@@ -270,18 +272,66 @@ def test_puzzle_and_check_refuse_a_file_without_unknowns(tmp_path, equation):
         assert ": ok" not in result.output
 
 
-@pytest.mark.parametrize("args, needle", [
-    (["--seed", "-1"], "Invalid value for '--seed'"),
-    (["--starts", "0"], "Invalid value for '--starts'"),
-    (["--starts", "1000001"], "Invalid value for '--starts'"),
-    (["--init", "x=nan"], "Invalid value for '--init'"),
-    (["--init", "x=inf"], "Invalid value for '--init'"),
-    (["--init", "x=-1e999"], "Invalid value for '--init'"),
-])
-def test_bad_option_values_are_usage_errors(args, needle):
+USAGE_ERRORS = [
+    (["--seed", "-1"], "--seed: '-1' is out of range (at least 0)"),
+    (["--seed", "1.5"], "--seed: '1.5' is not a whole number (at least 0)"),
+    (["--starts", "0"], "--starts: '0' is out of range (from 1 to 1,000,000)"),
+    (["--starts", "1000001"], "--starts: '1000001' is out of range"),
+    (["--steps", "0"], "--steps: '0' is out of range (at least 1)"),
+    (["--every", "0"], "--every: '0' is out of range (at least 1)"),
+    (["--lr", "0"], "--lr: '0' must be positive (for example --lr 0.01)"),
+    (["--lr", "inf"], "--lr: 'inf' is not a finite number"),
+    (["--tol", "nan"], "--tol: 'nan' is not a finite number"),
+    (["--tol", "inf"], "--tol: 'inf' is not a finite number"),
+    (["--atol", "inf"], "--atol: 'inf' is not a finite number"),
+    (["--atol", "-1"], "--atol: '-1' must be non-negative"),
+    (["--init", "x=abc"], "--init: 'abc' in 'x=abc' is not a number (for example --init x=1.5)"),
+    (["--init", "x=nan"], "--init: 'nan' in 'x=nan' is not a finite number"),
+    (["--init", "x=inf"], "--init: 'inf' in 'x=inf' is not a finite number"),
+    (["--init", "x=-1e999"], "--init: '-1e999' in 'x=-1e999' is not a finite number"),
+    (["--optimizer", "bogus"], "--optimizer: 'bogus' is not one of 'auto', 'sgd',"),
+    (["--bogus"], "no such option '--bogus'"),
+    (["--lrr", "1"], "no such option '--lrr' (did you mean one of: '--lr', '--tol'?)"),
+    (["--lr"], "option '--lr' requires an argument"),
+]
+
+
+@pytest.mark.parametrize("args, message", USAGE_ERRORS)
+def test_bad_option_values_are_one_line_usage_errors(args, message):
     result = CliRunner().invoke(cli, ["minimize", "(x - 1)^2", "--quiet", *args])
     assert result.exit_code == 2, result.output
-    assert needle in result.output and "Traceback" not in result.output
+    (line,) = result.output.splitlines()  # one line, not click's Usage / Try / Error block
+    assert line.startswith(f"gradsolve: error: {message}"), line
+    assert line.endswith("; try 'gradsolve minimize --help'")
+
+
+@pytest.mark.parametrize("args, line", [
+    (["puzzle"], "gradsolve: error: missing argument 'PROBLEM'; try 'gradsolve puzzle --help'"),
+    (["check"], "gradsolve: error: missing argument 'FILE...'; try 'gradsolve check --help'"),
+    (["puzzle", "a.txt", "b.txt"], "gradsolve: error: got unexpected extra argument (b.txt); try 'gradsolve puzzle --help'"),
+    (["bogus"], "gradsolve: error: no such command 'bogus'; try 'gradsolve --help'"),
+    (["--bogus"], "gradsolve: error: no such option '--bogus'; try 'gradsolve --help'"),
+    (["fit", "x.csv", "--degree", "-1"], "gradsolve: error: --degree: '-1' is out of range (from 0 to 30); "
+                                         "try 'gradsolve fit --help'"),
+])
+def test_usage_errors_in_a_subprocess_are_one_line_exit_2(args, line):
+    proc = run(*args)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.splitlines() == [line]
+
+
+def test_help_and_version_still_work_after_the_one_line_errors():
+    assert run("--version").stdout.startswith("gradsolve, version ")
+    for args in (["--help"], ["puzzle", "-h"], ["fit", "--help"]):
+        proc = run(*args)
+        assert proc.returncode == 0 and proc.stdout.startswith("Usage: gradsolve") and proc.stderr == ""
+    bare = run()  # a bare command shows the help, as click does
+    assert "Commands:" in bare.stdout + bare.stderr and "error" not in bare.stderr
+
+
+def test_optimizer_help_points_at_the_table_below():
+    out = invoke("puzzle", "--help").output
+    assert "see the table below" in out and out.index("see the table below") < out.index("Solver options")
 
 
 def test_init_outside_bounds_is_labelled_init(tmp_path):
@@ -388,3 +438,141 @@ def test_error_messages_show_user_backslashes_once(tmp_path):
     assert "\x1b" not in result.output
     proc = run("minimize", "x + \x01", "--output", "json")
     assert proc.returncode == 2 and "\x01" not in proc.stderr and "    x + \\x01\n" in proc.stderr
+
+
+# ------------------------------------------------------------------ audit fixes: verdicts, warnings, widths --
+
+
+def test_a_distant_kink_is_reached_and_a_collapsed_rate_is_never_converged():
+    proc = run("minimize", "abs(x - 100000)", "--init", "x=0", "--output", "json", "--quiet")
+    data = json.loads(proc.stdout)
+    assert proc.returncode == 0 and data["status"] == "converged"
+    assert data["parameters"]["x"] == pytest.approx(100000.0, rel=1e-9) and data["loss"] < 1e-6
+    proc = run("minimize", "(x - 1)^2 + abs(y)", "--optimizer", "adam", "--lr", "1e-9", "--output", "json", "--quiet")
+    data = json.loads(proc.stdout)
+    if data["status"] == "converged":
+        assert data["parameters"]["x"] == pytest.approx(1.0, abs=1e-6) and proc.returncode == 0
+    else:
+        assert proc.returncode == 1 and data["status"] in ("stalled", "max_steps")
+
+
+def test_max_is_a_kink_adam_solves_it():
+    result = invoke("minimize", "max(x - 1, 1 - x) + max(y, -y)", "--init", "x=5", "--init", "y=3", "--quiet",
+                    "--output", "json")
+    data = json.loads(result.output)
+    assert result.exit_code == 0 and data["optimizer"] == "adam" and data["status"] == "converged"
+    assert data["parameters"]["x"] == pytest.approx(1.0, abs=1e-6)
+
+
+@pytest.mark.parametrize("output", ["json", "csv", "table"])
+def test_warnings_reach_stderr_in_every_output_format(output):
+    proc = run("minimize", "(x - e)^2", "--output", output, "--quiet")
+    assert proc.returncode == 0
+    assert "<expr>:1:1: warning: 'e' is read as Euler's number" in proc.stderr
+    assert output == "json" or "warning" not in proc.stdout  # the result alone on stdout
+    typo = run("puzzle", "problems/intersection.txt", "--init", "z=1", "--output", output, "--quiet")
+    assert "--init: warning: unknown 'z' does not appear in any expression" in typo.stderr
+    if output == "json":
+        assert json.loads(typo.stdout)["warnings"] == ["--init: warning: unknown 'z' does not appear in any expression"]
+        assert json.loads(proc.stdout)["warnings"][0].startswith("<expr>:1:1: warning: 'e' is read as")
+    else:
+        assert "warning" not in typo.stdout  # the result alone on stdout
+
+
+@pytest.mark.parametrize("args", [
+    ["minimize", "log(x)", "--init", "x=-1"],
+    ["minimize", "acosh(x)", "--init", "x=0.5"],
+    ["minimize", "x*log(x)", "--init", "x=3", "--optimizer", "sgd", "--lr", "10"],
+    ["fit", "tests/data/strd/csv/MGH10.csv", "--model", "b1*exp(b2/(x+b3))"],
+])
+def test_numpy_runtime_warnings_never_reach_stderr(args):
+    proc = run(*args, "--quiet", "--output", "json")
+    json.loads(proc.stdout)
+    assert proc.stderr == "", proc.stderr
+
+
+def test_json_reports_the_unknowns_that_ended_on_a_bound(tmp_path):
+    path = tmp_path / "bounded.yaml"
+    path.write_text("unknowns:\n  x: {init: 0.5, min: 0, max: 1}\n  y: {init: 2, min: -5}\nminimize: (x - 3)^2 + (y - 1)^2\n")
+    proc = run("minimize", str(path), "--output", "json", "--quiet")
+    data = json.loads(proc.stdout)
+    assert proc.returncode == 0 and data["status"] == "converged"
+    assert data["at_bounds"] == ["x"] and data["parameters"]["x"] == 1.0
+    assert data["parameters"]["y"] == pytest.approx(1.0, abs=1e-6)
+    table = invoke("minimize", str(path), "--quiet")
+    assert "at a bound" in table.output
+
+
+def test_fit_device_auto_says_it_fell_back_to_the_cpu():
+    import gradsolve as gs
+
+    if gs.cuda_available():  # pragma: no cover - needs a GPU
+        pytest.skip("a GPU is present")
+    proc = run("fit", "problems/polynomial.csv", "--degree", "2", "--device", "auto", "--output", "json")
+    assert proc.returncode == 0 and json.loads(proc.stdout)["device"] == "cpu"
+    assert "--device auto: no usable GPU (CuPy with a CUDA device), solving on the cpu" in proc.stderr
+
+
+def test_check_counts_in_the_singular_and_plural(tmp_path):
+    one = tmp_path / "one.txt"
+    one.write_text("x + 1 = 2\n")
+    result = invoke("check", str(one), str(PROBLEMS / "four-unknowns.yaml"), str(PROBLEMS / "rosenbrock.yaml"))
+    assert f"{one}: ok — 1 equation, unknowns: x" in result.output
+    assert "four-unknowns.yaml: ok — 4 equations," in result.output
+    assert "rosenbrock.yaml: ok — 1 loss," in result.output
+    bad = tmp_path / "bad.txt"
+    bad.write_text("x + = 1\n")
+    failed = CliRunner().invoke(cli, ["check", str(bad)])
+    assert failed.exit_code == 2 and "1 of 1 file failed" in failed.output
+
+
+def _rows(names, steps=(1, 100, 10000)):
+    from gradsolve.solve.loop import ProgressRow
+
+    return [ProgressRow(step, 9.4838e-1 * step, -1.234e-5, 2.15e2, 1.49e-1, 0.1, "lr",
+                        {n: -1.0944 * (i + 1) for i, n in enumerate(names)}, 0.123 * step) for step in steps]
+
+
+@pytest.mark.parametrize("width, shown, hidden, loss", [(80, ["x"], "+1 more unknown", "9.48e+03"),
+                                                        (100, ["x", "y"], None, "9.484e+03"),
+                                                        (160, ["x", "y"], None, "9.4838e+03")])
+def test_live_table_fits_the_console_width(width, shown, hidden, loss):
+    # every cell used to become '9.4838…' at 80 columns (the step column '…')
+    import io
+
+    from rich.console import Console
+
+    from gradsolve.cli.progress import LiveTableProgress
+
+    buffer = io.StringIO()
+    console = Console(file=buffer, width=width, force_terminal=True, color_system=None)
+    progress = LiveTableProgress(console)
+    progress.start("adam — traced: straight-line Python floats", ["x", "y"])
+    for row in _rows(["x", "y"]):
+        progress.row(row)
+    progress.finish()
+    screen = ANSI.sub("", buffer.getvalue())
+    last = screen[screen.rindex("solving with adam"):]
+    lines = [line.rstrip() for line in last.splitlines() if line.strip()]
+    assert "…" not in last and max(map(len, lines)) <= width
+    header = next(line for line in lines if "loss" in line).split()
+    assert header[:7] == ["step", "loss", "change", "|grad|", "|step|", "lr", *shown][:7]
+    assert [n for n in ("x", "y") if n in header] == shown
+    assert (hidden in last) if hidden else ("more unknown" not in last)
+    assert "10000" in last and f" {loss} " in last
+
+
+def test_live_table_on_a_narrow_console_keeps_step_and_loss():
+    import io
+
+    from rich.console import Console
+
+    from gradsolve.cli.progress import progress_table
+
+    for width in (40, 56, 64):
+        buffer = io.StringIO()
+        console = Console(file=buffer, width=width, color_system=None)
+        console.print(progress_table("lm", ["a", "b", "c", "d", "e"], _rows(list("abcde")), console))
+        text = buffer.getvalue()
+        assert "step" in text and "loss" in text and "+5 more unknowns" in text
+        assert max(len(line.rstrip()) for line in text.splitlines()) <= width
