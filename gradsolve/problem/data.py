@@ -91,7 +91,12 @@ def _arrow_error(path: str, exc: Exception) -> ProblemError:
     if line is None and "Expected" in text:
         line = _ragged_line(path)
     first = text.splitlines()[0] if text else type(exc).__name__
-    return ProblemError(f"cannot read the data file: {excerpt(first, 120)}", file=path, line=line)
+    # pyarrow quotes the whole offending row after "Expected N columns, got M:"; the row is the
+    # file's content (a secret, with --allow-data-outside), so keep only the counts
+    counts = re.search(r"Expected \d+ columns?, got \d+", first)
+    if counts:
+        first = counts.group(0)
+    return ProblemError(f"cannot read the data file: {excerpt(first)}", file=path, line=line)
 
 
 def read_header(path: str) -> list[str]:

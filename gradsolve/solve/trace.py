@@ -153,6 +153,7 @@ DECOMPOSE = {
     _lower._reciprocal: lambda tape, args: tape.add("div", (tape.const(1.0), args[0])),
     _lower._reciprocal_sqrt: lambda tape, args: tape.add("div", (tape.const(1.0), tape.add("sqrt", args))),
     _lower._identity: lambda tape, args: args[0],
+    _lower._zero_like: lambda tape, args: tape.add("mul", (args[0], tape.const(0.0))),  # im() of a real value
     _lower._minimum: _chain("min2"),
     _lower._maximum: _chain("max2"),
     gs.pow: _gs_pow,
