@@ -44,14 +44,15 @@ import sympy
 
 import gradsolve as gs
 from gradsolve.problem.lower import compile_program
-from gradsolve.solve.loop import (FIRST_ORDER, FIRST_ORDER_CLASSES, DEFAULT_LR, FTOL_PATIENCE, Outcome, loss_traits,
-                                  ProgressRow, _gradient, _sgd_rate, _set_values, _values, run)
+from gradsolve.solve.loop import (FIRST_ORDER, FIRST_ORDER_CLASSES, DEFAULT_LR, FTOL_PATIENCE, GROW_AFTER, GROW_LIMIT,
+                                  GROW_SPREAD, PLATEAU_FACTOR, PLATEAU_PATIENCE, PLATEAU_THRESHOLD, Outcome,
+                                  ProgressRow, _confirm_kink_stop, _gradient, _sgd_rate, _set_values, _values,
+                                  loss_traits, run, stationary_gradient_limit)
 from gradsolve.solve.trace import ArraySlot, TracedPoint
 
 __all__ = ["draw_starts", "cluster", "solve_multistart", "run_batch", "EagerBatch", "CLUSTER_RTOL"]
 
 CLUSTER_RTOL = 1e-6
-PLATEAU = dict(factor=0.5, patience=50, threshold=1e-3)  # as the loop's ReduceLROnPlateau
 
 
 #: The multistart draws use their own stream of the seed: the one numpy's ``SeedSequence(seed).spawn``
@@ -196,9 +197,7 @@ def run_batch(evaluator, X0, options, *, method: str, lower=None, upper=None, lr
     group = opt.param_groups[0]
     group["lr"] = device(np.full((K, 1), float(lr)))
     slot, state = ArraySlot(X, xp), {}
-    plateau = method != "sgd"
-    plateau_best = device(np.full(K, math.inf))
-    bad_epochs = device(np.zeros(K, dtype=np.int64))
+    rates = _BatchRateRule(xp, device, K, float(lr)) if method != "sgd" else None
     tol, atol = options.tol, options.atol
 
     stops = _Stops(backend, K)
@@ -235,14 +234,8 @@ def run_batch(evaluator, X0, options, *, method: str, lower=None, upper=None, lr
             gnorm = _row_max_abs(xp, G)
             loss_new, G = evaluator.batch_loss_grad(X_new)
             loss_new, G = as64(loss_new), as64(G)
-            if plateau:
-                improved = loss_new < plateau_best * (1.0 - PLATEAU["threshold"])
-                plateau_best = xp.where(improved, loss_new, plateau_best)
-                bad_epochs = xp.where(improved, 0, bad_epochs + 1)
-                reduce = active & (bad_epochs > PLATEAU["patience"])
-                if not stops.check_first or reduce.any():
-                    group["lr"] = xp.where(reduce[:, None], group["lr"] * PLATEAU["factor"], group["lr"])
-                    bad_epochs = xp.where(reduce, 0, bad_epochs)
+            if rates is not None:
+                group["lr"] = rates.step(loss_new, active, group["lr"])
             # the loop's tests (_Watch.observe), per start
             ok = xp.isfinite(loss_new)
             for j in range(p):
@@ -288,8 +281,59 @@ def run_batch(evaluator, X0, options, *, method: str, lower=None, upper=None, lr
                 break
     except KeyboardInterrupt:
         interrupted = True
-    return _outcome(backend, stops, best_x, best_loss, history, step, interrupted, method, options,
-                    time.perf_counter() - start)
+    out = _outcome(backend, stops, best_x, best_loss, history, step, interrupted, method, options,
+                   time.perf_counter() - start)
+    # what solve_multistart needs to confirm, on a loss with kinks, the stops that only stopped moving
+    out["first_gnorm"] = np.array(backend.to_numpy(first_gnorm), dtype=np.float64) if first_gnorm is not None \
+        else np.zeros(K)
+    out["lr"] = np.array(backend.to_numpy(group["lr"][:, 0]), dtype=np.float64)
+    code, why = backend.to_numpy(stops.code), backend.to_numpy(stops.why)
+    out["stopped_moving"] = np.asarray((code == CONVERGED) & (why >= 2), dtype=bool)  # xtol or ftol
+    return out
+
+
+class _BatchRateRule:
+    """loop.RateRule for K starts at once: per-start arrays on the batch's device, the same rules.
+
+    Halve a start's rate when its best loss has not improved by PLATEAU_THRESHOLD for
+    more than PLATEAU_PATIENCE steps (unless it fell steadily all that time); double it
+    after GROW_AFTER steady falls (each within GROW_SPREAD of the others), up to
+    GROW_LIMIT times the starting rate.  Stopped starts keep their rate.
+    """
+
+    def __init__(self, xp, device, K, lr):
+        self.xp = xp
+        self.ceiling = lr * GROW_LIMIT
+        self.best = device(np.full(K, math.inf))
+        self.bad = device(np.zeros(K, dtype=np.int64))
+        self.falling = device(np.zeros(K, dtype=np.int64))
+        self.drop_lo = device(np.zeros(K))
+        self.drop_hi = device(np.zeros(K))
+        self.last = device(np.full(K, math.nan))  # NaN: no fall measured before the first step
+
+    def step(self, loss, active, lr):
+        """The rates (K, 1) after a step that reached `loss` (K,)."""
+        xp = self.xp
+        with np.errstate(invalid="ignore"):
+            drop = self.last - loss
+            fell = drop > 0
+            steady = fell & (self.falling > 0) & (
+                xp.maximum(self.drop_hi, drop) <= GROW_SPREAD * xp.minimum(self.drop_lo, drop))
+            fresh = fell & ~steady
+            self.falling = xp.where(steady, self.falling + 1, xp.astype(fresh, self.falling.dtype))  # else 1 or 0
+            self.drop_lo = xp.where(steady, xp.minimum(self.drop_lo, drop), xp.where(fresh, drop, self.drop_lo))
+            self.drop_hi = xp.where(steady, xp.maximum(self.drop_hi, drop), xp.where(fresh, drop, self.drop_hi))
+            self.last = loss
+            improved = loss < self.best * (1.0 - PLATEAU_THRESHOLD)
+        self.best = xp.where(improved, loss, self.best)
+        self.bad = xp.where(improved, 0, self.bad + 1)
+        grow = active & (self.falling >= GROW_AFTER)
+        halve = active & ~grow & (self.bad > PLATEAU_PATIENCE) & (self.falling <= PLATEAU_PATIENCE)
+        lr = xp.where(grow[:, None], xp.minimum(lr * 2.0, self.ceiling),
+                      xp.where(halve[:, None], lr * PLATEAU_FACTOR, lr))
+        self.falling = xp.where(grow, 0, self.falling)
+        self.bad = xp.where(grow | halve, 0, self.bad)
+        return lr
 
 
 def _outcome(backend, stops, best_x, best_loss, history, step, interrupted, method, options, elapsed):
@@ -338,10 +382,11 @@ def _row_norm(xp, A):
 UNCONVERGED_LISTED = 10
 
 
-def cluster(values, losses, rtol: float = CLUSTER_RTOL):
+def cluster(values, losses, rtol: float = CLUSTER_RTOL, *, return_labels: bool = False):
     """Group points (rows of `values`) that agree to `rtol` in each unknown's scale; best loss first.
 
-    Returns a list of (index of the group's best point, count), ordered by loss.
+    Returns a list of (index of the group's best point, count), ordered by loss; with
+    `return_labels`, also each point's group (an index into that list).
     Greedy in order of loss; each point is compared only with the groups whose
     first coordinate lies within the tolerance window (centres kept sorted on it),
     so K scattered points cost O(K log K), not O(K^2).
@@ -352,6 +397,7 @@ def cluster(values, losses, rtol: float = CLUSTER_RTOL):
     keys = []      # first coordinate of each centre, sorted
     slots = []     # index into centers/counts/firsts, in the order of keys
     centers, counts, firsts = [], [], []
+    labels = np.zeros(len(order), dtype=np.int64)
     for i in order:
         v = values[i]
         v0 = float(v[0])
@@ -368,14 +414,17 @@ def cluster(values, losses, rtol: float = CLUSTER_RTOL):
                     found = slots[k]  # the best (earliest) matching group
         if found is not None:
             counts[found] += 1
+            labels[i] = found
             continue
         position = bisect.bisect_left(keys, v0)
         keys.insert(position, v0)
         slots.insert(position, len(centers))
+        labels[i] = len(centers)
         centers.append(v)
         counts.append(1)
         firsts.append(int(i))
-    return list(zip(firsts, counts))
+    groups = list(zip(firsts, counts))
+    return (groups, labels) if return_labels else groups
 
 
 def solve_multistart(spec, lowered, objective, options, *, method, lower, upper, device, on_progress=None,
@@ -400,6 +449,8 @@ def solve_multistart(spec, lowered, objective, options, *, method, lower, upper,
         atol_applies, smooth = loss_traits(objective)
         out = run_batch(evaluator, starts, options, method=method, lower=lower, upper=upper, lr=lr,
                         on_progress=on_progress, every=every, names=names, atol_applies=atol_applies, smooth=smooth)
+        if not smooth:
+            _confirm_kink_stops(objective, out, options, method, lower, upper)
     else:
         if on_start is not None:
             on_start(f"{method} — {how}, {K} starts one after another", names)
@@ -439,6 +490,33 @@ def solve_multistart(spec, lowered, objective, options, *, method, lower, upper,
     ]
     result.extra["starts"] = K
     return result
+
+
+def _confirm_kink_stops(objective, out, options, method, lower, upper):
+    """On a loss with kinks, the starts that merely stopped moving are converged only where no nearby
+    step goes down (loop._confirm_kink_stop, as a single start gets): probed once per distinct point."""
+    flagged = np.flatnonzero(out["stopped_moving"] & (out["status"] == "converged"))
+    if flagged.size == 0:
+        return
+    values = out["values"]
+    groups, labels = cluster(values[flagged], out["loss"][flagged], return_labels=True)
+    params = objective.params
+    saved = _values(params)
+    try:
+        for label, (i, _count) in enumerate(groups):
+            k = flagged[i]
+            _set_values(params, values[k])
+            _, g = _gradient(objective, params)
+            status, reason = _confirm_kink_stop(objective, params, values[k], g, lower, upper, options, method,
+                                                str(out["reason"][k]),
+                                                stationary_gradient_limit(options.tol, float(out["first_gnorm"][k])),
+                                                float(out["lr"][k]))
+            if status != "converged":
+                members = flagged[labels == label]
+                out["status"][members] = status
+                out["reason"][members] = reason
+    finally:
+        _set_values(params, saved)
 
 
 def _run_each(spec, lowered, objective, options, method, lower, upper, trace, starts, on_progress, every):

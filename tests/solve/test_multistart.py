@@ -15,7 +15,7 @@ from click.testing import CliRunner
 
 import gradsolve as gs
 from gradsolve.cli.main import cli
-from gradsolve.problem.files import from_file
+from gradsolve.problem.files import from_file, from_text
 from gradsolve.problem.lower import lower
 from gradsolve.solve.loop import SolveOptions
 from gradsolve.solve.multistart import EagerBatch, cluster, draw_starts, run_batch
@@ -201,14 +201,48 @@ def test_converged_starts_are_frozen_and_counted():
 
 
 def test_a_start_that_stops_moving_on_a_slope_is_stalled_not_converged():
-    # Rosenbrock from (-1.2, 1) with NAdam: the plateau rule halves the rate to nothing in the curved
-    # valley and the steps fall below xtol with the loss still at 0.125 and a visible gradient.
-    spec = from_file(ROOT / "problems/rosenbrock.yaml")
-    out = run_batch(trace_problem(lower(spec)), np.array([[-1.2, 1.0]]), SolveOptions(optimizer="nadam"),
-                    method="nadam", lr=0.1)
-    assert out["status"][0] == "stalled" and out["loss"][0] > 1e-3
-    result = solve_spec(spec, merged_options(spec, {"optimizer": "nadam"}))
+    # ftol (relative change <= 1e-4 for 5 steps) fires at once on a loss of 1e8 falling by 2e3 a step:
+    # the batch says stalled, as the single-start loop does
+    text_spec = from_text("minimize: (x - 10000)^2\n", "slope.txt", init={"x": 0.0})
+    options = SolveOptions(optimizer="adam", tol=1e-4)
+    out = run_batch(trace_problem(lower(text_spec)), np.array([[0.0], [1.0]]), options, method="adam", lr=0.1)
+    assert list(out["status"]) == ["stalled", "stalled"] and np.all(out["loss"] > 1e7)
+    result = solve_spec(text_spec, merged_options(text_spec, {"optimizer": "adam", "tol": 1e-4}))
     assert result.status == "stalled" and result.exit_code == 1 and "not a minimum" in result.stop_reason
+
+
+def test_the_batch_changes_its_rates_as_the_single_start_loop_does():
+    # 800 NAdam steps on Rosenbrock: the rate is halved on plateaus and doubled on steady falls
+    # (loop.RateRule); the batch's per-start copy of the rule must follow the same trajectory
+    spec = from_file(str(ROOT / "problems/rosenbrock.yaml"))
+    options = SolveOptions(optimizer="nadam", steps=800, tol=math.nan, atol=-1.0)
+    starts = np.array([[-1.2, 1.0], [2.0, -1.0]])
+    batch = run_batch(trace_problem(lower(spec)), starts, options, method="nadam", lr=0.1)
+    for k in range(2):
+        single = from_file(str(ROOT / "problems/rosenbrock.yaml"), init={"x": starts[k, 0], "y": starts[k, 1]})
+        merged = merged_options(single, {"optimizer": "nadam", "steps": 800, "lr": 0.1})
+        merged.tol, merged.atol = math.nan, -1.0
+        result = solve_spec(single, merged)
+        np.testing.assert_allclose(batch["values"][k], list(result.parameters.values()), rtol=1e-9, atol=1e-12)
+
+
+def test_a_distant_kink_is_reached_by_every_start():
+    # abs(x - 100000) from 0 falls 0.1 a step: the rate must grow, not be halved to nothing
+    code, doc = cli_json("minimize", "abs(x - 100000)", "--init", "x=0", "--starts", "4")
+    assert code == 0 and doc["status"] == "converged"
+    assert abs(doc["parameters"]["x"] - 100000) < 1e-3
+
+
+def test_batched_starts_that_stop_in_a_kinked_valley_are_probed_not_trusted():
+    # 100*|y - x^2| + |1 - x|: Adam's steps shrink to nothing in the valley short of (1, 1); the
+    # gradient there says nothing (a kink), so each distinct stop is probed as a single start's is
+    code, doc = cli_json("minimize", "100*abs(y - x^2) + abs(1 - x)", "--init", "x=-1", "--init", "y=1",
+                         "--optimizer", "adam", "--starts", "8")
+    converged_away = doc["status"] == "converged" and max(abs(doc["parameters"]["x"] - 1),
+                                                          abs(doc["parameters"]["y"] - 1)) > 1e-3
+    assert not converged_away
+    if doc["status"] != "converged":
+        assert code == 1 and "still falls" in doc["stop_reason"]
 
 
 def test_cluster_groups_by_scale_and_orders_by_loss():
