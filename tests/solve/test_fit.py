@@ -154,8 +154,8 @@ def test_adamw_fits_the_sum_of_squares_weight_decay_only_when_asked(monkeypatch,
         fit(POLY, degree=2, optimizer="adamw", weight_decay=-1)
 
 
-def test_each_first_order_method_converges_on_its_own_before_refinement(monkeypatch):
-    """The refinement wins the last digits; the optimizer must already be close (not rescued from afar)."""
+def spy_on_refinement(monkeypatch) -> dict:
+    """Record (in the returned dict, key "b") the coefficients the refinement pass starts from."""
     seen = {}
     original = linear.refine
 
@@ -164,6 +164,12 @@ def test_each_first_order_method_converges_on_its_own_before_refinement(monkeypa
         return original(basis, xp, red, chunks, b)
 
     monkeypatch.setattr(linear, "refine", spy)
+    return seen
+
+
+def test_each_first_order_method_converges_on_its_own_before_refinement(monkeypatch):
+    """The refinement wins the last digits; the optimizer must already be close (not rescued from afar)."""
+    seen = spy_on_refinement(monkeypatch)
     for optimizer in ("sgd", "adadelta", "adam", "adamw", "nadam", "rmsprop", "adagrad"):
         result = fit(POLY, degree=2, optimizer=optimizer)
         assert result.status == "converged"
@@ -172,14 +178,7 @@ def test_each_first_order_method_converges_on_its_own_before_refinement(monkeypa
 
 def test_a_linear_model_with_a_term_without_parameters_is_reduced_with_it(tmp_path, monkeypatch):
     """y - f0 enters the QR (f0 = x**2/4 here): the optimizer's answer is right before the refinement too."""
-    seen = {}
-    original = linear.refine
-
-    def spy(basis, xp, red, chunks, b):
-        seen["b"] = np.array(b)
-        return original(basis, xp, red, chunks, b)
-
-    monkeypatch.setattr(linear, "refine", spy)
+    seen = spy_on_refinement(monkeypatch)
     rng = np.random.default_rng(9)
     x = rng.uniform(-3, 3, 200)
     path = write_csv(tmp_path / "f0.csv", x, 1.5 - 0.7 * x + x**2 / 4 + rng.normal(0, 0.01, x.size))
