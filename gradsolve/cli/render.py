@@ -39,6 +39,11 @@ def _line(*parts, style: str = ""):
     return out
 
 
+def _count(n, noun: str) -> str:
+    """'1 step', '3 steps' (n as given when it is not a number)."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 def _num(value):
     if value is None:
         return "-"
@@ -71,7 +76,7 @@ def render_table(result, console):
     data = result.to_dict()
     console.print(_line((f"{data['problem']}: ", "bold"), (data["status"], STATUS_STYLE.get(data["status"], "")),
                         f" — {data['stop_reason']}"))
-    console.print(_line(f"optimizer {data['optimizer']}, {data['steps']} steps, loss {_num(data['loss'])}, "
+    console.print(_line(f"optimizer {data['optimizer']}, {_count(data['steps'], 'step')}, loss {_num(data['loss'])}, "
                         f"|grad| {_num(data['gradient_norm'])}, {data['elapsed_s']:.3f}s on {data['device']} "
                         f"({data['dtype']})"))
     table = Table(title="unknowns", title_justify="left")
@@ -166,7 +171,7 @@ def render_fit(result, console):
                         (data["status"], STATUS_STYLE.get(data["status"], "")), f" — {data['stop_reason']}"))
     rows = notes.get("rows")
     dropped = notes.get("dropped")
-    console.print(_line(f"optimizer {data['optimizer']}, {data['steps']} steps, {rows} rows"
+    console.print(_line(f"optimizer {data['optimizer']}, {_count(data['steps'], 'step')}, {_count(rows, 'row')}"
                         + (f" ({dropped} dropped: invalid cells)" if dropped else "")
                         + f", {data['elapsed_s']:.3f}s on {data['device']} ({data['dtype']})"))
     console.print(_plain(data["model"], style="bold"))

@@ -102,8 +102,9 @@ class FitData:
                 raise ProblemError("the data have no rows" + (f" left ({self.dropped} dropped)" if self.dropped
                                                               else ""), file=self.table.label)
 
-    def raw_chunks(self, rows=CHUNK_ROWS):
-        """Dicts {column index: array} of at most `rows` rows (in memory) or one streamed batch."""
+    def raw_chunks(self, rows=None):
+        """Dicts {column index: array} of at most `rows` rows (CHUNK_ROWS; in memory) or one streamed batch."""
+        rows = rows or CHUNK_ROWS
         if self.columns is not None:
             n = self.rows
             for start in range(0, n, rows):

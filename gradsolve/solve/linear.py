@@ -40,6 +40,7 @@ NumPy on the host, deliberately.
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 from fractions import Fraction
 
@@ -51,6 +52,36 @@ __all__ = ["PolynomialBasis", "ColumnBasis", "NonFiniteColumn", "Summary", "map_
 
 #: How many R factors the running reduce keeps before folding them into one.
 FOLD_EVERY = 32
+#: Chunks worked on at once by the map steps (NumPy releases the GIL inside its array loops).
+MAP_THREADS = min(2, os.cpu_count() or 1)
+
+
+def _map(basis, xp, chunks, work):
+    """``work(xs, y, weights)`` for every non-empty chunk, results in chunk order.
+
+    On NumPy, with a basis that is safe to evaluate from several threads (the
+    polynomial basis: array arithmetic only; a --model's columns run through the
+    engine, whose programs are not), two chunks are worked on at once, at most
+    two more read ahead: the passes over 10^7 rows are array loops that hold no
+    lock. The order of the results, and so every sum made of them, stays that of
+    the chunks: the answer does not depend on the threads.
+    """
+    chunks = ((xs, y, w) for xs, y, w in chunks if y.shape[0] != 0)
+    if MAP_THREADS < 2 or xp is not np or not getattr(basis, "thread_safe", False):
+        for xs, y, weights in chunks:
+            yield work(*to_device(xp, xs, y, weights))
+        return
+    from collections import deque
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(MAP_THREADS, thread_name_prefix="gradsolve-map") as pool:
+        pending = deque()
+        for chunk in chunks:
+            pending.append(pool.submit(work, *chunk))
+            if len(pending) > 2 * MAP_THREADS:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
 
 
 # ----------------------------------------------------------------------------- double-double
@@ -107,6 +138,8 @@ class PolynomialBasis:
     The scale is a power of two (the division is exact) and the centre is
     rounded to 20 bits of the scale, so t is as exact as a subtraction allows.
     """
+
+    thread_safe = True  # array arithmetic only: chunks may be mapped from several threads (_map)
 
     def __init__(self, degree: int, centre: float = 0.0, scale: float = 1.0):
         self.degree = int(degree)
@@ -426,12 +459,24 @@ def reduce_chunks(basis, xp, chunks, *, y_scale: float | None = None) -> Reducti
     scale is then adjusted so that |z| = 1 (R, z and rho are linear in y).
     """
     held: list[Summary] = []
-    for xs, y, weights in chunks:
-        xs, y, weights = to_device(xp, xs, y, weights)  # once; map_chunk then finds them in place
-        if y_scale is None:
-            top = float(xp.max(xp.abs(y))) if y.shape[0] else 0.0
-            y_scale = top if top > 0 and math.isfinite(top) else 1.0
-        held.append(map_chunk(basis, xp, xs, y, y_scale=y_scale, weights=weights))
+    chunks = iter(chunks)
+    if y_scale is None:  # from the first chunk that has rows (the rest are mapped with the same scale)
+        first = []
+        for xs, y, weights in chunks:
+            first.append((xs, y, weights))
+            if y.shape[0]:
+                top = float(xp.max(xp.abs(on_device(xp, y))))
+                y_scale = top if top > 0 and math.isfinite(top) else 1.0
+                break
+        import itertools
+
+        chunks = itertools.chain(first, chunks)
+
+    def summary(xs, y, weights):
+        return map_chunk(basis, xp, xs, y, y_scale=y_scale, weights=weights)
+
+    for part in _map(basis, xp, chunks, summary):
+        held.append(part)
         if len(held) >= FOLD_EVERY:
             held = [reduce_summaries(held)]
     if y_scale is None or not held:
@@ -492,16 +537,16 @@ def to_user(red: Reduction, c: np.ndarray) -> np.ndarray:
 # ----------------------------------------------------------------------------- second pass
 def refine(basis, xp, red: Reduction, chunks, b: np.ndarray) -> np.ndarray:
     """One correction b += M (R^T R)^-1 A'^T W r, with r = y - A b in double-double (a map-reduce too)."""
-    g = np.zeros(red.p)
-    for xs, y, weights in chunks:
-        if y.shape[0] == 0:
-            continue
-        xs, y, weights = to_device(xp, xs, y, weights)
+    def gradient_part(xs, y, weights):
         r = basis.residual(xp, xs, y, b)
         A = basis.columns(xp, xs)
         if weights is not None:
             r = r * weights
-        g += _host(xp, A.T @ r)
+        return _host(xp, A.T @ r)
+
+    g = np.zeros(red.p)
+    for part in _map(basis, xp, chunks, gradient_part):
+        g += part
     rank, U, s, Vt = rank_of(red.R)
     if rank < red.p:  # project the correction on the identifiable directions
         d = Vt[:rank].T @ ((Vt[:rank] @ g) / s[:rank] ** 2)
@@ -512,18 +557,20 @@ def refine(basis, xp, red: Reduction, chunks, b: np.ndarray) -> np.ndarray:
 
 def residual_stats(basis, xp, chunks, b: np.ndarray) -> dict:
     """Weighted residual sum of squares (double-double residuals), largest |r|, rows."""
+    def stats_part(xs, y, weights):
+        r = basis.residual(xp, xs, y, b)
+        r2 = r * r
+        plain = float(xp.sum(r2))
+        return (float(xp.sum(r2 * weights)) if weights is not None else plain, plain,
+                float(xp.max(xp.abs(r))), int(y.shape[0]))
+
     rss = 0.0
     top = 0.0
     n = 0
     sum_r2_unweighted = 0.0
-    for xs, y, weights in chunks:
-        if y.shape[0] == 0:
-            continue
-        xs, y, weights = to_device(xp, xs, y, weights)
-        r = basis.residual(xp, xs, y, b)
-        r2 = r * r
-        sum_r2_unweighted += float(xp.sum(r2))
-        rss += float(xp.sum(r2 * weights)) if weights is not None else float(xp.sum(r2))
-        top = max(top, float(xp.max(xp.abs(r))))
-        n += int(y.shape[0])
+    for weighted, plain, largest, rows in _map(basis, xp, chunks, stats_part):
+        rss += weighted
+        sum_r2_unweighted += plain
+        top = max(top, largest)
+        n += rows
     return {"rss": rss, "max": top, "n": n, "sum_r2": sum_r2_unweighted}

@@ -575,3 +575,23 @@ def test_cli_fit_table_and_bad_input_exit_codes(tmp_path):
     bad.write_text("x,y\n1,2\n2,zz\n")
     result = CliRunner().invoke(cli, ["fit", str(bad), "--degree", "1"])
     assert result.exit_code == 2 and "row 2, column 'y'" in result.output and "Traceback" not in result.output
+
+
+def test_chunks_mapped_on_two_threads_give_the_same_fit_to_the_last_bit(tmp_path, monkeypatch):
+    """The map steps work on two chunks at once; results are summed in chunk order, so no bit moves."""
+    import gradsolve.solve.fit as fit_module
+
+    rng = np.random.default_rng(11)
+    x = rng.uniform(-5, 5, 5000)
+    path = write_csv(tmp_path / "many.csv", x, 3 + 2 * x + x**2 + rng.normal(0, 0.1, x.size))
+    monkeypatch.setattr(fit_module, "CHUNK_ROWS", 256)  # 20 chunks
+    results = {}
+    mapped = []
+    original = linear.map_chunk
+    monkeypatch.setattr(linear, "map_chunk", lambda *a, **k: mapped.append(1) or original(*a, **k))
+    for threads in (1, 2):
+        monkeypatch.setattr(linear, "MAP_THREADS", threads)
+        result = fit(path, degree=2, sigma=None)
+        results[threads] = (result.parameters, result.extra["statistics"]["rss"], result.extra["statistics"]["stderr"])
+    assert results[1] == results[2]
+    assert len(mapped) == 2 * 20  # the chunks really were many
