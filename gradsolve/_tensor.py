@@ -507,28 +507,28 @@ class Tensor:
 
     # -- arithmetic ----------------------------------------------------------
     def __add__(self, other):
-        return _ops.Add.apply(self, other)
+        return _ops.Add.apply_binary(self, other)
 
     def __radd__(self, other):
-        return _ops.Add.apply(other, self)
+        return _ops.Add.apply_binary(other, self)
 
     def __sub__(self, other):
-        return _ops.Sub.apply(self, other)
+        return _ops.Sub.apply_binary(self, other)
 
     def __rsub__(self, other):
-        return _ops.Sub.apply(other, self)
+        return _ops.Sub.apply_binary(other, self)
 
     def __mul__(self, other):
-        return _ops.Mul.apply(self, other)
+        return _ops.Mul.apply_binary(self, other)
 
     def __rmul__(self, other):
-        return _ops.Mul.apply(other, self)
+        return _ops.Mul.apply_binary(other, self)
 
     def __truediv__(self, other):
-        return _ops.Div.apply(self, other)
+        return _ops.Div.apply_binary(self, other)
 
     def __rtruediv__(self, other):
-        return _ops.Div.apply(other, self)
+        return _ops.Div.apply_binary(other, self)
 
     def __pow__(self, other):
         return _ops.pow(self, other)

@@ -112,7 +112,39 @@ class Op(Node):
             raise TypeError(f"{cls.__name__} needs at least one tensor argument")
         if cls.changes_device:
             backend = op.target
-        # _wrap, inlined: this is the hot path of every operation
+        return op._output(out_data, backend, requires, args, kwargs)
+
+    @classmethod
+    def apply_binary(cls, a, b):
+        """``apply(a, b)`` for the arithmetic operators (one side a Tensor), without the argument loop.
+
+        The common cases -- tensor with tensor on one device, tensor with a Python
+        float or int -- take this path; anything else goes through `apply`.
+        """
+        ta, tb = type(a), type(b)
+        if ta is Tensor:
+            backend = a._backend
+            if tb is Tensor:
+                if b._backend is not backend:
+                    return cls.apply(a, b)  # says which devices
+                requires = a._requires_grad or b._requires_grad
+                raw_a, raw_b = a._data, b._data
+            elif tb is float or tb is int:
+                requires = a._requires_grad
+                raw_a, raw_b = a._data, b
+            else:
+                return cls.apply(a, b)
+        elif tb is Tensor and (ta is float or ta is int):
+            backend = b._backend
+            requires = b._requires_grad
+            raw_a, raw_b = a, b._data
+        else:
+            return cls.apply(a, b)
+        op = cls.__new__(cls)
+        return op._output(op.forward(raw_a, raw_b), backend, requires, (a, b), None)
+
+    def _output(self, out_data, backend, requires, args, kwargs):
+        """The result tensor around `out_data` (_wrap, inlined: the hot path of every operation), recorded."""
         if backend.is_numpy and type(out_data) is not _ndarray:
             out_data = _np_asarray(out_data)  # NumPy returns scalars from 0-d arithmetic; keep arrays
         out = _new_tensor(Tensor)
@@ -125,7 +157,7 @@ class Op(Node):
         out._output_nr = 0
         out._retains_grad = False
         if requires and _State.enabled:
-            op._record(args, out, kwargs)
+            self._record(args, out, kwargs)
         return out
 
     def _record(self, args, out, kwargs):
