@@ -337,9 +337,6 @@ class Tensor:
                 "in-place operations on results that require grad are not supported: use the out-of-place form"
             )
 
-    def _bump_version(self):
-        self._version[0] += 1
-
     def _assign_(self, array):
         """Overwrite the values in place from a backend array (bumps the version)."""
         self._data[...] = array

@@ -63,7 +63,7 @@ def run_backward(roots, root_grads, *, retain_graph, create_graph, inputs=None, 
         node = t if t.grad_fn is None else t.grad_fn
         nr = 0 if t.grad_fn is None else t._output_nr
         _add(pending, pending_other, node, nr, g)
-        if node not in root_nodes:
+        if not any(n is node for n in root_nodes):  # identity: `in` would compare tensors elementwise
             root_nodes.append(node)
 
     dependencies = _topological_counts(root_nodes)

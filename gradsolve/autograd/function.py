@@ -75,7 +75,7 @@ class Op(Node):
     """
 
     __slots__ = ("inputs", "input_shapes", "input_dtypes", "needs_input_grad", "_out", "_versions", "_out_version",
-                 "_freed", "__dict__")
+                 "_out_version_at_save", "_freed", "__dict__")
     saves_inputs = True
     saves_result = False
     changes_device = False
@@ -168,11 +168,13 @@ class Op(Node):
         versions = []
         out_dtype = out._data.dtype
         mixed = False
+        saves_inputs = self.saves_inputs
         for a in args:
             if type(a) is Tensor or isinstance(a, Tensor):
                 data = a._data
                 shapes.append(data.shape)
-                versions.append(a._version[0])
+                if saves_inputs:
+                    versions.append(a._version[0])
                 if data.dtype is not out_dtype:
                     mixed = True
                 if a._requires_grad:
@@ -182,7 +184,8 @@ class Op(Node):
                     continue
             else:
                 shapes.append(None)
-                versions.append(None)
+                if saves_inputs:
+                    versions.append(None)
             edges.append(None)
             needs.append(False)
         self.next_functions = tuple(edges)
@@ -192,7 +195,7 @@ class Op(Node):
         # casts each gradient back to its input's dtype; otherwise the formulas already keep it.
         self.input_dtypes = [a._data.dtype if isinstance(a, Tensor) else None for a in args] if mixed else None
         self._freed = False
-        if self.saves_inputs:
+        if saves_inputs:
             self.inputs = args
             self._versions = versions
         else:

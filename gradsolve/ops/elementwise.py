@@ -22,13 +22,6 @@ def _const(array, like: Tensor) -> Tensor:
     return _wrap(array, like._backend)
 
 
-def _xp_of(*values):
-    for v in values:
-        if isinstance(v, Tensor):
-            return v._backend.xp
-    raise AssertionError("no tensor among the values")  # pragma: no cover
-
-
 def _raw(v):
     return v._data if isinstance(v, Tensor) else v
 
@@ -636,8 +629,6 @@ class ToDevice(Op):
     changes_device = True
 
     def forward(self, x, backend):
-        from gradsolve.backend import get_backend
-
         source = _backend_of_array(x)
         self.source = source
         self.target = backend

@@ -593,8 +593,8 @@ def _solve_reduced(task, red, options, method, b0, on_progress, every, quiet_row
     else:
         u0 = np.zeros(red.p)
     objective = _ReducedObjective(red.z, u0, task.params)
-    scale2 = red.y_scale ** 2
-    rho2 = red.rho ** 2
+    scale2 = red.y_scale * red.y_scale  # float * float overflows to inf; ** 2 raises OverflowError
+    rho2 = red.rho * red.rho
     if on_progress is not None and not quiet_rows:
         Mf = np.array([[float(v) for v in row] for row in red.M])
 
@@ -665,16 +665,22 @@ def _run_linear(task, options, on_progress, every, on_start):
     if outcome is None and on_progress is not None:
         from gradsolve.solve.loop import ProgressRow
 
-        loss0 = red.y_scale ** 2 * red.rho ** 2
+        loss0 = (red.y_scale * red.rho) * (red.y_scale * red.rho)
         on_progress(ProgressRow(1, loss0, None, None, None, None, "lr", dict(values), time.perf_counter() - start))
     if task.data.reopenable:
         res = linear.residual_stats(basis, xp, task.chunks(), b)
     else:
-        res = {"rss": red.y_scale ** 2 * red.rho ** 2, "max": None, "n": red.summary.n,
-               "sum_r2": red.y_scale ** 2 * red.rho ** 2}
+        rss = (red.y_scale * red.rho) * (red.y_scale * red.rho)
+        res = {"rss": rss, "max": None, "n": red.summary.n, "sum_r2": rss}
     n = res["n"]
     notes["rows"] = n
     notes["dropped"] = task.data.dropped
+    if not (all(math.isfinite(v) for v in values.values()) and math.isfinite(res["rss"])):
+        # a "converged" fit must have a finite answer and loss to show: squares of residuals
+        # near 1e154 and beyond overflow float64
+        status = "diverged"
+        reason = ("the coefficients or the residual sum of squares overflow float64 (values near 1e154 or "
+                  "beyond square to infinity): rescale the data, e.g. -y 'y/1e100'")
     elapsed = time.perf_counter() - start
     # statistics: Cov(b) = s2 M R^-1 R^-T M^T (R of the weighted, preconditioned basis)
     rank, U, s, Vt = linear.rank_of(red.R)
@@ -689,7 +695,7 @@ def _run_linear(task, options, on_progress, every, on_start):
     K = linear.exact_product(red.M, Rinv)
     summary = red.summary
     weighted = task.sigma_idx is not None
-    tss = summary.m2 if basis.has_constant else summary.m2 + summary.wsum * summary.mean ** 2
+    tss = summary.m2 if basis.has_constant else summary.m2 + summary.wsum * summary.mean * summary.mean
     from gradsolve.solve.statistics import fit_statistics
 
     stats = fit_statistics(task.params, K=K, rank=rank, null_space=null, rss=res["rss"], sum_r2=res["sum_r2"], n=n,

@@ -64,7 +64,8 @@ def _map(basis, xp, chunks, work):
     engine, whose programs are not), two chunks are worked on at once, at most
     two more read ahead: the passes over 10^7 rows are array loops that hold no
     lock. The order of the results, and so every sum made of them, stays that of
-    the chunks: the answer does not depend on the threads.
+    the chunks: the answer does not depend on the threads. Workers run under the
+    caller's NumPy error settings (np.errstate is per thread).
     """
     chunks = ((xs, y, w) for xs, y, w in chunks if y.shape[0] != 0)
     if MAP_THREADS < 2 or xp is not np or not getattr(basis, "thread_safe", False):
@@ -74,11 +75,18 @@ def _map(basis, xp, chunks, work):
     from collections import deque
     from concurrent.futures import ThreadPoolExecutor
 
+    errors = np.geterr()
+
+    def job(xs, y, weights):
+        with np.errstate(**errors):
+            return work(*to_device(xp, xs, y, weights))
+
+    ahead = 2 * MAP_THREADS  # chunks in flight: one being worked on per thread, one read ahead per thread
     with ThreadPoolExecutor(MAP_THREADS, thread_name_prefix="gradsolve-map") as pool:
         pending = deque()
         for chunk in chunks:
-            pending.append(pool.submit(work, *chunk))
-            if len(pending) > 2 * MAP_THREADS:
+            pending.append(pool.submit(job, *chunk))
+            if len(pending) >= ahead:
                 yield pending.popleft().result()
         while pending:
             yield pending.popleft().result()
@@ -139,7 +147,9 @@ class PolynomialBasis:
     rounded to 20 bits of the scale, so t is as exact as a subtraction allows.
     """
 
-    thread_safe = True  # array arithmetic only: chunks may be mapped from several threads (_map)
+    # Array arithmetic only: chunks may be mapped from several threads (_map). A subclass that
+    # evaluates through the engine must set this False (grad mode and compiled programs are shared).
+    thread_safe = True
 
     def __init__(self, degree: int, centre: float = 0.0, scale: float = 1.0):
         self.degree = int(degree)

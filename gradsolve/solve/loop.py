@@ -612,7 +612,7 @@ def _run(objective, options, *, method, lower, upper, on_progress, every, point)
     _set_values(params, point.values())
     opt, lr = _make_optimizer(method, point, objective, options, lower, upper)
     # adaptive methods settle on a point by halving their rate, and cross long slopes by doubling it
-    plateau = RateRule(opt) if method in FIRST_ORDER and method != "sgd" else None
+    rates = RateRule(opt) if method in FIRST_ORDER and method != "sgd" else None
 
     start = time.perf_counter()
     x = point.values()
@@ -631,11 +631,11 @@ def _run(objective, options, *, method, lower, upper, on_progress, every, point)
                       f"log of a negative number): start elsewhere (--init) or bound the unknowns")
             step = 0
         elif method in FIRST_ORDER and fast is not None:
-            step, stop = fast(opt, plateau, watch, lower, upper, options.steps)
+            step, stop = fast(opt, rates, watch, lower, upper, options.steps)
             if stop is not None:
                 status, reason = stop
         else:
-            step, stop = _iterate(point, opt, method, lr, plateau, watch, lower, upper, bounded, options.steps)
+            step, stop = _iterate(point, opt, method, lr, rates, watch, lower, upper, bounded, options.steps)
             if stop is not None:
                 status, reason = stop
     except KeyboardInterrupt:
@@ -736,7 +736,7 @@ def _confirm_kink_stop(objective, params, values, g, lower, upper, options, meth
                        f"raise --steps or --lr, or start nearer (--init)")
 
 
-def _iterate(point, opt, method, lr, plateau, watch, lower, upper, bounded, steps):
+def _iterate(point, opt, method, lr, rates, watch, lower, upper, bounded, steps):
     """The loop for every method and point: returns (steps run, (status, reason) or None)."""
     x = point.values()
     step = 0
@@ -774,8 +774,8 @@ def _iterate(point, opt, method, lr, plateau, watch, lower, upper, bounded, step
             if bounded:
                 grad_norm = projected_max_abs(g, x, lower, upper)
             loss_now = point.loss()
-            if plateau is not None:
-                plateau.step(loss_now)
+            if rates is not None:
+                rates.step(loss_now)
         step_norm = float(np.linalg.norm(x_new - x))
         lm_stop = None
         if method == "lm" and opt.stop_reason is not None:

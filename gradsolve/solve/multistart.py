@@ -15,8 +15,10 @@ One batch.  First-order methods (sgd, adam, ...) run all K starts as one
 tensors with ``--no-trace``) evaluates K losses and gradients per call, the
 gs.optim update rule (``Optimizer._update``, the one definition) moves all rows
 at once with a per-start learning rate, a per-start copy of the loop's
-learning-rate plateau rule halves it, and the loop's stopping tests run per
-start; a start that stops (converged or diverged) is frozen.  So the cost of a
+learning-rate rule halves it on plateaus and doubles it on steady falls, the
+loop's stopping tests run per start, and a start that stops (converged or
+diverged) is frozen; on a loss with kinks, starts that merely stopped moving
+are probed afterwards as a single start is.  So the cost of a
 step grows far slower than K.  The batch lives on the problem's device (points,
 optimizer state, rates, stopping state; see ``run_batch``): on a GPU each step
 is a few dozen array operations over K starts there, and the results come back

@@ -491,7 +491,10 @@ def _check_source(source: str) -> None:
         if token.type == tokenize.STRING:
             raise TraceUnavailable("internal: a string in generated code")
         if token.type == tokenize.NUMBER:
-            float(token.string)
+            try:
+                float(token.string)
+            except ValueError:
+                raise TraceUnavailable(f"internal: an odd literal {token.string!r} in generated code") from None
 
 
 def _compile(source: str, name: str, bindings: dict, helpers: dict = _NAMESPACE):
@@ -855,11 +858,11 @@ class TracedPoint:
         flat_upper = None if upper is None else [np.array([math.inf if v is None else v for v in upper])]
         return TracedLM(self.params, self.trace, lower=flat_lower, upper=flat_upper, **settings)
 
-    def fast_first_order(self, opt, plateau, watch, lower, upper, steps):
+    def fast_first_order(self, opt, rates, watch, lower, upper, steps):
         """First-order steps on Python floats; returns (steps run, (status, reason) or None).
 
         Each step: loss and gradient from the float trace, ``opt._update`` per
-        unknown (the gs.optim rule), projection into the bounds, the plateau
+        unknown (the gs.optim rule), projection into the bounds, the rate
         scheduler, then the loop's shared stopping tests (``watch``).  The loss
         after a step and the gradient for the next come from one call.
         """
@@ -897,8 +900,8 @@ class TracedPoint:
                         slot._data = v
                 grad_norm = projected_max_abs(g, x, lower, upper) if bounded else _max_abs_floats(g)
                 loss, g = loss_grad(x_new)
-                if plateau is not None:
-                    plateau.step(loss)
+                if rates is not None:
+                    rates.step(loss)
                 stop = observe(step, loss, grad_norm, math.dist(x_new, x), math.hypot(*x_new), x_new,
                                group["lr"], "lr")
                 x = x_new

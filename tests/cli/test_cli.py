@@ -226,8 +226,16 @@ def test_live_table_renders_on_a_terminal():
                              "--every", "10", "--output", "json"],
                             stdout=subprocess.PIPE, stderr=slave, cwd=ROOT, env={**os.environ, "COLUMNS": "160"})
     os.close(slave)
+    import select
+
     chunks = []
-    while True:
+    deadline = time.monotonic() + 120  # a hang guard only: the run takes a second or two
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([master], [], [], 1.0)
+        if not ready:
+            if proc.poll() is not None:
+                break
+            continue
         try:
             data = os.read(master, 65536)
         except OSError:

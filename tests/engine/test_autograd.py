@@ -432,3 +432,16 @@ def test_grad_accumulates_in_place(device):
     first = x.grad
     (x * x).sum().backward(create_graph=True)
     assert first.tolist() == [2.0, 4.0] and x.grad.tolist() == [4.0, 8.0] and x.grad.requires_grad
+
+
+def test_grad_of_several_outputs_that_are_leaves_or_share_a_leaf(device):
+    # roots are told apart by identity: `in` on a list of tensors would compare them elementwise
+    x = gs.tensor(2.0, requires_grad=True, device=device)
+    y = gs.tensor(3.0, requires_grad=True, device=device)
+    gx, gy = gs.autograd.grad([x, y], [x, y])
+    assert (gx.item(), gy.item()) == (1.0, 1.0)
+    (g,) = gs.autograd.grad([x * 2, x], [x])
+    assert g.item() == 3.0
+    v = gs.tensor([1.0, 2.0], requires_grad=True, device=device)
+    (gv,) = gs.autograd.grad([v, v * v], [v], grad_outputs=[gs.ones(2, device=device), gs.ones(2, device=device)])
+    assert gv.tolist() == [3.0, 5.0]

@@ -110,7 +110,6 @@ def test_null_space_sign_rule():
 
 # ----------------------------------------------------------------------------- linearity: fast and exact
 
-HANG_LIMIT_S = 10.0  # not a speed test: only a return to simplify-per-derivative (30 s here) exceeds it
 
 
 def _slow_before():
@@ -118,8 +117,6 @@ def _slow_before():
 
 
 def test_nonlinear_system_is_found_nonlinear_without_simplify(monkeypatch):
-    import time
-
     import sympy
 
     def refuse(*args, **kwargs):
@@ -127,10 +124,8 @@ def test_nonlinear_system_is_found_nonlinear_without_simplify(monkeypatch):
 
     spec = from_text(_slow_before())
     monkeypatch.setattr(sympy, "simplify", refuse)
-    start = time.perf_counter()
     assert not is_linear(spec)
     assert nonlinear_expressions(spec) == list(range(6))
-    assert time.perf_counter() - start < HANG_LIMIT_S
 
 
 @pytest.mark.parametrize("text, linear", [

@@ -171,6 +171,7 @@ def test_each_first_order_method_converges_on_its_own_before_refinement(monkeypa
     """The refinement wins the last digits; the optimizer must already be close (not rescued from afar)."""
     seen = spy_on_refinement(monkeypatch)
     for optimizer in ("sgd", "adadelta", "adam", "adamw", "nadam", "rmsprop", "adagrad"):
+        seen.clear()
         result = fit(POLY, degree=2, optimizer=optimizer)
         assert result.status == "converged"
         assert np.allclose(seen["b"], [3.0, 2.0, 1.0], rtol=1e-8, atol=0)
@@ -595,3 +596,20 @@ def test_chunks_mapped_on_two_threads_give_the_same_fit_to_the_last_bit(tmp_path
         results[threads] = (result.parameters, result.extra["statistics"]["rss"], result.extra["statistics"]["stderr"])
     assert results[1] == results[2]
     assert len(mapped) == 2 * 20  # the chunks really were many
+
+
+def test_a_fit_whose_squares_overflow_is_diverged_and_quiet_on_every_thread(tmp_path, monkeypatch):
+    """x = y near 1e200: the sums of squares overflow. The verdict says so (never a 'converged' fit without a
+    loss), and no NumPy warning escapes from the worker threads, which keep the caller's np.errstate."""
+    import warnings
+
+    import gradsolve.solve.fit as fit_module
+
+    x = np.linspace(1.0, 2.0, 2000) * 1e200
+    path = write_csv(tmp_path / "huge.csv", x, x)
+    monkeypatch.setattr(fit_module, "CHUNK_ROWS", 128)
+    monkeypatch.setattr(linear, "MAP_THREADS", 2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        result = fit(path, degree=2)
+    assert result.status == "diverged" and result.exit_code == 1 and "overflow" in result.stop_reason
