@@ -1,7 +1,8 @@
 """The `gradsolve` command: declares options, validates, calls the library, renders. No numerics here.
 
 Exit codes: 0 converged; 1 stopped without converging (step limit, diverged,
-inconsistent equations); 2 bad input or usage; 3 an internal error; 130 Ctrl-C.
+inconsistent equations); 2 bad input or usage, or a result stdout cannot take; 3 an
+internal error; 130 Ctrl-C; 141 stdout closed by its reader (gradsolve.cli.streams).
 """
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import sys
 import click
 
 from gradsolve import __version__
+from gradsolve.cli.streams import say, stdout_broken_pipe, stdout_guard, write_result
 from gradsolve.problem.errors import escape
 from gradsolve.problem.settings import OPTIMIZERS as _OPTIMIZERS
 
@@ -22,7 +24,8 @@ MAX_STARTS = 1_000_000
 OPTIONS_HELP = """
 \b
 Solver options (they override the problem file's `solver:` settings):
-  --optimizer auto   lm for equations/residuals/fits, lbfgs for smooth losses, adam otherwise
+  --optimizer auto   lm for equations/residuals/fits, lbfgs for smooth losses without bounds,
+                     adam otherwise (kinks, or min/max bounds: lbfgs has none)
   --lr               the optimizer's own, tuned for problems: adam/adamw/nadam 0.1, rmsprop 0.01,
                      adagrad 0.5, adadelta 1.0, lbfgs 1.0; sgd uses 1/L from the curvature at the start
   --steps 10000      iteration limit        --seed 0   random starting values are reproducible
@@ -154,6 +157,14 @@ def solver_options(func):
     return func
 
 
+class GuardedCommand(click.Command):
+    """A subcommand whose --help ends as write_result says when stdout cannot take it."""
+
+    def make_context(self, info_name, args, parent=None, **extra):
+        with stdout_guard():
+            return super().make_context(info_name, args, parent=parent, **extra)
+
+
 class OneLineErrors(click.Group):
     """click's group with usage errors as one line on stderr, exit 2: ``gradsolve: error: --lr: '0' must be
     positive (for example --lr 0.01); try 'gradsolve puzzle --help'``.
@@ -163,20 +174,30 @@ class OneLineErrors(click.Group):
     and a bare ``gradsolve`` (the help) are unchanged; Ctrl-C while parsing exits 130.
     """
 
+    command_class = GuardedCommand
+
+    def make_context(self, info_name, args, parent=None, **extra):
+        """--help and --version print here; a stdout that cannot take them ends as write_result says."""
+        with stdout_guard():
+            return super().make_context(info_name, args, parent=parent, **extra)
+
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         try:  # always named gradsolve (click's test runner would say 'cli')
             rv = super().main(args=args, prog_name="gradsolve", complete_var=complete_var, standalone_mode=False,
                               **extra)
         except click.exceptions.NoArgsIsHelpError as exc:  # a bare `gradsolve`: the help, as click shows it
-            exc.show()
+            try:
+                exc.show()  # on stderr: best effort
+            except (OSError, ValueError):
+                pass
             sys.exit(exc.exit_code)
         except click.ClickException as exc:
             words = list(sys.argv[1:] if args is None else args)
             command = next((w for w in words if w in self.commands), None)  # when the error carries no context
-            click.echo(f"gradsolve: error: {usage_error_line(exc, command)}", err=True)
+            say(f"gradsolve: error: {usage_error_line(exc, command)}")
             sys.exit(EXIT_BAD_INPUT)
         except click.exceptions.Abort:
-            click.echo("gradsolve: interrupted", err=True)
+            say("gradsolve: interrupted")
             sys.exit(130)
         if not standalone_mode:
             return rv
@@ -223,7 +244,7 @@ def cli():
 
 # ------------------------------------------------------------------ running --
 def _fail(message: str, code: int = EXIT_BAD_INPUT):
-    click.echo(f"gradsolve: error: {escape(message)}", err=True)
+    say(f"gradsolve: error: {escape(message)}")
     sys.exit(code)
 
 
@@ -250,10 +271,10 @@ def _execute(load_spec, kw, solve_and_render=None):
             check_solver_settings(spec, kw["optimizer"])  # what the solver would refuse, with the file's location
         return (solve_and_render or _solve_and_render)(spec, kw)
     except ProblemError as exc:
-        click.echo(exc.format() if hasattr(exc, "format") else str(exc), err=True)
+        say(problem_text(exc))
         sys.exit(EXIT_BAD_INPUT)
     except KeyboardInterrupt:
-        click.echo("gradsolve: interrupted", err=True)
+        say("gradsolve: interrupted")
         sys.exit(130)
     except SystemExit:
         raise
@@ -266,9 +287,13 @@ def _execute(load_spec, kw, solve_and_render=None):
         if kw.get("debug"):
             import traceback
 
-            traceback.print_exc()
-        click.echo(f"gradsolve: internal error: {type(exc).__name__}: {escape(str(exc))} "
-                   "(a bug: please report it; rerun with --debug for the traceback)", err=True)
+            try:  # on stderr, best effort (with stderr None, print_exc would write to stdout)
+                if sys.stderr is not None:
+                    traceback.print_exc(file=sys.stderr)
+            except (OSError, ValueError):
+                pass
+        say(f"gradsolve: internal error: {type(exc).__name__}: {escape(str(exc))} "
+            "(a bug: please report it; rerun with --debug for the traceback)")
         sys.exit(EXIT_INTERNAL)
 
 
@@ -294,19 +319,18 @@ def _solve_and_render(spec, kw):
 def _render(result, output):
     """The result on stdout in the chosen format, its warnings on stderr (in every format); then exit."""
     from gradsolve.cli.render import render_csv, render_json, render_table
+    from gradsolve.cli.streams import console
 
     for warning in result.warnings:
-        click.echo(warning_line(warning), err=True)
+        say(warning_line(warning))
     if output == "json":
-        click.echo(render_json(result))
+        write_result(lambda: click.echo(render_json(result)))
     elif output == "csv":
-        click.echo(render_csv(result), nl=False)
+        write_result(lambda: click.echo(render_csv(result), nl=False))
     else:
-        from rich.console import Console
-
-        render_table(result, Console(highlight=False))
+        write_result(lambda: render_table(result, console(highlight=False)))
     if result.status == "interrupted":
-        click.echo("gradsolve: interrupted: the result above is the best point found so far", err=True)
+        say("gradsolve: interrupted: the result above is the best point found so far")
     sys.exit(result.exit_code)
 
 
@@ -394,7 +418,8 @@ def fit(data, degree, model, x_columns, y_column, header, sigma, drop_invalid, r
         **kw):
     """Fit a polynomial (--degree) or a model (--model) to the columns of DATA by least squares.
 
-    DATA is CSV or TSV (delimiter sniffed), Parquet (.parquet), or - for standard input.
+    DATA is CSV or TSV (delimiter sniffed) or Parquet (.parquet, .pq, or found by its magic bytes under any
+    extension but .csv .tsv .tab .txt); - reads standard input (either format).
     A model linear in its parameters is reduced once by a QR factorization (auto: solved directly);
     a nonlinear one is fitted by Levenberg-Marquardt, starting from the data unless --init says otherwise.
     The result gives each coefficient with its standard error, their correlations, R^2 and RMSE.
@@ -422,7 +447,7 @@ def fit(data, degree, model, x_columns, y_column, header, sigma, drop_invalid, r
 
 def _say_device_fallback(device, quiet, cuda_available):
     if device == "auto" and not cuda_available() and not quiet:
-        click.echo("gradsolve: --device auto: no usable GPU (CuPy with a CUDA device), solving on the cpu", err=True)
+        say("gradsolve: --device auto: no usable GPU (CuPy with a CUDA device), solving on the cpu")
 
 
 def _fit_and_render(task, kw):
@@ -469,26 +494,38 @@ def check(files, allow_data_outside):
             check_solver_settings(spec)  # what `puzzle` would refuse when it starts (lm on a loss, lbfgs with bounds)
         except ProblemError as exc:
             failed += 1
-            click.echo(exc.format(), err=True)
+            say(exc.format())
             continue
         except Exception as exc:  # noqa: BLE001 - report and go on to the next file
             failed += 1
-            click.echo(f"{escape(path)}: internal error: {type(exc).__name__}: {escape(str(exc))}", err=True)
+            say(f"{escape(path)}: internal error: {type(exc).__name__}: {escape(str(exc))}")
             continue
         count = len(spec.sources)
         what = {"equations": "equation", "residuals": "residual", "minimize": "loss"}[spec.kind]
         what = what if count == 1 or spec.kind == "minimize" else f"{what}s"
         rows = f", data: {spec.n_rows} row{'' if spec.n_rows == 1 else 's'}" if spec.n_rows else ""
         # plain click output (no rich markup); control characters escaped, everything else as written
-        click.echo(f"{escape(path)}: ok — {count} {what}, "
-                   f"unknowns: {', '.join(spec.unknown_names)}{rows}")
-        for source in spec.sources:
-            click.echo(f"    {escape(source)}")
-        for warning in spec.warnings:
-            click.echo(f"    {warning_line(warning)}")
+        lines = [f"{escape(path)}: ok — {count} {what}, unknowns: {', '.join(spec.unknown_names)}{rows}"]
+        lines += [f"    {escape(source)}" for source in spec.sources]
+        lines += [f"    {warning_line(warning)}" for warning in spec.warnings]
+        write_result(lambda: click.echo("\n".join(lines)))
     if failed:
-        click.echo(f"{failed} of {len(files)} file{'' if len(files) == 1 else 's'} failed", err=True)
+        say(f"{failed} of {len(files)} file{'' if len(files) == 1 else 's'} failed")
         sys.exit(EXIT_BAD_INPUT)
+
+
+def problem_text(exc) -> str:
+    """A ProblemError for the terminal: an issue about no file (an option: --predict, --plot, --init) is
+    ``gradsolve: error: ...`` (the library's ``<input>`` names no place the user can find)."""
+    import dataclasses
+
+    from gradsolve.problem.errors import ProblemError
+
+    issues = getattr(exc, "issues", None)
+    if not issues:
+        return str(exc)
+    named = [dataclasses.replace(i, file="gradsolve") if i.file is None and i.line is None else i for i in issues]
+    return ProblemError(issues=named).format()
 
 
 def warning_line(warning: str) -> str:
@@ -499,11 +536,32 @@ def warning_line(warning: str) -> str:
 
 def main(argv=None):
     """Console-script entry point."""
+    _occupy_closed_std_fds()
     try:
         cli.main(args=argv, prog_name="gradsolve", standalone_mode=True)
     except KeyboardInterrupt:  # pragma: no cover - Ctrl-C during start-up
-        click.echo("gradsolve: interrupted", err=True)
+        say("gradsolve: interrupted")
         sys.exit(130)
+    except BrokenPipeError:  # the stdout of `check`, --help or --version, closed by its reader
+        stdout_broken_pipe()
+
+
+def _occupy_closed_std_fds() -> None:
+    """Descriptors 0-2 closed at start-up (``2>&-``) are pointed at /dev/null, so that a file the command
+    opens later (a data file, --plot's image) can never take the number of a standard stream."""
+    import os
+
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            try:
+                opened = os.open(os.devnull, os.O_RDWR)
+            except OSError:
+                return
+            if opened != fd:
+                os.dup2(opened, fd)
+                os.close(opened)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -113,7 +113,10 @@ class LiveTableProgress:
 
         self.method = method
         self.names = list(names)
-        self.live = Live(self._table(), console=self.console, auto_refresh=False, transient=False)
+        # no redirection of sys.stdout/sys.stderr: stdout is the result's alone, and a display that breaks
+        # (a closed terminal) must not leave either stream pointing into it
+        self.live = Live(self._table(), console=self.console, auto_refresh=False, transient=False,
+                         redirect_stdout=False, redirect_stderr=False)
         self.live.start()
 
     def _table(self):
@@ -138,6 +141,15 @@ class LiveTableProgress:
         if self.live is not None:
             self.live.update(self._table(), refresh=True)
             self.live.stop()
+
+    def abandon(self):
+        """stderr failed: stop the display without drawing again."""
+        self.console.quiet = True
+        if self.live is not None:
+            try:
+                self.live.stop()
+            except (OSError, ValueError):
+                pass
 
 
 #: Columns that go, in this order, when even the fewest digits and no unknowns do not fit.
@@ -204,15 +216,26 @@ def _progress_table(method, names, rows, digits, shown, dropped):
 
 
 def make_progress(mode: str, quiet: bool):
-    """The progress reporter for --progress MODE (auto: a live table on a terminal, plain rows otherwise)."""
-    if quiet or mode == "none":
+    """The progress reporter for --progress MODE (auto: a live table on a terminal, plain rows otherwise).
+
+    Progress is best effort (gradsolve.cli.streams): with stderr closed at start-up there is none, and the
+    first write that fails turns it off while the solve goes on.
+    """
+    from gradsolve.cli.streams import BestEffortProgress, console
+
+    if quiet or mode == "none" or sys.stderr is None:
         return NoProgress()
     if mode == "auto":
-        mode = "table" if sys.stderr.isatty() else "plain"
+        mode = "table" if _isatty(sys.stderr) else "plain"
     if mode == "jsonl":
-        return JsonlProgress()
+        return BestEffortProgress(JsonlProgress())
     if mode == "plain":
-        return PlainProgress()
-    from rich.console import Console
+        return BestEffortProgress(PlainProgress())
+    return BestEffortProgress(LiveTableProgress(console(stderr=True)))
 
-    return LiveTableProgress(Console(stderr=True))
+
+def _isatty(stream) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, OSError, ValueError):
+        return False

@@ -66,6 +66,15 @@ def render_csv(result) -> str:
     return buffer.getvalue()
 
 
+def _status_line(data):
+    """'name: status — reason'; an interrupted run says 'interrupted — at step N (Ctrl-C)', not the word twice."""
+    status, reason = data["status"], str(data["stop_reason"])
+    if status == "interrupted":
+        rest = reason[len("interrupted"):].strip() if reason.startswith("interrupted") else reason
+        reason = f"{rest} (Ctrl-C)" if rest else "Ctrl-C"
+    return _line((f"{data['problem']}: ", "bold"), (status, STATUS_STYLE.get(status, "")), f" — {reason}")
+
+
 def render_table(result, console):
     """Unknowns, residuals per equation, the status and (when there is one) the family of solutions."""
     from rich.table import Table
@@ -74,8 +83,7 @@ def render_table(result, console):
     if "statistics" in result.extra:
         return render_fit(result, console)
     data = result.to_dict()
-    console.print(_line((f"{data['problem']}: ", "bold"), (data["status"], STATUS_STYLE.get(data["status"], "")),
-                        f" — {data['stop_reason']}"))
+    console.print(_status_line(data))
     console.print(_line(f"optimizer {data['optimizer']}, {_count(data['steps'], 'step')}, loss {_num(data['loss'])}, "
                         f"|grad| {_num(data['gradient_norm'])}, {data['elapsed_s']:.3f}s on {data['device']} "
                         f"({data['dtype']})"))
@@ -167,8 +175,7 @@ def render_fit(result, console):
     data = result.to_dict()
     stats = data["statistics"]
     notes = data.get("fit", {})
-    console.print(_line((f"{data['problem']}: ", "bold"),
-                        (data["status"], STATUS_STYLE.get(data["status"], "")), f" — {data['stop_reason']}"))
+    console.print(_status_line(data))
     rows = notes.get("rows")
     dropped = notes.get("dropped")
     console.print(_line(f"optimizer {data['optimizer']}, {_count(data['steps'], 'step')}, {_count(rows, 'row')}"

@@ -382,7 +382,10 @@ class _Parser:
         for pos, ch in enumerate(text):
             if ch in _ALLOWED_CHARS:
                 continue
-            raise self.error(*_character_problem(ch, text, pos))
+            message, where, hint = _character_problem(ch, text, pos)
+            if ch == ";" and _on_the_command_line(self.origin):
+                hint = f"{_command_line_label(self.origin)} takes a single expression: remove the ';'"
+            raise self.error(message, where, hint)
 
     # -- stage 2: parentheses ----------------------------------------------------
 
@@ -643,6 +646,16 @@ class _Parser:
         return result
 
 
+def _on_the_command_line(origin: Origin) -> bool:
+    """An expression given as an option (``-y``, ``--model``) or as ``minimize``'s argument (``<expr>``)."""
+    file = origin.file or ""
+    return file == "<expr>" or (file.startswith("-") and file != "-")
+
+
+def _command_line_label(origin: Origin) -> str:
+    return "minimize" if origin.file == "<expr>" else str(origin.file)
+
+
 def _character_problem(ch: str, text: str, pos: int) -> tuple[str, int, str | None]:
     code = ord(ch)
     if code >= 128:
@@ -838,12 +851,16 @@ class _Walker:
         spec = FUNCTIONS.get(name)
         if spec is None:
             close = difflib.get_close_matches(name.lower(), sorted(FUNCTIONS), n=1, cutoff=0.6)
+            listed = "the functions are listed in docs/problem-language.md (Functions)"
             if name.lower() in FUNCTIONS:
                 hint = f"did you mean '{name.lower()}'? (function names are lower case)"
             elif close:
                 hint = f"did you mean '{close[0]}'?"
+            elif name in self.p.shadow or len(name) <= 2:
+                # a declared unknown or a column, or a short name (a parameter): most likely a product
+                hint = f"to multiply, write {excerpt(name, 20)}*(...); {listed}"
             else:
-                hint = f"to multiply, write {excerpt(name, 20)}*(...); see docs/problem-language.md for the functions"
+                hint = listed
             raise self.error(f"unknown function {excerpt(name)!r}", func, hint)
         if node.keywords:
             raise self.error("keyword arguments are not allowed", node)

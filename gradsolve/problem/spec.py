@@ -169,6 +169,25 @@ def _warning(origin: Origin | None, message: str) -> str:
     return f"warning: {escape(message)}"
 
 
+def _at_name(item: ParsedExpression, name: str) -> Origin:
+    """The origin moved to the first place *item* writes *name* as a name (``(x-e)^2``: the ``e``, column 4);
+    the expression's start when its origin is not exact (a folded YAML scalar) or the name is not found."""
+    import dataclasses
+    import io
+    import tokenize
+
+    origin = item.origin
+    if origin is None or not origin.exact:
+        return origin
+    try:
+        for token in tokenize.generate_tokens(io.StringIO(item.text).readline):
+            if token.type == tokenize.NAME and token.string == name and token.start[0] == 1:
+                return dataclasses.replace(origin, column=origin.column + token.start[1])
+    except (tokenize.TokenError, SyntaxError, IndentationError):
+        pass
+    return origin
+
+
 def _issue_at(origin: Origin | None, message: str, hint: str | None = None) -> Issue:
     if origin is None:
         return Issue(message, hint=hint)
@@ -276,7 +295,7 @@ def build_spec(
             e_warned = True
             warnings.append(
                 _warning(
-                    item.origin,
+                    _at_name(item, "e"),
                     "'e' is read as Euler's number 2.71828...; if 'e' is an unknown, declare it "
                     "(under 'unknowns' or with --init)",
                 )

@@ -338,11 +338,44 @@ class Table:
         return None
 
     def _arrow_error(self, exc) -> ProblemError:
+        """pyarrow's error in one line, naming the file line where it can be found.
+
+        A ragged row gets pyarrow's counts only: pyarrow quotes the whole offending row after
+        "Expected N columns, got M:", and a row is the file's content (it may hold secrets).
+        """
         text = str(exc)
         first = text.splitlines()[0] if text else type(exc).__name__
         match = re.search(r"[Rr]ow #(\d+)", text)
-        return ProblemError(f"cannot read the data: {excerpt(first, 120)}", file=self.label,
-                            line=int(match.group(1)) if match else None)
+        line = int(match.group(1)) if match else None
+        hint = None
+        counts = re.search(r"Expected \d+ columns?, got \d+", first)
+        if counts:
+            first = counts.group(0)
+            hint = f"every row needs {len(self.names)} cells, as many as the first row"
+            if line is None:
+                line = self._ragged_line()
+        return ProblemError(f"cannot read the data: {excerpt(first, 120)}", file=self.label, line=line, hint=hint)
+
+    def _ragged_line(self) -> int | None:
+        """The first file line (1-based) whose cell count is not the number of columns; pyarrow skips empty
+        lines, and reads quoted cells as the csv module does."""
+        import csv
+
+        if self.format != "csv":
+            return None
+        try:
+            raw = io.BytesIO(self.data) if self.data is not None else open(self.path, "rb")
+        except OSError:
+            return None
+        with raw, io.TextIOWrapper(raw, encoding="utf-8", errors="replace", newline="") as stream:
+            reader = csv.reader(stream, delimiter=self.delimiter)
+            try:
+                for cells in reader:
+                    if cells and len(cells) != len(self.names):
+                        return reader.line_num
+            except csv.Error:
+                return None
+        return None
 
 
 def _parse_numbers(text):

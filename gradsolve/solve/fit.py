@@ -99,7 +99,7 @@ class FitData:
             self.dropped = self.table.dropped
             self.rows = self.table.rows
             if self.rows == 0:
-                raise ProblemError("the data have no rows" + (f" left ({self.dropped} dropped)" if self.dropped
+                raise ProblemError("the data has no rows" + (f" left ({self.dropped} dropped)" if self.dropped
                                                               else ""), file=self.table.label)
 
     def raw_chunks(self, rows=None):
@@ -309,7 +309,7 @@ def prepare_fit(path: str, *, degree=None, model=None, x_columns=(), y_column=No
     y_idx, y_eval, y_text = None, None, None
     if y_column is None:
         if len(names) < 2:
-            raise ProblemError(f"the data have {len(names)} column(s); the response defaults to column 1 "
+            raise ProblemError(f"the data has {len(names)} column(s); the response defaults to column 1 "
                                "(0-based): name it with -y", file=label, line=1)
         y_idx = 1 if (x_idx[:1] != [1]) else 0
         y_text = names[y_idx]
@@ -648,7 +648,7 @@ def _run_linear(task, options, on_progress, every, on_start):
     history = list(outcome.loss_history) if outcome is not None else []
     # the same keys on both paths: a linear fit has no start from the data (null)
     notes = {"path": "linear: one-pass TSQR reduction", "rows": None, "dropped": None, "refined": False,
-             "start": None}
+             "refinement_change": None, "start": None}
     irls_iterations = 0
     if task.robust_loss != "squared":
         b, irls_iterations, steps_irls = _irls_linear(task, basis, xp, b, options, method)
@@ -662,16 +662,18 @@ def _run_linear(task, options, on_progress, every, on_start):
         notes["refined"] = True
         notes["refinement_change"] = float(np.max(np.abs(b - before) / np.maximum(np.abs(b), 1e-300)))
     values = dict(zip(task.params, map(float, b)))
-    if outcome is None and on_progress is not None:
-        from gradsolve.solve.loop import ProgressRow
-
-        loss0 = (red.y_scale * red.rho) * (red.y_scale * red.rho)
-        on_progress(ProgressRow(1, loss0, None, None, None, None, "lr", dict(values), time.perf_counter() - start))
     if task.data.reopenable:
         res = linear.residual_stats(basis, xp, task.chunks(), b)
     else:
         rss = (red.y_scale * red.rho) * (red.y_scale * red.rho)
         res = {"rss": rss, "max": None, "n": red.summary.n, "sum_r2": rss}
+    if outcome is None and on_progress is not None:
+        from gradsolve.solve.loop import ProgressRow
+
+        # the direct solve's one row shows the result's loss: the residuals of the refined coefficients (the
+        # reduction's rho^2 before refinement is larger by the rounding the refinement removes)
+        on_progress(ProgressRow(1, res["rss"], None, None, None, None, "lr", dict(values),
+                                time.perf_counter() - start))
     n = res["n"]
     notes["rows"] = n
     notes["dropped"] = task.data.dropped
@@ -702,10 +704,15 @@ def _run_linear(task, options, on_progress, every, on_start):
                            tss=tss, weighted=weighted)
     gradient = None
     loss = res["rss"]
+    # the reduction, the solve and the refinement are float64 whatever --dtype says: a float32 QR keeps about
+    # 7 digits, and the coefficients' digits are what the fit is for (the pass is chunked, so memory is not
+    # what float32 would save); the result names the precision used
+    warnings = [] if options.dtype == "float64" else [
+        f"--dtype: warning: linear fits reduce in float64; --dtype {options.dtype} applies to nonlinear models"]
     return _result(task, options, values, device=device, status=status, reason=reason,
                    method=method if task.robust_loss == "squared" else "irls", steps=steps, loss=loss,
                    gradient=gradient, stats=stats, res=res, history=history, elapsed=elapsed, notes=notes, cov_K=K,
-                   basis=basis)
+                   basis=basis, dtype="float64", warnings=warnings)
 
 
 def _irls_linear(task, basis, xp, b, options, method, max_iter=100):
@@ -854,6 +861,7 @@ def _run_nonlinear(task, options, on_progress, every, on_start):
                            weighted=w is not None, at_bounds=outcome.at_bounds)
     res = {"rss": rss, "max": float(np.max(np.abs(r))) if r.size else 0.0, "n": len(y), "sum_r2": float(r @ r)}
     notes = {"path": "nonlinear: full residuals", "rows": len(y), "dropped": task.data.dropped, "refined": False,
+             "refinement_change": None,
              "start": {"parameters": {n: start_values[n] for n in names}, "source": start_note}}
     return _result(task, options, values, device=device, status=outcome.status, reason=reason,
                    method=method if task.robust_loss == "squared" else "irls", steps=steps, loss=rss,
@@ -962,8 +970,9 @@ def _data_start(task, spec, xs, y, w):
 
 # ----------------------------------------------------------------------------- the result
 def _result(task, options, values, *, device, status, reason, method, steps, loss, gradient, stats, res, history,
-            elapsed, notes, cov_K=None, basis=None, lowered=None, at_bounds=()):
-    """The Result; ``device`` is where the data-sized work actually ran (never 'auto')."""
+            elapsed, notes, cov_K=None, basis=None, lowered=None, at_bounds=(), dtype=None, warnings=()):
+    """The Result; ``device`` is where the data-sized work actually ran (never 'auto'), ``dtype`` the precision
+    it ran in (default: the one asked for)."""
     from gradsolve.solve.result import Result
 
     equation = f"{task.model_text} - ({task.y_text})"
@@ -977,7 +986,8 @@ def _result(task, options, values, *, device, status, reason, method, steps, los
     return Result(problem=task.name, status=status, stop_reason=reason, optimizer=method, steps=int(steps), loss=loss,
                   gradient_norm=gradient, parameters=values, residuals=residuals, solution_set=None,
                   seed=task.seed, device=str(device),
-                  dtype=options.dtype, elapsed_s=elapsed, at_bounds=list(at_bounds), warnings=list(task.warnings),
+                  dtype=dtype or options.dtype, elapsed_s=elapsed, at_bounds=list(at_bounds),
+                  warnings=list(task.warnings) + list(warnings),
                   loss_history=history, kind="residuals", extra=extra)
 
 

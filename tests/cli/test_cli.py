@@ -398,11 +398,11 @@ def test_markup_and_control_characters_in_user_text_are_printed_literally(tmp_pa
     assert f"{name}\\x1b[31m: converged" in out  # literal markup, ESC shown escaped (one backslash)
     assert "\x1b" not in out and "👍" not in out
     warning = [line for line in out.splitlines() if "warning" in line][0]
-    assert warning.startswith(f"{path}:4:5: warning: 'e' is read as") and warning.count("warning:") == 1
+    assert warning.startswith(f"{path}:4:13: warning: 'e' is read as") and warning.count("warning:") == 1
     check = CliRunner().invoke(cli, ["check", str(path)])
     assert check.exit_code == 0
     assert f"{path}: ok — 2 equations, unknowns: x, y" in check.output
-    assert f"    {path}:4:5: warning: 'e' is read as" in check.output
+    assert f"    {path}:4:13: warning: 'e' is read as" in check.output
     assert "warning: " + str(path) not in check.output
 
 
@@ -476,13 +476,13 @@ def test_max_is_a_kink_adam_solves_it():
 def test_warnings_reach_stderr_in_every_output_format(output):
     proc = run("minimize", "(x - e)^2", "--output", output, "--quiet")
     assert proc.returncode == 0
-    assert "<expr>:1:1: warning: 'e' is read as Euler's number" in proc.stderr
+    assert "<expr>:1:6: warning: 'e' is read as Euler's number" in proc.stderr  # at the e of (x - e)^2
     assert output == "json" or "warning" not in proc.stdout  # the result alone on stdout
     typo = run("puzzle", "problems/intersection.txt", "--init", "z=1", "--output", output, "--quiet")
     assert "--init: warning: unknown 'z' does not appear in any expression" in typo.stderr
     if output == "json":
         assert json.loads(typo.stdout)["warnings"] == ["--init: warning: unknown 'z' does not appear in any expression"]
-        assert json.loads(proc.stdout)["warnings"][0].startswith("<expr>:1:1: warning: 'e' is read as")
+        assert json.loads(proc.stdout)["warnings"][0].startswith("<expr>:1:6: warning: 'e' is read as")
     else:
         assert "warning" not in typo.stdout  # the result alone on stdout
 
@@ -584,3 +584,197 @@ def test_live_table_on_a_narrow_console_keeps_step_and_loss():
         text = buffer.getvalue()
         assert "step" in text and "loss" in text and "+5 more unknowns" in text
         assert max(len(line.rstrip()) for line in text.splitlines()) <= width
+
+
+# --------------------------------------------------------------- streams that cannot be written --
+def _run_fds(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=None):
+    """gradsolve in a subprocess with the given stdout/stderr (a descriptor, a file or PIPE); bytes out."""
+    return subprocess.run([sys.executable, "-m", "gradsolve", *args], stdout=stdout, stderr=stderr,
+                          preexec_fn=preexec_fn, timeout=120, cwd=ROOT)
+
+
+def _closed_pipe():
+    """The write end of a pipe whose reader has already gone (as `| head -1` after head exits)."""
+    read, write = os.pipe()
+    os.close(read)
+    return write
+
+
+@pytest.mark.parametrize("args", [
+    ["puzzle", "problems/four-unknowns.yaml", "--quiet"],
+    ["fit", "problems/polynomial.csv", "--degree", "2", "--quiet"],
+    ["puzzle", "problems/four-unknowns.yaml", "--output", "json"],
+    ["minimize", "(x - 1)^2", "--output", "csv", "--quiet"],
+    ["check", "problems/four-unknowns.yaml"],
+    ["--help"], ["fit", "--help"], ["--version"],
+])
+def test_a_closed_stdout_pipe_ends_quietly_with_141(args):
+    write = _closed_pipe()
+    try:
+        proc = _run_fds(args, stdout=write)
+    finally:
+        os.close(write)
+    assert proc.returncode == 141, proc.stderr
+    assert b"Traceback" not in proc.stderr and b"error" not in proc.stderr and b"Exception" not in proc.stderr
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full (Linux)")
+@pytest.mark.parametrize("args", [
+    ["fit", "problems/polynomial.csv", "--degree", "2", "--quiet"],
+    ["puzzle", "problems/four-unknowns.yaml", "--output", "json"],
+    ["check", "problems/four-unknowns.yaml"],
+    ["fit", "--help"],
+])
+def test_a_full_stdout_is_one_line_and_exit_2_never_3(args):
+    with open("/dev/full", "w") as full:
+        proc = _run_fds(args, stdout=full)
+    assert proc.returncode == 2
+    lines = [line for line in proc.stderr.decode().splitlines() if line.startswith("gradsolve:")]
+    assert lines == ["gradsolve: error: cannot write the result to stdout: No space left on device"]
+    assert "Traceback" not in proc.stderr.decode() and "internal error" not in proc.stderr.decode()
+
+
+def test_stdout_closed_at_start_is_exit_2_with_a_message():
+    proc = _run_fds(["puzzle", "problems/four-unknowns.yaml", "--quiet"], preexec_fn=lambda: os.close(1))
+    assert proc.returncode == 2
+    assert proc.stderr.decode().strip() == "gradsolve: error: cannot write the result to stdout: stdout is closed"
+
+
+def _open_full():
+    return open("/dev/full", "w") if os.path.exists("/dev/full") else None
+
+
+@pytest.mark.parametrize("how", ["closed pipe", "closed descriptor", "full"])
+@pytest.mark.parametrize("args", [
+    ["puzzle", "problems/four-unknowns.yaml", "--output", "json"],
+    ["puzzle", "problems/four-unknowns.yaml", "--output", "json", "--progress", "jsonl"],
+    ["puzzle", "problems/four-unknowns.yaml", "--output", "json", "--progress", "table"],
+    ["fit", "problems/polynomial.csv", "--degree", "2", "--output", "json"],
+    ["minimize", "(x - e)^2", "--output", "json"],  # a warning on stderr too
+])
+def test_a_closed_or_broken_stderr_does_not_stop_the_solve(how, args):
+    """Progress and warnings are best effort: the result still reaches stdout and the exit code is its own."""
+    stderr, preexec, opened = None, None, None
+    if how == "closed pipe":
+        stderr = opened = _closed_pipe()
+    elif how == "closed descriptor":  # 2>&-
+        preexec = lambda: os.close(2)  # noqa: E731
+    else:
+        opened = _open_full()
+        if opened is None:
+            pytest.skip("needs /dev/full (Linux)")
+        stderr = opened
+    try:
+        proc = _run_fds(args, stderr=stderr, preexec_fn=preexec)
+    finally:
+        if isinstance(opened, int):
+            os.close(opened)
+        elif opened is not None:
+            opened.close()
+    assert proc.returncode == 0
+    assert json.loads(proc.stdout)["status"] == "converged"
+
+
+def test_stderr_closed_with_the_shell_is_best_effort_too():
+    proc = subprocess.run(f"{sys.executable} -m gradsolve puzzle problems/four-unknowns.yaml --output json 2>&-",
+                          shell=True, capture_output=True, timeout=120, cwd=ROOT)
+    assert proc.returncode == 0 and json.loads(proc.stdout)["status"] == "converged"
+
+
+# ----------------------------------------------------------------------- wording and the docs --
+README = (ROOT / "README.md").read_text()
+
+
+@pytest.mark.parametrize("args, line", [
+    (["--predict", "abc"], "gradsolve: error: --predict 'abc': not a number"),
+    (["--predict", "1,2"], "gradsolve: error: --predict '1,2': give 1 finite value(s)"),
+    (["--init", "q=1"], "gradsolve: error: --init q: a --degree 2 fit has the coefficients c0, c1, c2"),
+])
+def test_option_errors_of_fit_start_with_gradsolve_not_input(args, line):
+    result = CliRunner().invoke(cli, ["fit", str(PROBLEMS / "polynomial.csv"), "--degree", "2", "--quiet", *args])
+    assert result.exit_code == 2
+    assert result.output.splitlines()[0] == line and "<input>" not in result.output
+
+
+def test_a_plot_that_cannot_be_written_starts_with_gradsolve(monkeypatch):
+    import gradsolve.solve.fit as fitmod
+    from gradsolve.problem.errors import ProblemError
+
+    def refuse(task, result, path):
+        raise ProblemError(f"--plot: cannot write {path!r}: No such file or directory")
+
+    monkeypatch.setattr(fitmod, "plot_fit", refuse)
+    import importlib.util
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",  # matplotlib "installed"
+                        lambda name, *a: object() if name == "matplotlib" else real_find_spec(name, *a))
+    result = CliRunner().invoke(cli, ["fit", str(PROBLEMS / "polynomial.csv"), "--degree", "2", "--quiet",
+                                      "--plot", "/no/such/dir/fit.png"])
+    assert result.exit_code == 2
+    assert result.output.startswith("gradsolve: error: --plot: cannot write '/no/such/dir/fit.png'")
+
+
+def test_an_interrupted_run_says_at_step_n_once():
+    import io
+
+    from rich.console import Console
+
+    from gradsolve.cli.render import render_table
+    from gradsolve.solve.result import Result
+
+    result = Result(problem="p", status="interrupted", stop_reason="interrupted at step 12", optimizer="adam",
+                    steps=12, loss=1.0, gradient_norm=1.0, parameters={"x": 1.0}, residuals=[], solution_set=None,
+                    seed=0, device="cpu", dtype="float64", elapsed_s=0.1)
+    buffer = io.StringIO()
+    render_table(result, Console(file=buffer, width=100, color_system=None))
+    assert buffer.getvalue().splitlines()[0] == "p: interrupted — at step 12 (Ctrl-C)"
+
+
+def test_auto_picks_adam_for_a_smooth_loss_with_bounds_as_readme_says(tmp_path):
+    path = tmp_path / "b.yaml"
+    path.write_text("unknowns:\n  x: {init: 3, min: 1}\nminimize: (x - 2)^2\n")
+    data = json.loads(invoke("minimize", str(path), "--quiet", "--output", "json").output)
+    assert data["optimizer"] == "adam" and data["status"] == "converged"
+    assert "`lbfgs` for smooth losses without bounds; `adam` otherwise" in README
+
+
+def test_readme_documents_the_contract_the_command_keeps():
+    assert "`refinement_change`" in README and "at most 1,000,000" in README
+    result = invoke("minimize", "x^2", "--starts", "1000001")
+    assert result.exit_code == 2 and "from 1 to 1,000,000" in result.output
+    assert "| 141 |" in README and "cannot write the result to stdout: No space left on device" in README
+    help_text = " ".join(invoke("fit", "--help").output.split())
+    assert ".parquet, .pq, or found by its magic bytes" in help_text
+    assert "`.parquet`, `.pq`" in (ROOT / "docs" / "fitting.md").read_text()
+
+
+def test_docs_claim_about_lm_on_the_four_unknown_puzzle_holds():
+    """docs/optimizers.md: from the file's start (zeros), a loss below 1e-30 in 2 accepted steps, stop xtol."""
+    import gradsolve as gs
+    from gradsolve.optim import LevenbergMarquardt
+
+    a, b, c, d = params = [gs.tensor(0.0, dtype=gs.float64, requires_grad=True) for _ in range(4)]
+    lm = LevenbergMarquardt(params, residuals=lambda: gs.stack([a + b - 9, c - d - 1, a + c - 8, b - d - 2]))
+    while not lm.converged and lm.stop_reason is None:
+        lm.step()
+    assert lm.n_iter == 2 and lm.loss < 1e-30 and lm.stop_reason == "xtol"
+    assert "below 1e-30\n(rounding in the residuals) in 2 accepted steps and stops on `xtol`" in \
+        (ROOT / "docs" / "optimizers.md").read_text()
+
+
+def test_readme_tour_shows_what_the_puzzle_prints_on_80_columns():
+    block = README.split("$ gradsolve puzzle problems/four-unknowns.yaml\n", 1)[1].split("```", 1)[0]
+    proc = subprocess.run([sys.executable, "-m", "gradsolve", "puzzle", "problems/four-unknowns.yaml"],
+                          capture_output=True, text=True, timeout=120, cwd=ROOT, env={**os.environ, "COLUMNS": "80"})
+    assert proc.returncode == 0
+    printed = [line.rstrip() for line in proc.stdout.splitlines()]
+    time_free = re.compile(r"\d+\.\d{3}s on")  # the elapsed time differs from run to run
+    printed = [time_free.sub("s on", line) for line in printed]
+    at = 0
+    for line in block.splitlines():
+        if line == "...":
+            continue
+        line = time_free.sub("s on", line)
+        assert line in printed[at:], (line, proc.stdout)  # in the order the README shows
+        at = printed.index(line, at) + 1

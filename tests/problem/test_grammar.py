@@ -329,3 +329,51 @@ def test_symbolic_extremum_derivative_follows_the_engine_tie_rule():
 def test_unknown_function_hint_ignores_case(text, hint):
     err = error(text)
     assert err.message.startswith("unknown function") and err.hint.startswith(hint)
+
+
+@pytest.mark.parametrize("text", ["floor(x)", "round(x) + 1", "heaviside(x - 1)"])
+def test_an_unknown_function_says_so_and_where_the_functions_are(text):
+    err = error(text)
+    name = text.split("(")[0]
+    assert err.message == f"unknown function '{name}'"
+    assert err.hint == "the functions are listed in docs/problem-language.md (Functions)"
+    assert "*(" not in err.hint  # not 'write floor*(...)'
+    with open(DOCS) as fh:
+        assert "### Functions" in fh.read()
+
+
+@pytest.mark.parametrize("text, shadow", [("a(x + 1)", ()), ("k(x + 1)", ()), ("rate(x + 1)", ("rate",))])
+def test_a_short_or_declared_name_before_a_parenthesis_suggests_a_product(text, shadow):
+    err = error(text, shadow=frozenset(shadow))
+    name = text.split("(")[0]
+    assert err.message == f"unknown function '{name}'"
+    assert err.hint == f"to multiply, write {name}*(...); the functions are listed in docs/problem-language.md " \
+                       "(Functions)"
+
+
+@pytest.mark.parametrize("file, hint", [
+    ("-y", "-y takes a single expression: remove the ';'"),
+    ("--model", "--model takes a single expression: remove the ';'"),
+    ("<expr>", "minimize takes a single expression: remove the ';'"),
+    ("problem.txt", "write one equation per line"),
+    ("<stdin>", "write one equation per line"),
+])
+def test_a_semicolon_hint_fits_where_the_expression_came_from(file, hint):
+    text = "y; rm -rf /"
+    err = error(text, origin=Origin(file, 1, 1, text))
+    assert err.message == "';' is not allowed" and err.hint == hint and err.column == 2
+
+
+@pytest.mark.parametrize("text, origin, column", [
+    ("(x-e)^2", Origin("<expr>", 1, 1, "(x-e)^2"), 4),
+    ("x*2 = e + 1", Origin("p.yaml", 2, 5, "  - x*2 = e + 1"), 11),
+    ("exp(x) - e", Origin("p.txt", 3, 1, "exp(x) - e"), 10),
+    ("(x-e)^2", Origin("p.yaml", 1, 11, "minimize: >", exact=False), 11),  # folded: the expression's start
+])
+def test_the_bare_e_warning_points_at_the_e(text, origin, column):
+    from gradsolve.problem.spec import build_spec
+
+    kind = "equations" if "=" in text else "minimize"
+    spec = build_spec(kind=kind, expressions=[(text, origin)], name="t", path=origin.file)
+    (warning,) = spec.warnings
+    assert warning.startswith(f"{origin.file}:{origin.line}:{column}: warning: 'e' is read as Euler's number")

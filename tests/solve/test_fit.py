@@ -423,14 +423,18 @@ def test_parquet_is_recognised_by_its_magic_on_stdin_and_unknown_extensions(tmp_
 
 
 def test_fit_notes_have_the_same_keys_on_every_path(tmp_path):
-    """README: fit is {path, rows, dropped, refined, start}."""
-    keys = {"path", "rows", "dropped", "refined", "start"}
+    """README: fit is {path, rows, dropped, refined, refinement_change, start}, the same keys on every path."""
+    keys = {"path", "rows", "dropped", "refined", "refinement_change", "start"}
     linear_fit = fit(POLY, degree=2).to_dict()["fit"]
-    assert keys <= set(linear_fit) and linear_fit["refined"] is True and linear_fit["start"] is None
+    assert set(linear_fit) == keys and linear_fit["refined"] is True and linear_fit["start"] is None
+    assert 0 <= linear_fit["refinement_change"] < 1e-12
+    robust_fit = fit(POLY, degree=2, robust_loss="huber").to_dict()["fit"]
+    assert set(robust_fit) == keys and robust_fit["refined"] is True and robust_fit["refinement_change"] is None
     x = np.linspace(0, 4, 30)
     nonlinear = fit(write_csv(tmp_path / "e.csv", x, 5.0 * np.exp(-1.3 * x) + 0.5), model="a*exp(b*x) + c")
     notes = nonlinear.to_dict()["fit"]
-    assert keys <= set(notes) and notes["refined"] is False and notes["start"]["source"].startswith("from the data")
+    assert set(notes) == keys and notes["refined"] is False and notes["refinement_change"] is None
+    assert notes["start"]["source"].startswith("from the data")
 
 
 def test_model_evaluations_outside_the_loop_raise_no_numpy_warnings(tmp_path):
@@ -613,3 +617,100 @@ def test_a_fit_whose_squares_overflow_is_diverged_and_quiet_on_every_thread(tmp_
         warnings.simplefilter("error")
         result = fit(path, degree=2)
     assert result.status == "diverged" and result.exit_code == 1 and "overflow" in result.stop_reason
+
+
+@pytest.mark.parametrize("where", ["file", "stdin", "streamed"])
+def test_a_ragged_row_names_its_line_and_never_quotes_the_row(tmp_path, monkeypatch, where):
+    """As a problem file's data: reader does (gradsolve/problem/data.py): the counts, the line, not the row."""
+    import io
+
+    import gradsolve.solve.fit as fitmod
+
+    text = "x,y\n1,2\n\n2,3,secret-token\n3,4\n"
+    path = tmp_path / "ragged.csv"
+    path.write_text(text)
+    if where == "streamed":
+        monkeypatch.setattr(fitmod, "IN_MEMORY_BYTES", 0)
+    with pytest.raises(ProblemError) as info:
+        if where == "stdin":
+            task = prepare_fit("-", degree=1, stdin=io.StringIO(text))
+            task.data.load()
+            list(task.chunks())
+        else:
+            fit(str(path), degree=1)
+    formatted = info.value.format()
+    assert formatted.splitlines()[0].endswith(":4: error: cannot read the data: Expected 2 columns, got 3")
+    assert "secret" not in formatted and "2,3" not in formatted
+    assert info.value.line == 4
+
+
+def test_dtype_float32_is_used_on_the_nonlinear_path_and_never_claimed_on_the_linear_one(tmp_path):
+    x = np.linspace(0, 4, 30)
+    path = write_csv(tmp_path / "e.csv", x, 5.0 * np.exp(-1.3 * x) + 0.5)
+    nonlinear = fit(path, model="a*exp(b*x) + c", dtype="float32")
+    wide = fit(path, model="a*exp(b*x) + c")
+    assert nonlinear.status == "converged" and nonlinear.dtype == "float32" and nonlinear.warnings == []
+    for name, value in nonlinear.parameters.items():  # the engine ran in float32: its values are float32 numbers
+        assert float(np.float32(value)) == value
+        assert value == pytest.approx(wide.parameters[name], rel=1e-4)
+    assert any(float(np.float32(v)) != v for v in wide.parameters.values())
+    for kwargs in ({}, {"robust_loss": "huber"}):
+        linear_fit = fit(POLY, degree=2, dtype="float32", **kwargs)
+        assert linear_fit.dtype == "float64" and linear_fit.to_dict()["dtype"] == "float64"
+        assert linear_fit.warnings == ["--dtype: warning: linear fits reduce in float64; --dtype float32 applies "
+                                       "to nonlinear models"]
+        assert digits(linear_fit.parameters["c2"], 1.0) >= 14
+    assert fit(POLY, degree=2).warnings == []
+
+
+def test_cli_dtype_float32_linear_fit_warns_on_stderr_and_reports_float64():
+    proc = subprocess.run([sys.executable, "-m", "gradsolve", "fit", POLY, "--degree", "2", "--dtype", "float32",
+                           "--output", "json", "--quiet"], capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 0
+    assert json.loads(proc.stdout)["dtype"] == "float64"
+    assert proc.stderr.strip() == ("--dtype: warning: linear fits reduce in float64; --dtype float32 applies to "
+                                   "nonlinear models")
+
+
+def test_refinement_change_is_the_largest_relative_change_of_a_coefficient(monkeypatch):
+    """README: max over k of |b_k after - b_k before| / |b_k after|."""
+    from gradsolve.solve import linear as linmod
+
+    seen = {}
+    original = linmod.refine
+
+    def spy(basis, xp, red, chunks, b):
+        seen["before"] = np.array(b, dtype=np.float64)
+        seen["after"] = np.asarray(original(basis, xp, red, chunks, b), dtype=np.float64)
+        return seen["after"]
+
+    monkeypatch.setattr(linmod, "refine", spy)
+    result = fit(POLY, degree=2, optimizer="adam")
+    expected = float(np.max(np.abs(seen["after"] - seen["before"]) / np.abs(seen["after"])))
+    assert result.extra["fit"]["refinement_change"] == pytest.approx(expected, rel=1e-12, abs=0)
+    assert result.extra["fit"]["refinement_change"] > 1e-12  # Adam alone has about 9 digits
+
+
+def test_the_direct_solve_progress_row_shows_the_result_loss():
+    rows = []
+    result = fit(POLY, degree=2, on_progress=rows.append)
+    assert result.optimizer == "qr" and len(rows) == 1
+    assert rows[0].loss == result.loss
+    assert rows[0].values == result.parameters
+
+
+@pytest.mark.parametrize("where", ["file", "stdin"])
+def test_no_rows_is_one_wording_for_a_file_and_for_stdin(tmp_path, where):
+    import io
+
+    path = tmp_path / "empty.csv"
+    path.write_text("x,y\n")
+    with pytest.raises(ProblemError) as info:
+        if where == "stdin":
+            prepare_fit("-", degree=1, stdin=io.StringIO("x,y\n")).data.load()
+        else:
+            fit(str(path), degree=1)
+    assert info.value.message == "the data has no rows"
+    with pytest.raises(ProblemError) as info:
+        prepare_fit("-", degree=1, stdin=io.StringIO(""))
+    assert info.value.message == "the data has no rows"
