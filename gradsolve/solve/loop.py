@@ -35,6 +35,23 @@ status is "stalled" otherwise:
   along it (`_confirm_lm_stop`: a derivative that vanishes at a minimum, as
   d(b**2)/db at b = 0, is no slope; a model's saturated plateau is).
 
+The gradient tests of xtol and ftol are judged again at the reported point
+(the best one seen, not the last step).  A small gradient is not a minimum
+either: a maximum or a saddle has a zero gradient too (cos(x) at 0, x**2 - y**2
+at the origin).  So every converged stop but atol (a loss proven >= 0 that
+reached atol is at a minimum) is confirmed at the reported point by
+`confirm_minimum_stop`: a loss with no path to some unknowns (sign(x): piecewise
+constant, its zero gradient proves nothing) is "stalled"; otherwise the loss
+Hessian (`minimum_refuted`, up to HESSIAN_LIMIT free unknowns) may not curve
+down in any direction, and along the directions where it is numerically zero
+the loss may not fall beyond rounding (x**3 at 0).  Where Levenberg-Marquardt
+stops at such a point, or at a degenerate minimum whose flat valley leads to
+negative curvature, it continues from a clearly lower point along that
+curvature (`escape_point`), at most ESCAPE_LIMIT times: Gauss-Newton steps
+cannot see negative curvature.  A run that did not converge on a loss that
+keeps falling ever further along the negative gradient says that the loss seems
+unbounded below (`unbounded_below`).
+
 Adaptive first-order methods run under `RateRule`: the rate halves when the
 best loss stalls and doubles while the loss falls at every step, so a long
 slope is crossed instead of crawled.
@@ -87,6 +104,31 @@ AXIS_PROBE_LIMIT = 100
 SAMPLED_GRADIENTS = 4
 LM_POLISH_STEPS = 5    # at most this many LM steps once the loss is below atol ...
 LM_POLISH_GAIN = 10.0  # ... each while the loss still falls by this factor
+# A converged stop other than atol is confirmed a local minimum (minimum_refuted) up to HESSIAN_LIMIT free unknowns:
+# the loss Hessian, in the unknowns' scale max(1, |x_j|), may have no eigenvalue below -CURVATURE_RTOL times
+# max(1, its largest |eigenvalue|).  1e-8 is about sqrt(eps): the Hessian comes from exact double-backward passes,
+# so rounding moves its eigenvalues by far less than that at the scale of the largest (1e-15 to 1e-12 on the NIST
+# fits' degenerate points), while any curvature a user could see is far larger (the saddles here have -1 to -16).
+# In float32 the Hessian carries float32 rounding: sqrt(eps) there (3.5e-4) instead (curvature_rtol).
+# Eigenvalues within the same bound are numerically zero: along those directions the loss is probed a step of
+# PROBE_STEP of the unknowns' scale away (and twice that), both ways; a fall at both beyond what the gradient
+# explains plus rounding (PROBE_ROUNDING * eps * |F|, or 8 times the loss's change under perturbations of the
+# unknowns at rounding level, whichever is larger) means a degenerate saddle such as x**3 at 0.
+HESSIAN_LIMIT = 200
+CURVATURE_RTOL = 1e-8
+PROBE_STEP = 1e-4
+PROBE_ROUNDING = 16.0
+# After a run that did not converge, a loss that keeps falling along the negative gradient by more at every tenfold
+# step, out to UNBOUNDED_REACH times the unknowns' scale, is said to seem unbounded below.
+UNBOUNDED_REACH = 6  # powers of ten
+# Levenberg-Marquardt at a saddle, or at a degenerate minimum whose flat valley leads to negative curvature
+# (escape_point): continue from a clearly lower point found along that curvature, at most ESCAPE_LIMIT times.
+ESCAPE_LIMIT = 5
+ESCAPE_DIRECTIONS = 3  # flat directions walked along
+ESCAPE_WALK = (0.1, 0.5, 1.0)  # how far, in the unknowns' scale
+ESCAPE_RISE = 1e-6  # the relative rise of the loss along a flat direction still counted as the valley's floor
+ESCAPE_LEVEL = 1e-9  # the least relative fall of the loss that counts
+ESCAPE_STEPS = (0.01, 0.1, 1.0)  # steps along the negative curvature, in the unknowns' scale
 
 
 class SolveError(ValueError):
@@ -134,6 +176,8 @@ class Outcome:
     loss_history: list = field(default_factory=list)
     at_bounds: list = field(default_factory=list)
     jacobian: np.ndarray | None = None
+    atol_stop: bool = False  # converged because the loss reached atol (a proven minimum: nothing to confirm)
+    not_minimum: bool = False  # stalled at a point confirm_minimum_stop refuted (a saddle, a maximum, a flat step)
 
 
 def choose_method(requested: str, *, has_residuals: bool, smooth: bool, bounded: bool) -> str:
@@ -191,10 +235,12 @@ def projected_max_abs(g, x, lower, upper) -> float:
 
 
 def _gradient(objective, params):
+    """(loss, gradient) at the parameters' values; leaves each parameter's .grad set (None: no path to it)."""
     for p in params:
         p.grad = None
     loss = objective.loss()
-    loss.backward()
+    if loss.requires_grad:  # a loss with no path to the unknowns (sign(x): piecewise constant) has gradient 0
+        loss.backward()
     grad = np.array([0.0 if p.grad is None else float(p.grad.item()) for p in params])
     return float(loss.item()), grad
 
@@ -448,7 +494,8 @@ class EagerPoint:
             for p in self.params:
                 p.grad = None
             value = objective.loss()
-            value.backward()
+            if value.requires_grad:  # no path to the unknowns: gradient 0 (see _gradient)
+                value.backward()
             return value
 
         return closure
@@ -472,7 +519,9 @@ class _Watch:
         self.first_grad_norm = None
         self.polish_steps = 0
         self.current_step = 0
-        self.confirm = None  # "lm" or "kink": a converged stop that run() must confirm at the reported point
+        self.confirm = None  # "lm", "kink" or "gradient": a stop that run() must confirm at the reported point
+        self.moving_why = None  # the test that fired when the steps stopped (xtol, ftol): see _stopped_moving
+        self.at_atol = False  # stopped because the loss reached atol: a proven minimum, no curvature check
 
     def offer(self, loss, x) -> None:
         """A loss measured at x (before a step): it may be the best point."""
@@ -507,6 +556,7 @@ class _Watch:
             elif self.atol_applies and loss_now <= options.atol:
                 # polished past atol until its own test stopped it: the loss is the news, not the test
                 stop = ("converged", f"loss {loss_now:.3g} <= atol {options.atol:g}")
+                self.at_atol = True
             elif code in ("atol", "gtol"):  # F <= atol, or a gradient that is zero (to machine precision)
                 stop = ("converged", _lm_reason(code, options))
             else:  # a small step, a small reduction, or no damping that helps
@@ -519,6 +569,7 @@ class _Watch:
                 self.polish_steps += 1
             else:
                 stop = ("converged", f"loss {loss_now:.3g} <= atol {options.atol:g}")
+                self.at_atol = True
         elif grad_norm is not None and grad_norm <= options.tol * max(1.0, self.first_grad_norm or 0.0):
             why = f"gradient norm {grad_norm:.3g} <= tol * max(1, initial gradient norm) (gtol)"
             # small against the start is not small against the problem: a saturated model's plateau
@@ -553,10 +604,14 @@ class _Watch:
         """
         limit = stationary_gradient_limit(self.options.tol, self.first_grad_norm)
         needs_gradient = self.smooth or self.method == "lbfgs"
-        if needs_gradient and grad_norm is not None and grad_norm > limit:
-            return "stalled", stalled_reason(self.method, why, grad_norm, limit)
+        self.moving_why = why
         if not needs_gradient:
             self.confirm = "kink"
+            return "converged", why
+        # judged again at the reported point (the best one seen), whose gradient run() measures
+        self.confirm = "gradient"
+        if grad_norm is not None and grad_norm > limit:
+            return "stalled", stalled_reason(self.method, why, grad_norm, limit)
         return "converged", why
 
 
@@ -578,18 +633,80 @@ def loss_traits(objective) -> tuple[bool, bool]:
 
 
 def run(objective, options: SolveOptions, *, method: str, lower=None, upper=None,
-        on_progress: Callable[[ProgressRow], None] | None = None, every: int = 1, point=None) -> Outcome:
+        on_progress: Callable[[ProgressRow], None] | None = None, every: int = 1, point=None,
+        confirm_minimum: bool = True) -> Outcome:
     """Minimize `objective` with `method`, reporting a progress row every `every` steps (see `_run`).
 
     NaN and infinity are verdicts ("diverged"), not warnings: NumPy's
     RuntimeWarnings (log of a negative number, overflow in exp) stay quiet.
+    `confirm_minimum=False` leaves the curvature check of a converged stop
+    (`confirm_minimum_stop`) to the caller (multistart checks once per distinct point).
     """
     with np.errstate(all="ignore"):
-        return _run(objective, options, method=method, lower=lower, upper=upper, on_progress=on_progress,
-                    every=every, point=point)
+        outcome = _run(objective, options, method=method, lower=lower, upper=upper, on_progress=on_progress,
+                       every=every, point=point, confirm=confirm_minimum)
+        if method == "lm" and confirm_minimum:
+            outcome = _escape(objective, options, outcome, lower, upper, on_progress, every, point)
+        return outcome
 
 
-def _run(objective, options, *, method, lower, upper, on_progress, every, point) -> Outcome:
+def _escape(objective, options, outcome, lower, upper, on_progress, every, point):
+    """Levenberg-Marquardt stopped at a saddle, or at a minimum whose flat valley leads to negative curvature:
+    continue from a clearly lower point along that curvature (`escape_point`), at most ESCAPE_LIMIT times.
+
+    Gauss-Newton steps cannot see negative curvature (J^T J has none), so LM
+    settles on such points; the full Hessian of the loss can.  A run from the
+    lower point replaces the outcome where it ends lower and, when the outcome
+    was converged, converged too: the verdict always belongs to the point reported.
+    """
+    params = objective.params
+    n = len(params)
+    lower = list(lower) if lower is not None else [None] * n
+    upper = list(upper) if upper is not None else [None] * n
+    eps = float(np.finfo(np.float32 if options.dtype == "float32" else np.float64).eps)
+
+    def loss_at(v):
+        _set_values(params, v)
+        with gs.no_grad():
+            return float(objective.loss().item())
+
+    def hessian_at(v):
+        return loss_hessian(objective, params, v)
+
+    for _ in range(ESCAPE_LIMIT):
+        if outcome.atol_stop or not (outcome.status == "converged" or outcome.not_minimum):
+            break
+        if outcome.status == "converged" and outcome.loss <= options.atol:
+            break
+        _set_values(params, outcome.values)
+        _, g = _gradient(objective, params)
+        try:
+            z = escape_point(loss_at, hessian_at, outcome.values, g, lower, upper, eps=eps)
+        finally:
+            _set_values(params, outcome.values)
+        if z is None:
+            break
+        _set_values(params, z)
+        if point is not None:
+            point.set_values(z)
+        after = _run(objective, options, method="lm", lower=lower, upper=upper, on_progress=on_progress,
+                     every=every, point=point, confirm=True)
+        if not (after.loss < outcome.loss and (after.status == "converged" or outcome.status != "converged")):
+            break
+        left = "a saddle point or maximum" if outcome.not_minimum else "a degenerate minimum"
+        after.stop_reason = (f"{after.stop_reason} (after stepping off {left} at loss {outcome.loss:.3g} along "
+                             f"its negative curvature)")
+        after.steps += outcome.steps
+        after.elapsed_s += outcome.elapsed_s
+        after.loss_history = outcome.loss_history + after.loss_history
+        outcome = after
+    _set_values(params, outcome.values)
+    if point is not None:
+        point.set_values(outcome.values)
+    return outcome
+
+
+def _run(objective, options, *, method, lower, upper, on_progress, every, point, confirm=True) -> Outcome:
     """Minimize `objective` with `method`, reporting a progress row every `every` steps.
 
     `objective` has `params` (0-d leaf tensors), `names`, `loss()` (0-d tensor) and
@@ -622,6 +739,7 @@ def _run(objective, options, *, method, lower, upper, on_progress, every, point)
     step = 0
     fast = getattr(point, "fast_first_order", None)
     eps = float(np.finfo(np.float32 if options.dtype == "float32" else np.float64).eps)
+    loss0 = math.nan
     try:
         loss0 = point.loss()
         if not math.isfinite(loss0):
@@ -645,7 +763,14 @@ def _run(objective, options, *, method, lower, upper, on_progress, every, point)
     # Report the best point seen (whatever the status), evaluated afresh on the engine.
     _set_values(params, watch.best_x if math.isfinite(watch.best_loss) else watch.last_finite_x)
     final_loss, g = _gradient(objective, params)
+    flat = unreached_unknowns(objective, params)
     values = _values(params)
+    if watch.confirm == "gradient" and status in ("converged", "stalled"):
+        # the steps stopped: judge stationarity where the run reports, not at the last step
+        limit = stationary_gradient_limit(options.tol, watch.first_grad_norm)
+        at_best = projected_max_abs(g, values, lower, upper)
+        status, reason = (("converged", watch.moving_why) if at_best <= limit
+                          else ("stalled", stalled_reason(method, watch.moving_why, at_best, limit)))
     if status == "converged" and watch.confirm == "kink":
         status, reason = _confirm_kink_stop(objective, params, values, g, lower, upper, options, method, reason,
                                             stationary_gradient_limit(options.tol, watch.first_grad_norm),
@@ -659,11 +784,19 @@ def _run(objective, options, *, method, lower, upper, on_progress, every, point)
             jacobian = None
         if status == "converged" and watch.confirm == "lm":
             status, reason = _confirm_lm_stop(objective, params, values, jacobian, lower, upper, options, reason, eps)
+    not_minimum = False
+    if status == "converged" and not watch.at_atol and confirm:
+        status, reason = confirm_minimum_stop(objective, params, values, g, lower, upper, options, method, reason,
+                                              flat=flat)
+        not_minimum = status != "converged"
+    elif status in ("stalled", "max_steps") and not atol_applies and final_loss < loss0:
+        reason = _unbounded_reason(objective, params, values, g, lower, upper, method, reason, watch.moving_why)
     at_bounds = [name for name, v, lo, hi in zip(objective.names, values, lower, upper)
                  if (lo is not None and v <= lo) or (hi is not None and v >= hi)]
     return Outcome(status=status, stop_reason=reason, optimizer=method, steps=step, loss=final_loss,
                    gradient_norm=float(np.max(np.abs(g))) if g.size else 0.0, values=values,
-                   elapsed_s=elapsed, loss_history=watch.history, at_bounds=at_bounds, jacobian=jacobian)
+                   elapsed_s=elapsed, loss_history=watch.history, at_bounds=at_bounds, jacobian=jacobian,
+                   atol_stop=watch.at_atol, not_minimum=not_minimum)
 
 
 def _confirm_lm_stop(objective, params, values, J, lower, upper, options, reason, eps):
@@ -734,6 +867,314 @@ def _confirm_kink_stop(objective, params, values, g, lower, upper, options, meth
     return "stalled", (f"{method} stopped moving ({reason}) where the loss still falls: along {where} it drops at "
                        f"a slope of {slope:.3g} (> {limit:.3g}), with the rate down to {rate:.3g}: not a minimum; "
                        f"raise --steps or --lr, or start nearer (--init)")
+
+
+def unreached_unknowns(objective, params) -> list[str]:
+    """The unknowns the loss uses that its graph has no path to, after `_gradient` (their .grad is None).
+
+    Such a loss is piecewise constant in them (sign(x)): its gradient there is 0
+    everywhere and says nothing about a minimum.  Unknowns no expression uses
+    (``objective.unused``, names) are not counted: nothing depends on them.
+    """
+    unused = set(getattr(objective, "unused", ()))
+    return [name for name, p in zip(objective.names, params) if p.grad is None and name not in unused]
+
+
+def loss_hessian(objective, params, values) -> np.ndarray:
+    """The n x n Hessian of the objective's loss at `values`, float64, symmetrized; the parameters keep `values`.
+
+    The gradient graph is built once (``create_graph``) and each row is one
+    backward pass through it: n passes, not n Hessian-vector products that
+    each rebuild the loss and its gradient first, as `analysis.loss_hessian`
+    does (25 times slower at 150 unknowns).  Rows of unknowns the gradient has
+    no path to are zero.
+    """
+    _set_values(params, values)
+    n = len(params)
+    with gs.enable_grad():
+        loss = objective.loss()
+        if not loss.requires_grad:
+            return np.zeros((n, n))
+        grads = gs.autograd.grad([loss], params, create_graph=True, allow_unused=True, materialize_grads=True)
+    rows = []
+    for g_k in grads:
+        if not g_k.requires_grad:
+            rows.append(np.zeros(n))
+            continue
+        row = gs.autograd.grad([g_k], params, retain_graph=True, allow_unused=True, materialize_grads=True)
+        rows.append([float(r.item()) for r in row])
+    H = np.array(rows, dtype=np.float64).reshape(n, n)
+    return (H + H.T) / 2.0
+
+
+def confirm_minimum_stop(objective, params, values, g, lower, upper, options, method, reason, *, flat=None):
+    """A converged stop other than atol: still converged where `minimum_refuted` finds nothing, else stalled.
+
+    `g` is the gradient at `values`; `flat` the unknowns the loss has no path to
+    (`unreached_unknowns`, measured right after `_gradient` at `values`).  The
+    parameters hold `values` again afterwards.
+    """
+    if flat is None:
+        _gradient(objective, params)
+        flat = unreached_unknowns(objective, params)
+    if flat:
+        _set_values(params, values)
+        names = ", ".join(flat)
+        return "stalled", (f"{method} stopped ({reason}) where the loss is flat in {names}: it is piecewise "
+                           f"constant there (as sign(x) is), so its gradient is zero everywhere, proves nothing "
+                           f"about a minimum, and gradient methods cannot move; start elsewhere (--init) or "
+                           f"use --starts 100")
+
+    def loss_at(v):
+        _set_values(params, v)
+        with gs.no_grad():
+            return float(objective.loss().item())
+
+    def hessian_at(v):
+        return loss_hessian(objective, params, v)
+
+    eps = float(np.finfo(np.float32 if options.dtype == "float32" else np.float64).eps)
+    try:
+        refuted = minimum_refuted(loss_at, hessian_at, values, g, lower, upper, smooth=loss_traits(objective)[1],
+                                  eps=eps, names=objective.names)
+    finally:
+        _set_values(params, values)
+    if refuted is None:
+        return "converged", reason
+    return "stalled", (f"{method} stopped ({reason}) where the loss is stationary but not at a minimum: "
+                       f"{refuted}; start elsewhere (--init) or use --starts 100")
+
+
+def curvature_rtol(eps) -> float:
+    """The relative size below which an eigenvalue of the scaled loss Hessian counts as zero (see CURVATURE_RTOL)."""
+    return CURVATURE_RTOL if eps <= float(np.finfo(np.float64).eps) else max(CURVATURE_RTOL, math.sqrt(eps))
+
+
+class _Curvature:
+    """The loss Hessian at points near x over the unknowns that are free there, in their scale s_j = max(1, |x_j|).
+
+    Free: strictly inside the bounds and not held by one (`held_by_bounds`, with
+    the gradient g at x).  ``usable`` is False where there are none or more than
+    HESSIAN_LIMIT (no claim then).  ``spectrum(y)`` is (eigenvalues ascending,
+    eigenvectors, the numerical zero b = curvature_rtol(eps) * max(1, max |lambda|)) of
+    diag(s) H(y) diag(s), or None where the Hessian fails or is not finite;
+    ``step(u)`` turns a unit vector of that scale into a step in the unknowns.
+    """
+
+    def __init__(self, hessian_at, x, g, lower, upper, eps):
+        self.hessian_at = hessian_at
+        self.rtol = curvature_rtol(eps)
+        self.x = np.asarray(x, dtype=np.float64)
+        self.lo = np.array([-math.inf if v is None else v for v in lower], dtype=np.float64)
+        self.hi = np.array([math.inf if v is None else v for v in upper], dtype=np.float64)
+        held = np.array(held_by_bounds(g, self.x, lower, upper), dtype=bool)
+        self.idx = np.flatnonzero(~held & (self.x > self.lo) & (self.x < self.hi))
+        self.scale = np.maximum(1.0, np.abs(self.x[self.idx]))
+        self.usable = 0 < self.idx.size <= HESSIAN_LIMIT
+
+    def spectrum(self, y):
+        try:
+            H = np.asarray(self.hessian_at(y), dtype=np.float64)[np.ix_(self.idx, self.idx)]
+        except Exception:  # noqa: BLE001 - no Hessian, no claim
+            return None
+        if not np.all(np.isfinite(H)):
+            return None
+        scaled = H * self.scale[:, None] * self.scale[None, :]
+        lam, V = np.linalg.eigh((scaled + scaled.T) / 2.0)
+        return lam, V, self.rtol * max(1.0, float(np.max(np.abs(lam))))
+
+    def step(self, u):
+        d = np.zeros(self.x.size)
+        d[self.idx] = u * self.scale
+        return d
+
+    def clip(self, v):
+        return np.clip(v, self.lo, self.hi)
+
+
+def minimum_refuted(loss_at, hessian_at, x, g, lower, upper, *, smooth, eps, names=None):
+    """None where x may be a local minimum of the loss (or nothing can be said), else why it is not one, in words.
+
+    `loss_at(values)` evaluates the loss, `hessian_at(values)` its Hessian, `g`
+    is the gradient at x.  With the eigenvalues lambda of the Hessian over the
+    free unknowns in their scale and its numerical zero b (`_Curvature`):
+
+    * lambda < -b: the loss curves down along that direction (a saddle or a
+      maximum).  On a loss with kinks the Hessian is only that of one piece,
+      so the fall is measured first: the mean of the loss a step of PROBE_STEP
+      away both ways must lie below the loss itself by more than rounding;
+    * |lambda| <= b: the Hessian says nothing there (x**3 at 0, (x - 1)**4 at 1):
+      the loss is probed a step of PROBE_STEP and of twice that along the
+      direction, each way; a fall at both, larger at the longer step, and beyond
+      the gradient's share (``|g . step|``) and rounding (`_loss_rounding`) each
+      time, refutes a minimum.  A flat true minimum rises, or falls only by what
+      its small gradient explains.
+
+    A fall is only ever measured or read off the Hessian, never assumed: no claim
+    where the Hessian cannot be computed or is not finite.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    g = np.asarray(g, dtype=np.float64)
+    curvature = _Curvature(hessian_at, x, g, lower, upper, eps)
+    spectrum = curvature.spectrum(x) if curvature.usable else None
+    f0 = loss_at(x)
+    if spectrum is None or not math.isfinite(f0):
+        return None
+    lam, V, bound = spectrum
+    noise = _loss_rounding(loss_at, x, f0, eps)
+    for k in np.flatnonzero(lam < -bound)[:3]:
+        d = curvature.step(V[:, k])
+        if smooth:
+            return f"a saddle point or maximum, the loss curves down along {_direction(d, names)}"
+        mean = (loss_at(curvature.clip(x + PROBE_STEP * d)) + loss_at(curvature.clip(x - PROBE_STEP * d))) / 2.0
+        if mean < f0 - noise:
+            return (f"a saddle point or maximum, the loss curves down along {_direction(d, names)} (by "
+                    f"{f0 - mean:.3g} on average a step of {PROBE_STEP:g} of the unknowns' scale either way)")
+    for k in np.flatnonzero(np.abs(lam) <= bound):
+        d = curvature.step(V[:, k])
+        for sign in (1.0, -1.0):
+            falls = []
+            for t in (PROBE_STEP, 2.0 * PROBE_STEP):
+                trial = curvature.clip(x + sign * t * d)
+                fall = f0 - loss_at(trial)
+                if not (math.isfinite(fall) and fall > abs(float(g @ (trial - x))) + noise):
+                    break
+                falls.append(fall)
+            if len(falls) == 2 and falls[1] > falls[0]:
+                return (f"the loss falls along {_direction(sign * d, names, oriented=True)}, where it has no "
+                        f"curvature (by "
+                        f"{falls[0]:.3g} a step of {PROBE_STEP:g} of the unknowns' scale away): a degenerate "
+                        f"saddle such as x^3 at 0")
+    return None
+
+
+def escape_point(loss_at, hessian_at, x, g, lower, upper, *, eps):
+    """A point clearly below the loss at x, reached along a direction of negative curvature; None when none is found.
+
+    Where the Hessian at x (over the free unknowns in their scale, `_Curvature`)
+    has an eigenvalue below -b, its direction is taken from x itself (a saddle).
+    Otherwise each numerically flat direction v (|lambda| <= b; the first
+    ESCAPE_DIRECTIONS) is walked along, y = x +- t v for t in ESCAPE_WALK, as long as
+    the loss stays within ESCAPE_RISE of itself (the floor of a degenerate valley:
+    two exponentials of a sum that have merged, whose difference can go either
+    way), until the Hessian at y has negative curvature.  From that point, steps
+    of ESCAPE_STEPS along it, both ways; the lowest counts where it lies below the
+    loss at x by more than ESCAPE_LEVEL of it and rounding.  A search, not a
+    proof: what it finds is a better start, nothing more.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    curvature = _Curvature(hessian_at, x, g, lower, upper, eps)
+    here = curvature.spectrum(x) if curvature.usable else None
+    f0 = loss_at(x)
+    if here is None or not math.isfinite(f0):
+        return None
+    level = max(ESCAPE_LEVEL * abs(f0), _loss_rounding(loss_at, x, f0, eps))
+    lam, V, bound = here
+    curved = None  # (point, direction) with negative curvature
+    if lam[0] < -bound:
+        curved = (x, curvature.step(V[:, 0]))
+    flat = np.flatnonzero(np.abs(lam) <= bound)[:ESCAPE_DIRECTIONS] if curved is None else ()
+    walks = ((curvature.step(V[:, k]), sign * t) for k in flat for t in ESCAPE_WALK for sign in (1.0, -1.0))
+    for v, t in walks:
+        y = curvature.clip(x + t * v)
+        fy = loss_at(y)
+        if not (math.isfinite(fy) and fy <= f0 + max(level, ESCAPE_RISE * abs(f0))):
+            continue
+        there = curvature.spectrum(y)
+        if there is not None and there[0][0] < -there[2]:
+            curved = (y, curvature.step(there[1][:, 0]))
+            break
+    if curved is None:
+        return None
+    y, w = curved
+    best, best_f = None, f0 - level
+    for size in ESCAPE_STEPS:
+        for sign in (1.0, -1.0):
+            z = curvature.clip(y + sign * size * w)
+            fz = loss_at(z)
+            if math.isfinite(fz) and fz < best_f:
+                best, best_f = z, fz
+    return best
+
+
+def _loss_rounding(loss_at, x, f0, eps) -> float:
+    """How much the loss at x moves by rounding: PROBE_ROUNDING * eps * |f0|, or 8 times the largest change
+    under three perturbations of the unknowns by 4 eps of themselves (signs from a fixed seed), if larger."""
+    rng = np.random.default_rng(0)
+    spread = 0.0
+    for _ in range(3):
+        f = loss_at(x * (1.0 + 4.0 * eps * rng.choice((-1.0, 1.0), size=x.size)))
+        if math.isfinite(f):
+            spread = max(spread, abs(f - f0))
+    return max(PROBE_ROUNDING * eps * max(abs(f0), float(np.finfo(np.float64).tiny)), 8.0 * spread)
+
+
+def _direction(d, names=None, *, oriented=False) -> str:
+    """A direction in words: unit length, as '(x: 0.707, y: -0.707)', its first clear component positive unless
+    `oriented` (a way to go, not a line); past six unknowns only the six largest components, and how many are
+    left out."""
+    d = np.asarray(d, dtype=np.float64)
+    norm = float(np.linalg.norm(d))
+    if norm > 0:
+        d = d / norm
+    clear = np.flatnonzero(np.abs(d) > 1e-6)
+    if not oriented and clear.size and d[clear[0]] < 0:
+        d = -d
+    names = list(names) if names is not None else [f"unknown {i + 1}" for i in range(d.size)]
+    shown = range(d.size) if d.size <= 6 else sorted(np.argsort(-np.abs(d))[:6])
+    parts = [f"{names[i]}: {(d[i] if abs(d[i]) > 1e-6 else 0.0):.3g}" for i in shown]
+    if d.size > 6:
+        parts.append(f"+{d.size - 6} more")
+    return "(" + ", ".join(parts) + ")"
+
+
+def _unbounded_reason(objective, params, values, g, lower, upper, method, reason, moving_why):
+    """`reason`, or a reason that says the loss seems unbounded below where `unbounded_below` sees it fall."""
+
+    def loss_at(v):
+        _set_values(params, v)
+        with gs.no_grad():
+            return float(objective.loss().item())
+
+    try:
+        seen = unbounded_below(loss_at, values, g, lower, upper)
+    except Exception:  # noqa: BLE001 - a courtesy to the reader; the verdict stands either way
+        seen = None
+    finally:
+        _set_values(params, values)
+    if seen is None:
+        return reason
+    loss, distance = seen
+    how = f"{method} stopped moving ({moving_why})" if moving_why else reason
+    return (f"{how} where the loss seems unbounded below: along the negative gradient it keeps falling, by at least "
+            f"half as much at every tenfold step, to {loss:.3g} at a distance {distance:.3g}; there may be no minimum "
+            f"to find (bound the unknowns, or check the expression)")
+
+
+def unbounded_below(loss_at, x, g, lower, upper):
+    """(loss, distance) where the loss, stepped along -g by 1, 10, ... 10**UNBOUNDED_REACH times the unknowns' scale
+    max(1, max |x|), fell at every step, each time by at least half the fall before (a linear fall grows tenfold,
+    -log(x)'s stays the same; -atan(x), bounded, shrinks tenfold); None otherwise.  -inf counts as a fall."""
+    x = np.asarray(x, dtype=np.float64)
+    g = np.asarray(g, dtype=np.float64)
+    top = float(np.max(np.abs(g))) if g.size else 0.0
+    if not (top > 0 and math.isfinite(top)):
+        return None
+    unit = g / top  # scaled first: the norm of a gradient of 1e308 overflows
+    lo = np.array([-math.inf if v is None else v for v in lower], dtype=np.float64)
+    hi = np.array([math.inf if v is None else v for v in upper], dtype=np.float64)
+    direction = -unit / float(np.linalg.norm(unit)) * max(1.0, float(np.max(np.abs(x))))
+    previous, drop = loss_at(x), None
+    for k in range(UNBOUNDED_REACH + 1):
+        trial = np.clip(x + 10.0 ** k * direction, lo, hi)
+        f = loss_at(trial)
+        distance = float(np.linalg.norm(trial - x))
+        if f == -math.inf:
+            return f, distance
+        if not (math.isfinite(f) and f < previous) or (drop is not None and previous - f < 0.5 * drop):
+            return None
+        previous, drop = f, previous - f
+    return previous, distance
 
 
 def _iterate(point, opt, method, lr, rates, watch, lower, upper, bounded, steps):

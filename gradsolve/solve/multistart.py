@@ -17,14 +17,19 @@ gs.optim update rule (``Optimizer._update``, the one definition) moves all rows
 at once with a per-start learning rate, a per-start copy of the loop's
 learning-rate rule halves it on plateaus and doubles it on steady falls, the
 loop's stopping tests run per start, and a start that stops (converged or
-diverged) is frozen; on a loss with kinks, starts that merely stopped moving
-are probed afterwards as a single start is.  So the cost of a
+diverged) is frozen; afterwards the starts are judged as a single start is, at
+the point reported for each: on a smooth loss the starts that stopped moving by
+the gradient there, on a loss with kinks by probing the loss, and every start
+converged other than by atol by the loop's curvature check (a saddle or a
+maximum is stalled), once per distinct point.  So the cost of a
 step grows far slower than K.  The batch lives on the problem's device (points,
 optimizer state, rates, stopping state; see ``run_batch``): on a GPU each step
 is a few dozen array operations over K starts there, and the results come back
 to the host once, at the end.  Levenberg-Marquardt and L-BFGS, whose
 iterations branch per start (damping retries, line searches), solve the starts
-one after another with the single-start loop (traced when possible).
+one after another with the single-start loop (traced when possible), whose
+curvature check, too, runs once per distinct point afterwards (and so without
+Levenberg-Marquardt's escape from saddles: the other starts are the search).
 
 Solutions.  The candidates are the starts that converged (when none did, the
 ``UNCONVERGED_LISTED`` best finite points, which are not solutions).  They are grouped by distance in the unknowns' scale: two points are
@@ -49,7 +54,8 @@ from gradsolve.problem.lower import compile_program
 from gradsolve.solve.loop import (FIRST_ORDER, FIRST_ORDER_CLASSES, DEFAULT_LR, FTOL_PATIENCE, GROW_AFTER, GROW_LIMIT,
                                   GROW_SPREAD, PLATEAU_FACTOR, PLATEAU_PATIENCE, PLATEAU_THRESHOLD, Outcome,
                                   ProgressRow, _confirm_kink_stop, _gradient, _sgd_rate, _set_values, _values,
-                                  loss_traits, run, stationary_gradient_limit)
+                                  confirm_minimum_stop, loss_traits, projected_max_abs, run, stalled_reason,
+                                  stationary_gradient_limit, unreached_unknowns)
 from gradsolve.solve.trace import ArraySlot, TracedPoint
 
 __all__ = ["draw_starts", "cluster", "solve_multistart", "run_batch", "EagerBatch", "CLUSTER_RTOL"]
@@ -291,6 +297,9 @@ def run_batch(evaluator, X0, options, *, method: str, lower=None, upper=None, lr
     out["lr"] = np.array(backend.to_numpy(group["lr"][:, 0]), dtype=np.float64)
     code, why = backend.to_numpy(stops.code), backend.to_numpy(stops.why)
     out["stopped_moving"] = np.asarray((code == CONVERGED) & (why >= 2), dtype=bool)  # xtol or ftol
+    out["slope_stalled"] = np.asarray(code == STALLED, dtype=bool)  # xtol or ftol where the gradient was not small
+    out["why"] = np.asarray(why, dtype=np.int64)
+    out["atol_stop"] = np.asarray((code == CONVERGED) & (why == 0), dtype=bool)
     return out
 
 
@@ -451,13 +460,16 @@ def solve_multistart(spec, lowered, objective, options, *, method, lower, upper,
         atol_applies, smooth = loss_traits(objective)
         out = run_batch(evaluator, starts, options, method=method, lower=lower, upper=upper, lr=lr,
                         on_progress=on_progress, every=every, names=names, atol_applies=atol_applies, smooth=smooth)
-        if not smooth:
+        if smooth:
+            _judge_stops_at_best_points(evaluator, out, options, method, lower, upper)
+        else:
             _confirm_kink_stops(objective, out, options, method, lower, upper)
     else:
         if on_start is not None:
             on_start(f"{method} — {how}, {K} starts one after another", names)
         out = _run_each(spec, lowered, objective, options, method, lower, upper, trace, starts, on_progress,
                         max(every, K // 50))
+    _confirm_minima(objective, out, options, method, lower, upper)
     elapsed = time.perf_counter() - t0
 
     status, losses, values = out["status"], out["loss"], out["values"]
@@ -521,6 +533,51 @@ def _confirm_kink_stops(objective, out, options, method, lower, upper):
         _set_values(params, saved)
 
 
+def _judge_stops_at_best_points(evaluator, out, options, method, lower, upper):
+    """On a smooth loss, the starts whose steps stopped (xtol, ftol) are judged by the gradient at the point
+    reported for them (their best), as a single start is (loop.run): converged where it is small, else stalled."""
+    moved = out["stopped_moving"] | out["slope_stalled"]
+    if not moved.any():
+        return
+    backend = getattr(evaluator, "backend", None) or gs.backend.get_backend("cpu")
+    values = out["values"]
+    _, G = evaluator.batch_loss_grad(values)
+    G = np.array(backend.to_numpy(G), dtype=np.float64).reshape(values.shape)
+    for k in np.flatnonzero(moved):
+        limit = stationary_gradient_limit(options.tol, float(out["first_gnorm"][k]))
+        at_best = projected_max_abs(G[k], values[k], lower, upper)
+        why = _WHY[int(out["why"][k])]
+        if at_best <= limit:
+            out["status"][k], out["reason"][k] = "converged", why
+        else:
+            out["status"][k], out["reason"][k] = "stalled", stalled_reason(method, why, at_best, limit)
+
+
+def _confirm_minima(objective, out, options, method, lower, upper):
+    """The starts that converged other than by atol are converged only at a local minimum (loop's
+    confirm_minimum_stop, as a single start gets): checked once per distinct point, the verdict for all its starts."""
+    flagged = np.flatnonzero((out["status"] == "converged") & ~out["atol_stop"])
+    if flagged.size == 0:
+        return
+    values = out["values"]
+    groups, labels = cluster(values[flagged], out["loss"][flagged], return_labels=True)
+    params = objective.params
+    saved = _values(params)
+    try:
+        for label, (i, _count) in enumerate(groups):
+            k = flagged[i]
+            _set_values(params, values[k])
+            _, g = _gradient(objective, params)
+            status, reason = confirm_minimum_stop(objective, params, values[k], g, lower, upper, options, method,
+                                                  str(out["reason"][k]), flat=unreached_unknowns(objective, params))
+            if status != "converged":
+                members = flagged[labels == label]
+                out["status"][members] = status
+                out["reason"][members] = reason
+    finally:
+        _set_values(params, saved)
+
+
 def _run_each(spec, lowered, objective, options, method, lower, upper, trace, starts, on_progress, every):
     """The single-start loop once per start (lm, lbfgs)."""
     K = starts.shape[0]
@@ -529,15 +586,19 @@ def _run_each(spec, lowered, objective, options, method, lower, upper, trace, st
     status = np.array(["max_steps"] * K, dtype=object)
     reason = np.array([""] * K, dtype=object)
     steps = np.zeros(K, dtype=np.int64)
+    atol_stop = np.zeros(K, dtype=bool)
     history = []
     gnorms = np.zeros(K)
     t0 = time.perf_counter()
     for k in range(K):
         _set_values(objective.params, starts[k])
         point = TracedPoint(trace, starts[k], lowered.dtype) if trace is not None else None
-        outcome = run(objective, options, method=method, lower=lower, upper=upper, point=point)
+        # the curvature check of converged stops runs afterwards, once per distinct point (_confirm_minima)
+        outcome = run(objective, options, method=method, lower=lower, upper=upper, point=point,
+                      confirm_minimum=False)
         values[k], losses[k] = outcome.values, outcome.loss
         status[k], reason[k], steps[k] = outcome.status, outcome.stop_reason, outcome.steps
+        atol_stop[k] = outcome.atol_stop
         gnorms[k] = outcome.gradient_norm
         history.append(float(np.min(losses[:k + 1])))
         if on_progress is not None and ((k + 1) % every == 0 or k in (0, K - 1)):
@@ -549,4 +610,4 @@ def _run_each(spec, lowered, objective, options, method, lower, upper, trace, st
             values[k + 1:] = starts[k + 1:]
             break
     return {"values": values, "loss": losses, "status": status, "reason": reason, "steps": steps,
-            "history": history}
+            "history": history, "atol_stop": atol_stop}

@@ -12,7 +12,8 @@ from gradsolve.problem import analysis
 from gradsolve.problem.grammar import maximum, minimum
 from gradsolve.problem.lower import lower
 from gradsolve.problem.spec import ProblemSpec
-from gradsolve.solve.loop import Outcome, SolveError, SolveOptions, choose_method, held_by_bounds, run
+from gradsolve.solve.loop import (CURVATURE_RTOL, HESSIAN_LIMIT, Outcome, SolveError, SolveOptions, choose_method,
+                                  held_by_bounds, loss_hessian, run)
 from gradsolve.solve.result import Result
 from gradsolve.solve.trace import TracedPoint, TraceUnavailable, trace_problem
 
@@ -25,13 +26,14 @@ NON_SMOOTH_NODES = (sympy.Abs, maximum, minimum, sympy.sign, sympy.Heaviside, sy
 class _Objective:
     """What the loop drives: parameters, loss() and residuals (None for a minimize problem)."""
 
-    def __init__(self, lowered, names, has_residuals, *, atol_applies=None, smooth=True):
+    def __init__(self, lowered, names, has_residuals, *, atol_applies=None, smooth=True, unused=()):
         self.lowered = lowered
         self.params = lowered.params
         self.names = names
         self.residuals = lowered.residuals if has_residuals else None
         self.atol_applies = has_residuals if atol_applies is None else atol_applies  # see loop.run
         self.smooth = smooth
+        self.unused = frozenset(unused)  # unknowns no expression uses (loop.unreached_unknowns)
 
     def loss(self):
         return self.lowered.loss()
@@ -111,7 +113,9 @@ def _solve_spec(spec, options, on_progress, every, on_start) -> Result:
     smooth = is_smooth(spec)
     method = choose_method(options.optimizer, has_residuals=has_residuals, smooth=smooth, bounded=bounded)
     atol_applies = has_residuals or analysis.is_nonnegative(spec.loss)
-    objective = _Objective(lowered, names, has_residuals, atol_applies=atol_applies, smooth=smooth)
+    used = set().union(*(expr.free_symbols for expr in spec.expressions))
+    unused = [name for name, symbol in zip(names, spec.unknown_symbols) if symbol not in used]
+    objective = _Objective(lowered, names, has_residuals, atol_applies=atol_applies, smooth=smooth, unused=unused)
     if options.starts > 1:
         from gradsolve.solve.multistart import solve_multistart
 
@@ -138,6 +142,10 @@ def make_trace(lowered, method, options, device):
         return None, "eager (--no-trace)"
     if str(device) != "cpu":
         return None, f"eager: traced code runs on the cpu, not {device}"
+    with gs.enable_grad():
+        reaches = lowered.loss().requires_grad
+    if not reaches:  # nothing to differentiate: the trace's check against the engine's gradient has no gradient
+        return None, "eager: the loss has no path to the unknowns (piecewise constant)"
     try:
         trace = trace_problem(lowered)
     except TraceUnavailable as exc:
@@ -165,9 +173,10 @@ def to_result(spec, lowered, objective, outcome: Outcome, options, device) -> Re
                 residual_rows.append({"equation": source, "count": int(values.size),
                                       "rms": float(np.sqrt(np.mean(values ** 2))) if values.size else 0.0,
                                       "max": float(np.max(np.abs(values))) if values.size else 0.0})
-        solution_set = _solution_set(spec, lowered, outcome)
         if status == "converged" and spec.kind == "equations" and spec.n_rows is None and outcome.loss > options.atol:
             status, reason = _judge_unsolved(spec, lowered, outcome, options, reason)
+        if status in ("converged", "inconsistent"):  # elsewhere the point solves nothing: no family of solutions
+            solution_set = _solution_set(spec, lowered, outcome)
     return Result(
         problem=spec.name, status=status, stop_reason=reason, optimizer=outcome.optimizer, steps=outcome.steps,
         loss=outcome.loss, gradient_norm=outcome.gradient_norm, parameters=dict(zip(names, map(float, outcome.values))),
@@ -180,8 +189,6 @@ def to_result(spec, lowered, objective, outcome: Outcome, options, device) -> Re
 #: A point is stationary when a first-order step of the unknowns' own size would change the loss by at
 #: most this fraction of it: |projected gradient| * max(1, |x|) <= STATIONARY_RTOL * loss.
 STATIONARY_RTOL = 1e-6
-#: Curvature is checked (the loss Hessian, n double-backward passes) up to this many unknowns.
-HESSIAN_LIMIT = 200
 
 
 def _judge_unsolved(spec, lowered, outcome, options, reason):
@@ -210,9 +217,9 @@ def _judge_unsolved(spec, lowered, outcome, options, reason):
         stationary = slope * max(1.0, float(np.max(np.abs(x))) if x.size else 0.0) <= STATIONARY_RTOL * loss
         minimum = stationary
         if stationary and 0 < int(free.sum()) <= HESSIAN_LIMIT:
-            H = analysis.loss_hessian(lowered, x)[np.ix_(free, free)]
+            H = loss_hessian(lowered, lowered.params, x)[np.ix_(free, free)]
             eig = np.linalg.eigvalsh(H)
-            minimum = bool(eig[0] >= -1e-8 * max(1.0, float(np.max(np.abs(eig)))))
+            minimum = bool(eig[0] >= -CURVATURE_RTOL * max(1.0, float(np.max(np.abs(eig)))))
     except Exception:  # noqa: BLE001 - no verdict possible: say the optimizer stopped
         stationary = minimum = False
     bounded = not bool(free.all()) if stationary else False

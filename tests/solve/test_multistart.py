@@ -245,6 +245,35 @@ def test_batched_starts_that_stop_in_a_kinked_valley_are_probed_not_trusted():
         assert code == 1 and "still falls" in doc["stop_reason"]
 
 
+@pytest.mark.parametrize("optimizer", ["adam", "lbfgs"])
+def test_starts_that_end_at_a_saddle_are_not_solutions(optimizer):
+    # x^4 - 2x^2 + y^2 from (0, 1): x's gradient is 0 all the way, so start 0 runs to the saddle (0, 0), gradient 0;
+    # it used to be listed as a converged solution of loss 0. The batch (adam) and the one-after-another starts
+    # (lbfgs) are both checked once per distinct point
+    code, doc = cli_json("minimize", "x^4 - 2*x^2 + y^2", "--init", "x=0", "--init", "y=1", "--starts", "16",
+                         "--optimizer", optimizer)
+    assert code == 0 and doc["status"] == "converged"
+    assert all(abs(abs(s["parameters"]["x"]) - 1) < 1e-4 for s in doc["solutions"]), doc["solutions"]
+    assert sum(s["starts"] for s in doc["solutions"]) < 16  # the saddle's start is not counted
+
+
+@pytest.mark.parametrize("trace", [True, False])
+def test_a_piecewise_constant_loss_in_a_batch_is_stalled_not_a_crash(trace):
+    # sign(x): the trace's check against the engine's gradient crashed (no gradient); every start is flat
+    spec = from_text("minimize: sign(x)\n", "s.txt", init={"x": 1.0})
+    result = solve_spec(spec, merged_options(spec, {"starts": 8, "trace": trace}))
+    assert result.status == "stalled" and result.exit_code == 1 and result.loss == -1.0
+    assert "piecewise constant" in result.stop_reason
+
+
+def test_batched_stops_are_judged_by_the_gradient_at_the_reported_point():
+    # as a single start: Adam's ftol fires where the step's gradient is above sqrt(tol) * g0, at the best point below
+    spec = from_text("minimize: x^2 - 2*x\n", "q.txt", init={"x": 0.0})
+    result = solve_spec(spec, merged_options(spec, {"starts": 4, "optimizer": "adam"}))
+    assert result.status == "converged" and result.parameters["x"] == pytest.approx(1.0, abs=1e-6)
+    assert result.extra["solutions"][0]["starts"] == 4
+
+
 def test_cluster_groups_by_scale_and_orders_by_loss():
     values = np.array([[3.0, 4.0], [4.0, 3.0], [3.0 + 1e-9, 4.0], [1000.0, 0.0], [1000.0 + 1e-4, 0.0]])
     losses = np.array([1e-3, 1e-9, 1e-12, 0.5, 0.4])
