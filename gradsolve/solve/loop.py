@@ -665,13 +665,7 @@ def _escape(objective, options, outcome, lower, upper, on_progress, every, point
     upper = list(upper) if upper is not None else [None] * n
     eps = float(np.finfo(np.float32 if options.dtype == "float32" else np.float64).eps)
 
-    def loss_at(v):
-        _set_values(params, v)
-        with gs.no_grad():
-            return float(objective.loss().item())
-
-    def hessian_at(v):
-        return loss_hessian(objective, params, v)
+    loss_at, hessian_at = _evaluators(objective, params)
 
     for _ in range(ESCAPE_LIMIT):
         if outcome.atol_stop or not (outcome.status == "converged" or outcome.not_minimum):
@@ -846,13 +840,24 @@ def _confirm_lm_stop(objective, params, values, J, lower, upper, options, reason
                        f"could not follow; try a smaller --tol or other starting values (--init)")
 
 
-def _confirm_kink_stop(objective, params, values, g, lower, upper, options, method, reason, limit, rate):
-    """A first-order method stopped moving on a loss with kinks: converged only where no nearby step goes down."""
-
+def _evaluators(objective, params):
+    """(loss_at(values), hessian_at(values)) of `objective`, for the checks made at a reported point:
+    each sets the parameters to `values` (the caller puts them back)."""
     def loss_at(v):
         _set_values(params, v)
         with gs.no_grad():
             return float(objective.loss().item())
+
+    def hessian_at(v):
+        return loss_hessian(objective, params, v)
+
+    return loss_at, hessian_at
+
+
+def _confirm_kink_stop(objective, params, values, g, lower, upper, options, method, reason, limit, rate):
+    """A first-order method stopped moving on a loss with kinks: converged only where no nearby step goes down."""
+
+    loss_at, _ = _evaluators(objective, params)
 
     def grad_at(v):
         _set_values(params, v)
@@ -925,13 +930,7 @@ def confirm_minimum_stop(objective, params, values, g, lower, upper, options, me
                            f"about a minimum, and gradient methods cannot move; start elsewhere (--init) or "
                            f"use --starts 100")
 
-    def loss_at(v):
-        _set_values(params, v)
-        with gs.no_grad():
-            return float(objective.loss().item())
-
-    def hessian_at(v):
-        return loss_hessian(objective, params, v)
+    loss_at, hessian_at = _evaluators(objective, params)
 
     eps = float(np.finfo(np.float32 if options.dtype == "float32" else np.float64).eps)
     try:
@@ -1131,10 +1130,7 @@ def _direction(d, names=None, *, oriented=False) -> str:
 def _unbounded_reason(objective, params, values, g, lower, upper, method, reason, moving_why):
     """`reason`, or a reason that says the loss seems unbounded below where `unbounded_below` sees it fall."""
 
-    def loss_at(v):
-        _set_values(params, v)
-        with gs.no_grad():
-            return float(objective.loss().item())
+    loss_at, _ = _evaluators(objective, params)
 
     try:
         seen = unbounded_below(loss_at, values, g, lower, upper)

@@ -506,10 +506,9 @@ def solve_multistart(spec, lowered, objective, options, *, method, lower, upper,
     return result
 
 
-def _confirm_kink_stops(objective, out, options, method, lower, upper):
-    """On a loss with kinks, the starts that merely stopped moving are converged only where no nearby
-    step goes down (loop._confirm_kink_stop, as a single start gets): probed once per distinct point."""
-    flagged = np.flatnonzero(out["stopped_moving"] & (out["status"] == "converged"))
+def _judge_per_point(objective, out, flagged, judge):
+    """Give the starts in `flagged` (indices) the verdict of `judge(k, g) -> (status, reason)` at their point,
+    asked once per distinct point (cluster) and given to every start of that cluster when not converged."""
     if flagged.size == 0:
         return
     values = out["values"]
@@ -521,16 +520,25 @@ def _confirm_kink_stops(objective, out, options, method, lower, upper):
             k = flagged[i]
             _set_values(params, values[k])
             _, g = _gradient(objective, params)
-            status, reason = _confirm_kink_stop(objective, params, values[k], g, lower, upper, options, method,
-                                                str(out["reason"][k]),
-                                                stationary_gradient_limit(options.tol, float(out["first_gnorm"][k])),
-                                                float(out["lr"][k]))
+            status, reason = judge(k, g)
             if status != "converged":
                 members = flagged[labels == label]
                 out["status"][members] = status
                 out["reason"][members] = reason
     finally:
         _set_values(params, saved)
+
+
+def _confirm_kink_stops(objective, out, options, method, lower, upper):
+    """On a loss with kinks, the starts that merely stopped moving are converged only where no nearby
+    step goes down (loop._confirm_kink_stop, as a single start gets)."""
+    def judge(k, g):
+        return _confirm_kink_stop(objective, objective.params, out["values"][k], g, lower, upper, options, method,
+                                  str(out["reason"][k]),
+                                  stationary_gradient_limit(options.tol, float(out["first_gnorm"][k])),
+                                  float(out["lr"][k]))
+
+    _judge_per_point(objective, out, np.flatnonzero(out["stopped_moving"] & (out["status"] == "converged")), judge)
 
 
 def _judge_stops_at_best_points(evaluator, out, options, method, lower, upper):
@@ -555,27 +563,12 @@ def _judge_stops_at_best_points(evaluator, out, options, method, lower, upper):
 
 def _confirm_minima(objective, out, options, method, lower, upper):
     """The starts that converged other than by atol are converged only at a local minimum (loop's
-    confirm_minimum_stop, as a single start gets): checked once per distinct point, the verdict for all its starts."""
-    flagged = np.flatnonzero((out["status"] == "converged") & ~out["atol_stop"])
-    if flagged.size == 0:
-        return
-    values = out["values"]
-    groups, labels = cluster(values[flagged], out["loss"][flagged], return_labels=True)
-    params = objective.params
-    saved = _values(params)
-    try:
-        for label, (i, _count) in enumerate(groups):
-            k = flagged[i]
-            _set_values(params, values[k])
-            _, g = _gradient(objective, params)
-            status, reason = confirm_minimum_stop(objective, params, values[k], g, lower, upper, options, method,
-                                                  str(out["reason"][k]), flat=unreached_unknowns(objective, params))
-            if status != "converged":
-                members = flagged[labels == label]
-                out["status"][members] = status
-                out["reason"][members] = reason
-    finally:
-        _set_values(params, saved)
+    confirm_minimum_stop, as a single start gets)."""
+    def judge(k, g):
+        return confirm_minimum_stop(objective, objective.params, out["values"][k], g, lower, upper, options, method,
+                                    str(out["reason"][k]), flat=unreached_unknowns(objective, objective.params))
+
+    _judge_per_point(objective, out, np.flatnonzero((out["status"] == "converged") & ~out["atol_stop"]), judge)
 
 
 def _run_each(spec, lowered, objective, options, method, lower, upper, trace, starts, on_progress, every):
