@@ -31,6 +31,11 @@ def matmul(a, b):
     if inner_a != inner_b:
         raise RuntimeError(f"matmul: shapes {a.shape} and {b.shape} cannot be multiplied "
                            f"(inner sizes {inner_a} and {inner_b} differ)")
+    batch_a, batch_b = tuple(a.shape[:-2]), tuple(b.shape[:-2])
+    for size_a, size_b in zip(reversed(batch_a), reversed(batch_b)):
+        if size_a != size_b and 1 not in (size_a, size_b):
+            raise RuntimeError(f"matmul: shapes {a.shape} and {b.shape} cannot be multiplied "
+                               f"(batch dimensions {batch_a} and {batch_b} do not broadcast)")
     if a.ndim == 1 and b.ndim == 1:
         return (a * b).sum()
     if a.ndim == 1:

@@ -176,6 +176,9 @@ def test_matmul_refuses_mismatched_shapes(device):
     with pytest.raises(RuntimeError, match="cannot be multiplied"):
         gs.ones(2, 3, device=device) @ gs.ones(4, device=device)
     assert (gs.ones(2, 3, device=device) @ gs.ones(3, device=device)).tolist() == [3.0, 3.0]
+    with pytest.raises(RuntimeError, match=r"batch dimensions \(2,\) and \(5,\) do not broadcast"):
+        gs.ones(2, 3, 4, device=device) @ gs.ones(5, 4, 2, device=device)
+    assert (gs.ones(6, 1, 3, 4, device=device) @ gs.ones(5, 4, 2, device=device)).shape == (6, 5, 3, 2)
 
 
 def test_raw_array_from_another_device_is_a_clear_error(device):
