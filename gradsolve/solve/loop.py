@@ -8,7 +8,8 @@ progress row, and checks the stopping tests:
   that cannot go below zero (sums of squares, or a minimize expression sympy
   proves non-negative): a loss of -5 is not "solved";
 * ``gtol``: the largest gradient component is at most ``tol * max(1, g0)``, g0 the first one;
-* ``xtol``: the step is at most ``tol * (tol + |x|)``;
+* ``xtol``: the step is at most ``tol * (tol + |x|)`` (first-order methods: for
+  several iterations in a row, as ftol);
 * ``ftol``: the relative loss change stays at most ``tol`` for several
   iterations in a row (one flat step of a momentum method proves nothing).
 
@@ -19,7 +20,8 @@ helps") count as convergence only where the point is stationary, and the
 status is "stalled" otherwise:
 
 * smooth losses (and always L-BFGS): the gradient is small,
-  ``max |g| <= sqrt(tol) * max(1, g0)``;
+  ``max |g| <= sqrt(tol) * max(1, g0)`` (in float32 at least sqrt(eps32) * max(1, g0):
+  see `rounding_floor`);
 * losses with kinks (abs, min, max), first-order methods: the gradient of a kink
   never vanishes, so the loss itself is probed at the reported point, a small
   step (``sqrt(tol)`` of the unknowns' scale) along the shortest combination of
@@ -289,7 +291,9 @@ def _make_optimizer(method, point, objective, options, lower, upper):
         lr = lr or _sgd_rate(objective, objective.params)
         return optim.SGD(params, lr=lr), lr
     lr = lr or DEFAULT_LR[method]
-    return FIRST_ORDER_CLASSES[method](params, lr=lr), lr
+    # the loss as written is what is minimized: no weight decay (AdamW's default of 1e-2 would pull every
+    # unknown toward 0 and no equation would hold); a fit's parameter groups may still set one
+    return FIRST_ORDER_CLASSES[method](params, lr=lr, weight_decay=0.0), lr
 
 
 class RateRule:
@@ -452,9 +456,9 @@ def lm_cosines(J, r, x, lower, upper, eps) -> np.ndarray:
     return np.where(np.isnan(out), math.inf, out)
 
 
-def lm_cosine_limit(tol) -> float:
+def lm_cosine_limit(tol, dtype="float64") -> float:
     """The largest cosine (lm_cosines) at which a Levenberg-Marquardt stop counts as converged."""
-    return max(LM_COSINE_LIMIT, math.sqrt(tol)) if tol == tol else LM_COSINE_LIMIT
+    return max(LM_COSINE_LIMIT, math.sqrt(tol) if tol == tol else 0.0, rounding_floor(dtype))
 
 
 FIRST_ORDER_CLASSES = {"sgd": optim.SGD, "adadelta": optim.Adadelta, "adam": optim.Adam, "adamw": optim.AdamW,
@@ -516,6 +520,7 @@ class _Watch:
         self.history = []
         self.prev_loss = None
         self.flat_steps = 0
+        self.still_steps = 0  # consecutive steps below xtol
         self.first_grad_norm = None
         self.polish_steps = 0
         self.current_step = 0
@@ -547,6 +552,8 @@ class _Watch:
         if self.first_grad_norm is None:
             self.first_grad_norm = grad_norm
         stop = None
+        small_step = self.method != "lm" and step_norm <= options.tol * (options.tol + x_norm)
+        self.still_steps = self.still_steps + 1 if small_step else 0
         if lm_stop is not None:
             code, _ = lm_stop
             if code == "nonfinite":
@@ -574,7 +581,8 @@ class _Watch:
             why = f"gradient norm {grad_norm:.3g} <= tol * max(1, initial gradient norm) (gtol)"
             # small against the start is not small against the problem: a saturated model's plateau
             stop = self._lm_stopped(why) if self.method == "lm" else ("converged", why)
-        elif self.method != "lm" and step_norm <= options.tol * (options.tol + x_norm):
+        elif small_step and (self.still_steps >= FTOL_PATIENCE or self.method == "lbfgs"):
+            # one short step of a momentum method (its velocity turning round) proves nothing either
             stop = self._stopped_moving(f"step {step_norm:.3g} <= tol * |x| (xtol)", grad_norm)
         elif change is not None and abs(change) <= options.tol * max(abs(prev_loss), 1e-300):
             self.flat_steps += 1
@@ -602,7 +610,7 @@ class _Watch:
         On a loss with kinks a first-order method's gradient proves nothing either
         way: the verdict is left to `run`, which probes the loss (descent_slope).
         """
-        limit = stationary_gradient_limit(self.options.tol, self.first_grad_norm)
+        limit = stationary_gradient_limit(self.options.tol, self.first_grad_norm, self.options.dtype)
         needs_gradient = self.smooth or self.method == "lbfgs"
         self.moving_why = why
         if not needs_gradient:
@@ -615,9 +623,20 @@ class _Watch:
         return "converged", why
 
 
-def stationary_gradient_limit(tol, first_grad_norm):
+def stationary_gradient_limit(tol, first_grad_norm, dtype="float64"):
     """The largest gradient a point may have and still count as a minimum once the steps stop."""
-    return math.sqrt(tol) * max(1.0, first_grad_norm or 0.0)
+    return max(math.sqrt(tol), rounding_floor(dtype)) * max(1.0, first_grad_norm or 0.0)
+
+
+def rounding_floor(dtype) -> float:
+    """The least relative limit a verdict may use in `dtype`: sqrt(eps) in float32 (3.5e-4), 0 in float64.
+
+    A float32 loss resolves its minimizer only to about sqrt(eps) of the unknowns'
+    scale (the loss changes by eps * F there), and gradients and cosines carry
+    rounding of the same order; float64's limits, sqrt(tol) = 1e-6 by default,
+    are far above its own rounding and stay as they are.
+    """
+    return math.sqrt(float(np.finfo(np.float32).eps)) if dtype == "float32" else 0.0
 
 
 def stalled_reason(method, why, grad_norm, limit):
@@ -761,13 +780,14 @@ def _run(objective, options, *, method, lower, upper, on_progress, every, point,
     values = _values(params)
     if watch.confirm == "gradient" and status in ("converged", "stalled"):
         # the steps stopped: judge stationarity where the run reports, not at the last step
-        limit = stationary_gradient_limit(options.tol, watch.first_grad_norm)
+        limit = stationary_gradient_limit(options.tol, watch.first_grad_norm, options.dtype)
         at_best = projected_max_abs(g, values, lower, upper)
         status, reason = (("converged", watch.moving_why) if at_best <= limit
                           else ("stalled", stalled_reason(method, watch.moving_why, at_best, limit)))
     if status == "converged" and watch.confirm == "kink":
         status, reason = _confirm_kink_stop(objective, params, values, g, lower, upper, options, method, reason,
-                                            stationary_gradient_limit(options.tol, watch.first_grad_norm),
+                                            stationary_gradient_limit(options.tol, watch.first_grad_norm,
+                                                                      options.dtype),
                                             float(opt.param_groups[0]["lr"]))
     jacobian = None
     if method == "lm":
@@ -806,7 +826,7 @@ def _confirm_lm_stop(objective, params, values, J, lower, upper, options, reason
     LM_CURVATURE_RTOL * F``) and a Newton step along it, ``g_j**2 / (2 H_jj)``,
     would remove at most ``limit**2`` of the loss.
     """
-    limit = lm_cosine_limit(options.tol)
+    limit = lm_cosine_limit(options.tol, options.dtype)
     r, cosines = None, np.array([math.inf])
     try:
         with gs.no_grad():
@@ -912,6 +932,11 @@ def loss_hessian(objective, params, values) -> np.ndarray:
     return (H + H.T) / 2.0
 
 
+def more_starts(options) -> str:
+    """The multistart a message suggests: 100 starts, or ten times as many as this run had."""
+    return f"--starts {max(100, 10 * int(getattr(options, 'starts', 1) or 1))}"
+
+
 def confirm_minimum_stop(objective, params, values, g, lower, upper, options, method, reason, *, flat=None):
     """A converged stop other than atol: still converged where `minimum_refuted` finds nothing, else stalled.
 
@@ -928,7 +953,7 @@ def confirm_minimum_stop(objective, params, values, g, lower, upper, options, me
         return "stalled", (f"{method} stopped ({reason}) where the loss is flat in {names}: it is piecewise "
                            f"constant there (as sign(x) is), so its gradient is zero everywhere, proves nothing "
                            f"about a minimum, and gradient methods cannot move; start elsewhere (--init) or "
-                           f"use --starts 100")
+                           f"use {more_starts(options)}")
 
     loss_at, hessian_at = _evaluators(objective, params)
 
@@ -941,7 +966,7 @@ def confirm_minimum_stop(objective, params, values, g, lower, upper, options, me
     if refuted is None:
         return "converged", reason
     return "stalled", (f"{method} stopped ({reason}) where the loss is stationary but not at a minimum: "
-                       f"{refuted}; start elsewhere (--init) or use --starts 100")
+                       f"{refuted}; start elsewhere (--init) or use {more_starts(options)}")
 
 
 def curvature_rtol(eps) -> float:

@@ -201,12 +201,13 @@ def run_batch(evaluator, X0, options, *, method: str, lower=None, upper=None, lr
     bounded = bool(np.any(np.isfinite(lo_h)) or np.any(np.isfinite(hi_h)))
     lo, hi = device(lo_h), device(hi_h)
     X = device(np.clip(host, lo_h, hi_h))
-    opt = FIRST_ORDER_CLASSES[method]([gs.tensor(0.0, requires_grad=True)], lr=lr)
+    opt = FIRST_ORDER_CLASSES[method]([gs.tensor(0.0, requires_grad=True)], lr=lr, weight_decay=0.0)  # as loop
     group = opt.param_groups[0]
     group["lr"] = device(np.full((K, 1), float(lr)))
     slot, state = ArraySlot(X, xp), {}
     rates = _BatchRateRule(xp, device, K, float(lr)) if method != "sgd" else None
     tol, atol = options.tol, options.atol
+    still_limit = stationary_gradient_limit(tol, 1.0, options.dtype)  # relative to max(1, first gradient norm)
 
     stops = _Stops(backend, K)
     best_loss, best_x = device(np.full(K, math.inf)), X
@@ -214,6 +215,7 @@ def run_batch(evaluator, X0, options, *, method: str, lower=None, upper=None, lr
     prev_loss = device(np.full(K, math.nan))
     first_gnorm = None
     flat = device(np.zeros(K, dtype=np.int64))
+    still = device(np.zeros(K, dtype=np.int64))  # consecutive steps below xtol
     no = device(np.zeros(K, dtype=bool))
     history = []
     all_active = True
@@ -264,11 +266,13 @@ def run_batch(evaluator, X0, options, *, method: str, lower=None, upper=None, lr
             with np.errstate(invalid="ignore"):
                 at = active & (loss_new <= atol) if atol_applies else no
                 gt = active & ~at & (gnorm <= tol * xp.maximum(first_gnorm, 1.0))
-                xt = active & ~at & ~gt & (step_norm <= tol * (tol + x_norm))
+                small_step = step_norm <= tol * (tol + x_norm)
                 small = xp.abs(change) <= tol * xp.maximum(xp.abs(prev_loss), 1e-300)
                 # stopped moving on a slope: stalled, not converged (loop._Watch._stopped_moving)
-                sloped = (gnorm > math.sqrt(tol) * xp.maximum(first_gnorm, 1.0)) if smooth else no
+                sloped = (gnorm > still_limit * xp.maximum(first_gnorm, 1.0)) if smooth else no
             flat = xp.where(small, flat + 1, 0)
+            still = xp.where(small_step, still + 1, 0)
+            xt = active & ~at & ~gt & (still >= FTOL_PATIENCE)
             ft = active & ~(at | gt | xt) & (flat >= FTOL_PATIENCE)
             for why, mask in enumerate((at, gt, xt, ft)):
                 if why >= 2:  # xtol, ftol: converged only where the gradient is small
@@ -535,7 +539,7 @@ def _confirm_kink_stops(objective, out, options, method, lower, upper):
     def judge(k, g):
         return _confirm_kink_stop(objective, objective.params, out["values"][k], g, lower, upper, options, method,
                                   str(out["reason"][k]),
-                                  stationary_gradient_limit(options.tol, float(out["first_gnorm"][k])),
+                                  stationary_gradient_limit(options.tol, float(out["first_gnorm"][k]), options.dtype),
                                   float(out["lr"][k]))
 
     _judge_per_point(objective, out, np.flatnonzero(out["stopped_moving"] & (out["status"] == "converged")), judge)
@@ -552,7 +556,7 @@ def _judge_stops_at_best_points(evaluator, out, options, method, lower, upper):
     _, G = evaluator.batch_loss_grad(values)
     G = np.array(backend.to_numpy(G), dtype=np.float64).reshape(values.shape)
     for k in np.flatnonzero(moved):
-        limit = stationary_gradient_limit(options.tol, float(out["first_gnorm"][k]))
+        limit = stationary_gradient_limit(options.tol, float(out["first_gnorm"][k]), options.dtype)
         at_best = projected_max_abs(G[k], values[k], lower, upper)
         why = _WHY[int(out["why"][k])]
         if at_best <= limit:

@@ -13,7 +13,7 @@ from gradsolve.problem.grammar import maximum, minimum
 from gradsolve.problem.lower import lower
 from gradsolve.problem.spec import ProblemSpec
 from gradsolve.solve.loop import (CURVATURE_RTOL, HESSIAN_LIMIT, Outcome, SolveError, SolveOptions, choose_method,
-                                  held_by_bounds, loss_hessian, run)
+                                  held_by_bounds, loss_hessian, more_starts, rounding_floor, run)
 from gradsolve.solve.result import Result
 from gradsolve.solve.trace import TracedPoint, TraceUnavailable, trace_problem
 
@@ -203,6 +203,12 @@ def _judge_unsolved(spec, lowered, outcome, options, reason):
     saddle or a slope, the optimizer stalled and the equations may well hold.
     """
     x = np.asarray(outcome.values, dtype=np.float64)
+    if options.dtype == "float32":
+        held = _held_to_float32(spec, x)
+        if held is not None:
+            return "converged", (f"the equations hold to float32 precision: a solution lies within {held:.2g} "
+                                 f"float32 spacings of this point (loss {outcome.loss:.3g} > atol {options.atol:g} "
+                                 f"is float32 rounding; --dtype float64 resolves further) ({reason})")
     lo, hi = spec.bounds()
     lower = [None if not math.isfinite(v) else float(v) for v in lo]
     upper = [None if not math.isfinite(v) else float(v) for v in hi]
@@ -214,7 +220,8 @@ def _judge_unsolved(spec, lowered, outcome, options, reason):
         g = 2.0 * jac.T @ r
         free = ~np.array(held_by_bounds(g, x, lower, upper), dtype=bool)
         slope = float(np.max(np.abs(g[free]))) if free.any() else 0.0
-        stationary = slope * max(1.0, float(np.max(np.abs(x))) if x.size else 0.0) <= STATIONARY_RTOL * loss
+        stationary = (slope * max(1.0, float(np.max(np.abs(x))) if x.size else 0.0)
+                      <= max(STATIONARY_RTOL, rounding_floor(options.dtype)) * loss)
         minimum = stationary
         if stationary and 0 < int(free.sum()) <= HESSIAN_LIMIT:
             H = loss_hessian(lowered, lowered.params, x)[np.ix_(free, free)]
@@ -230,14 +237,48 @@ def _judge_unsolved(spec, lowered, outcome, options, reason):
         near = "within the bounds" if bounded else "near this point"
         return "inconsistent", (f"the equations cannot all hold {near}: the loss has a local minimum "
                                 f"{outcome.loss:.3g} > atol {options.atol:g} here ({reason}); other starting "
-                                f"points may find a solution (--starts 100)")
+                                f"points may find a solution ({more_starts(options)})")
     if stationary:
         return "stalled", (f"{outcome.optimizer} stopped ({reason}) where the loss {outcome.loss:.3g} is flat but "
-                           f"not at a minimum (a saddle or a maximum): start elsewhere (--init, --starts 100)")
-    advice = ("a smaller --tol, or other starting values (--init, --starts 100)" if outcome.optimizer == "lm"
-              else "try --optimizer lm or a smaller --tol")
+                           f"not at a minimum (a saddle or a maximum): start elsewhere "
+                           f"(--init, {more_starts(options)})")
+    advice = (f"a smaller --tol, or other starting values (--init, {more_starts(options)})"
+              if outcome.optimizer == "lm" else "try --optimizer lm or a smaller --tol")
     return "stalled", (f"{outcome.optimizer} stopped ({reason}) before the equations were satisfied: loss "
                        f"{outcome.loss:.3g} > atol {options.atol:g} and still falling from here; {advice}")
+
+
+#: A float32 run has solved its equations when a solution lies within this many float32 spacings of its point.
+FLOAT32_SPACINGS = 16
+
+
+def _held_to_float32(spec, x):
+    """How many float32 spacings of |x| separate x from a solution, when at most FLOAT32_SPACINGS; else None.
+
+    A float32 loss cannot fall to atol: each residual carries rounding of about
+    float32's epsilon times its terms.  So the equations are judged in float64 at
+    the same point: the Gauss-Newton correction dx = J^+ r must be that small and
+    must solve the linearized equations (r - J dx ~ 0; at a least-squares minimum
+    of an inconsistent system dx is small too, but the residual stays).
+    """
+    try:
+        exact = lower(spec, dtype=gs.float64, device="cpu")
+        exact.set_values(x.tolist())
+        with gs.no_grad():
+            r = np.asarray(exact.residuals().numpy(), dtype=np.float64).reshape(-1)
+        jac = analysis.jacobian_matrix(exact, x.tolist())
+        if not (np.all(np.isfinite(r)) and np.all(np.isfinite(jac))):
+            return None
+        dx = np.linalg.lstsq(jac, r, rcond=None)[0] if r.size and x.size else np.zeros_like(x)
+    except Exception:  # noqa: BLE001 - no verdict possible: the caller judges as before
+        return None
+    spacing = float(np.finfo(np.float32).eps) * max(float(np.max(np.abs(x))) if x.size else 0.0,
+                                                    float(np.finfo(np.float32).tiny))
+    left = float(np.linalg.norm(r - jac @ dx))
+    shift = float(np.max(np.abs(dx))) / spacing if dx.size else 0.0
+    if shift <= FLOAT32_SPACINGS and left <= 1e-3 * float(np.linalg.norm(r)):
+        return shift
+    return None
 
 
 def _solution_set(spec, lowered, outcome):

@@ -143,6 +143,70 @@ def test_first_order_method_that_stops_moving_on_a_smooth_slope_is_stalled():
     assert result.loss > 1e7 and "not a minimum" in result.stop_reason
 
 
+@pytest.mark.parametrize("optimizer", ["sgd", "adadelta", "adam", "adamw", "nadam", "rmsprop"])
+def test_first_order_methods_solve_the_four_unknown_puzzle(optimizer):
+    # Adam's velocity turning round made one step of 4e-12 at step 449 and xtol stopped it "stalled" at
+    # loss 8e-20; AdamW's default weight decay of 1e-2 held it at loss 2e-5 for all 10,000 steps
+    spec = from_file(_problem("four-unknowns.yaml"))
+    result = solve_spec(spec, merged_options(spec, {"optimizer": optimizer}))
+    assert result.status == "converged" and "atol" in result.stop_reason, result.stop_reason
+    assert result.exit_code == 0
+    assert all(abs(row["value"]) < 1e-9 for row in result.residuals)
+
+
+def test_xtol_needs_several_short_steps_from_a_first_order_method():
+    # one step below tol * |x| is not enough; five in a row are (the same patience as ftol)
+    from gradsolve.solve.loop import FTOL_PATIENCE, _Watch
+
+    watch = _Watch(SolveOptions(), "adam", ["x"], None, 1, 0.0, [1.0], atol_applies=False)
+    steps = [watch.observe(k, 1.0 / k, 1e-9, 1e-14, 1.0, [1.0], 0.1, "lr") for k in range(1, FTOL_PATIENCE + 1)]
+    assert steps[:-1] == [None] * (FTOL_PATIENCE - 1)
+    assert steps[-1] is not None and "xtol" in steps[-1][1]
+    watch = _Watch(SolveOptions(), "adam", ["x"], None, 1, 0.0, [1.0], atol_applies=False)
+    for k in range(1, 4 * FTOL_PATIENCE):  # a long step every fourth one resets the count
+        assert watch.observe(k, 1.0 / k, 1e-9, 1e-14 if k % 4 else 1e-3, 1.0, [1.0], 0.1, "lr") is None
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "sgd", "nadam", "rmsprop", "adagrad"])
+def test_float32_equations_solved_to_float32_precision_are_converged(optimizer):
+    # a float32 loss never reaches atol 1e-20 (each residual carries ~1e-6 of rounding); these runs all
+    # ended "stalled ... still falling" with exit 1 while sitting within a few float32 spacings of a solution
+    spec = from_file(_problem("four-unknowns.yaml"))
+    result = solve_spec(spec, merged_options(spec, {"optimizer": optimizer, "dtype": "float32"}))
+    assert result.status == "converged" and result.exit_code == 0, result.stop_reason
+    assert "float32 precision" in result.stop_reason
+    x = result.parameters
+    for lhs, rhs in ((x["A"] + x["B"], 9), (x["C"] - x["D"], 1), (x["A"] + x["C"], 8), (x["B"] - x["D"], 2)):
+        assert abs(lhs - rhs) < 5e-5  # 16 float32 spacings of |x| ~ 4.5 are 8.6e-6 in each unknown
+
+
+def test_float32_precision_is_no_excuse_for_equations_that_cannot_hold():
+    # at the least-squares point of an inconsistent system the correction is tiny too, but the residual stays
+    result = equations("x^2 + y^2 = 1\nx + y = 5\n", {"x": 2.0, "y": 2.0}, optimizer="adam", dtype="float32")
+    assert result.status == "inconsistent" and result.exit_code != 0
+    assert "float32 precision" not in result.stop_reason
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "nadam", "sgd", "rmsprop", "adagrad", "adadelta", "lbfgs"])
+def test_float32_minimize_converges_to_what_a_float32_loss_resolves(optimizer):
+    # a float32 loss pins its minimizer down to about sqrt(eps32) = 3.5e-4 of the unknowns' scale; the gradient
+    # limit of 1e-6 (float64's sqrt(tol)) called Adam and NAdam stalled at 2e-4 from the minimum
+    text = "(x-1)^2 + 3*(y+2)^2 + cos(x+y)"
+    exact = minimize(text, {"x": 0.0, "y": 0.0}, optimizer="lbfgs")
+    result = minimize(text, {"x": 0.0, "y": 0.0}, optimizer=optimizer, dtype="float32")
+    assert result.status == "converged" and result.exit_code == 0, result.stop_reason
+    for name in ("x", "y"):
+        assert abs(result.parameters[name] - exact.parameters[name]) < 1e-3
+
+
+def test_advice_to_use_more_starts_scales_with_the_starts_already_used():
+    # a run of 20 starts told to try "--starts 100" learns little; it is told ten times what it had
+    one = equations("x^2 + y^2 = 1\nx + y = 5\n")
+    many = equations("x^2 + y^2 = 1\nx + y = 5\n", starts=20)
+    assert one.status == many.status == "inconsistent"
+    assert "(--starts 100)" in one.stop_reason and "(--starts 200)" in many.stop_reason
+
+
 def test_nadam_crosses_rosenbrocks_valley():
     # NAdam's rate used to be halved to nothing in the curved valley (stalled at loss 0.125)
     spec = from_yaml_text(open(_problem("rosenbrock.yaml")).read(), "rosenbrock.yaml")
