@@ -40,7 +40,7 @@ def best_of(fn, repeat):
 def gradsolve_eager(method, steps):
     import gradsolve as gs
     from gradsolve.problem.files import from_file
-    from gradsolve.problem.lower import lower
+    from gradsolve.problem.lowering import lower
 
     def go():
         lowered = lower(from_file(str(ROOT / "problems/four-unknowns.yaml")))
@@ -83,7 +83,7 @@ def torch_eager(torch, method, steps):
 
 def batch_step_seconds(K, steps, repeat):
     from gradsolve.problem.files import from_file
-    from gradsolve.problem.lower import lower
+    from gradsolve.problem.lowering import lower
     from gradsolve.solve.loop import SolveOptions
     from gradsolve.solve.multistart import draw_starts, run_batch
     from gradsolve.solve.trace import trace_problem

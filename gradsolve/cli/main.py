@@ -194,7 +194,7 @@ class OneLineErrors(click.Group):
         except click.ClickException as exc:
             words = list(sys.argv[1:] if args is None else args)
             command = next((w for w in words if w in self.commands), None)  # when the error carries no context
-            say(f"gradsolve: error: {usage_error_line(exc, command)}")
+            say(f"gradsolve: error: {leading_minus_hint(exc, command, words) or usage_error_line(exc, command)}")
             sys.exit(EXIT_BAD_INPUT)
         except click.exceptions.Abort:
             say("gradsolve: interrupted")
@@ -202,6 +202,19 @@ class OneLineErrors(click.Group):
         if not standalone_mode:
             return rv
         sys.exit(rv if isinstance(rv, int) else 0)
+
+
+def leading_minus_hint(exc, command, words) -> str | None:
+    """`gradsolve minimize "-log(x)"`: click reads -log(x) as the options -l -o -g; say how to write it."""
+    if command != "minimize" or not isinstance(exc, click.NoSuchOption):
+        return None
+    word = next((w for w in words if w.startswith("-") and not w.startswith("--") and len(w) > 1
+                 and w.startswith(exc.option_name)), None)
+    if word is None:
+        return None
+    return (f"{escape(repr(word))} reads as options because it starts with '-': write the expression as "
+            f"{escape(repr('(' + word + ')'))}, or put '--' before it (after the options); "
+            f"try 'gradsolve minimize --help'")
 
 
 def usage_error_line(exc, command=None) -> str:

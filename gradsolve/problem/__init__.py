@@ -11,7 +11,7 @@ Public names:
 * ``ProblemError``, ``Issue``                       (gradsolve.problem.errors)
 * ``parse_expression``, ``parse_equation``, ``FUNCTIONS``, ``CONSTANTS`` (grammar)
 * ``read_columns``                                  (gradsolve.problem.data)
-* ``lower``, ``LoweredProblem``                     (gradsolve.problem.lower; needs the engine)
+* ``lower``, ``LoweredProblem``                     (gradsolve.problem.lowering; needs the engine)
 * ``is_linear``, ``jacobian_rank``, ``linear_solution`` (gradsolve.problem.analysis)
 """
 
@@ -33,8 +33,8 @@ _LAZY = {
     "FUNCTIONS": "grammar",
     "CONSTANTS": "grammar",
     "read_columns": "data",
-    "lower": "lower",
-    "LoweredProblem": "lower",
+    "lower": "lowering",
+    "LoweredProblem": "lowering",
     "is_linear": "analysis",
     "jacobian_rank": "analysis",
     "linear_solution": "analysis",

@@ -370,7 +370,7 @@ def linear_solution(spec: ProblemSpec) -> LinearSolution:
     zero = {u: 0 for u in unknowns}
     blocks_a, blocks_b = [], []
     if spec.data:
-        from .lower import lower
+        from .lowering import lower
 
         lowered = lower(spec)
         coefficient_exprs = []

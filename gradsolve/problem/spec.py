@@ -1,6 +1,6 @@
 """``ProblemSpec``: a parsed, checked problem, independent of the file format.
 
-A spec holds sympy expressions, never tensors; ``gradsolve.problem.lower``
+A spec holds sympy expressions, never tensors; ``gradsolve.problem.lowering``
 turns it into engine operations.  ``build_spec`` is the one place that turns
 parsed pieces (from YAML or text) into a spec: it resolves names (declared
 unknowns and data columns shadow the constants ``pi`` and ``e``), orders the
@@ -270,7 +270,7 @@ def build_spec(
     if not items and not issues:
         what = {"equations": "equations", "residuals": "residuals", "minimize": "expression to minimize"}[kind]
         issues.append(_issue_at(file_origin, f"the problem has no {what}"))
-    from .lower import unlowerable  # the lowering table (lower imports this module, so not at the top)
+    from .lowering import unlowerable  # the lowering table (lower imports this module, so not at the top)
 
     for item in items:
         missing = unlowerable(item.expr)

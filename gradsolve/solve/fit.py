@@ -139,7 +139,7 @@ class _Bound:
         import sympy
 
         import gradsolve as gs
-        from gradsolve.problem.lower import compile_program
+        from gradsolve.problem.lowering import compile_program
 
         self._gs = gs
         self.backend = gs.backend.get_backend(device)
@@ -777,7 +777,7 @@ class _WeightedObjective:
 def _run_nonlinear(task, options, on_progress, every, on_start):
     import gradsolve as gs
     from gradsolve.problem.grammar import Origin
-    from gradsolve.problem.lower import lower
+    from gradsolve.problem.lowering import lower
     from gradsolve.problem.spec import build_spec
     from gradsolve.solve import robust
     from gradsolve.solve.loop import run
@@ -890,7 +890,7 @@ def _data_start(task, spec, xs, y, w):
     import sympy
 
     import gradsolve as gs
-    from gradsolve.problem.lower import compile_program
+    from gradsolve.problem.lowering import compile_program
 
     names = spec.unknown_names
     given = {n: float(task.init[n]) for n in names if n in task.init}
@@ -1009,7 +1009,7 @@ def _predictions(task, values, stats, K, basis, lowered):
         import sympy
 
         import gradsolve as gs
-        from gradsolve.problem.lower import compile_program
+        from gradsolve.problem.lowering import compile_program
 
         params = [gs.tensor(values[n], requires_grad=True) for n in task.params]
         inputs = {sympy.Symbol(n, real=True): p for n, p in zip(task.params, params)}

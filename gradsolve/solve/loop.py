@@ -803,6 +803,13 @@ def _run(objective, options, *, method, lower, upper, on_progress, every, point,
         status, reason = confirm_minimum_stop(objective, params, values, g, lower, upper, options, method, reason,
                                               flat=flat)
         not_minimum = status != "converged"
+        if status == "converged" and not atol_applies and final_loss < loss0 and _slope_at_scale(
+                g, values, lower, upper, final_loss, options):
+            # gtol is absolute: -log(x) "converged" at x = 1.5e12, where its gradient 1/x is 6e-13
+            unbounded = _unbounded_reason(objective, params, values, g, lower, upper, method, reason,
+                                          watch.moving_why)
+            if unbounded != reason:
+                status, reason = "stalled", unbounded
     elif status in ("stalled", "max_steps") and not atol_applies and final_loss < loss0:
         reason = _unbounded_reason(objective, params, values, g, lower, upper, method, reason, watch.moving_why)
     at_bounds = [name for name, v, lo, hi in zip(objective.names, values, lower, upper)
@@ -1150,6 +1157,14 @@ def _direction(d, names=None, *, oriented=False) -> str:
     if d.size > 6:
         parts.append(f"+{d.size - 6} more")
     return "(" + ", ".join(parts) + ")"
+
+
+def _slope_at_scale(g, values, lower, upper, loss, options) -> bool:
+    """A step of the unknowns' own size, max(1, max |x|), would change the loss by more than sqrt(tol) of
+    max(1, |loss|) at first order: a gradient small in itself but not against the point's scale."""
+    slope = projected_max_abs(g, values, lower, upper)
+    scale = max([1.0] + [abs(float(v)) for v in values])
+    return slope * scale > stationary_gradient_limit(options.tol, max(1.0, abs(loss)), options.dtype)
 
 
 def _unbounded_reason(objective, params, values, g, lower, upper, method, reason, moving_why):

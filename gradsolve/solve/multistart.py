@@ -50,7 +50,7 @@ import numpy as np
 import sympy
 
 import gradsolve as gs
-from gradsolve.problem.lower import compile_program
+from gradsolve.problem.lowering import compile_program
 from gradsolve.solve.loop import (FIRST_ORDER, FIRST_ORDER_CLASSES, DEFAULT_LR, FTOL_PATIENCE, GROW_AFTER, GROW_LIMIT,
                                   GROW_SPREAD, PLATEAU_FACTOR, PLATEAU_PATIENCE, PLATEAU_THRESHOLD, Outcome,
                                   ProgressRow, _confirm_kink_stop, _gradient, _sgd_rate, _set_values, _values,

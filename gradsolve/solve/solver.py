@@ -10,7 +10,7 @@ import sympy
 import gradsolve as gs
 from gradsolve.problem import analysis
 from gradsolve.problem.grammar import maximum, minimum
-from gradsolve.problem.lower import lower
+from gradsolve.problem.lowering import lower
 from gradsolve.problem.spec import ProblemSpec
 from gradsolve.solve.loop import (CURVATURE_RTOL, HESSIAN_LIMIT, Outcome, SolveError, SolveOptions, choose_method,
                                   held_by_bounds, loss_hessian, more_starts, rounding_floor, run)

@@ -7,7 +7,7 @@ sort per backward.  The graph of a parsed problem never changes, so we record it
 once and replay it as straight-line code.
 
 What is recorded.  Tracing works on the lowered ``Program`` of
-:mod:`gradsolve.problem.lower` -- our own instruction list, never user text.
+:mod:`gradsolve.problem.lowering` -- our own instruction list, never user text.
 Each instruction's engine function is looked up *by identity* in ``DECOMPOSE``
 (an allowlist: ``lower._sum``, ``gs.exp``, ...) and broken into primitive tape
 operations (``add``, ``mul``, ``pow_scalar``, ``exp``, ...) in exactly the order
@@ -73,8 +73,8 @@ import gradsolve as gs
 from gradsolve import optim
 from gradsolve.solve.loop import projected_max_abs
 
-# the module, not the function `gradsolve.problem.lower` that the package exports under the same name
-_lower = importlib.import_module("gradsolve.problem.lower")
+# the module, not the function `gradsolve.problem.lowering` that the package exports under the same name
+_lower = importlib.import_module("gradsolve.problem.lowering")
 
 __all__ = ["Trace", "TraceUnavailable", "trace_problem", "TracedPoint", "TracedLM", "ArraySlot", "MAX_JACOBIAN_LINES"]
 

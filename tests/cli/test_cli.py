@@ -321,11 +321,26 @@ def test_bad_option_values_are_one_line_usage_errors(args, message):
     (["--bogus"], "gradsolve: error: no such option '--bogus'; try 'gradsolve --help'"),
     (["fit", "x.csv", "--degree", "-1"], "gradsolve: error: --degree: '-1' is out of range (from 0 to 30); "
                                          "try 'gradsolve fit --help'"),
+    # click reads "-log(x)" as the options -l -o -g; "no such option '-l'" left the user guessing
+    (["minimize", "-log(x)", "--init", "x=1"],
+     "gradsolve: error: '-log(x)' reads as options because it starts with '-': write the expression as "
+     "'(-log(x))', or put '--' before it (after the options); try 'gradsolve minimize --help'"),
 ])
 def test_usage_errors_in_a_subprocess_are_one_line_exit_2(args, line):
     proc = run(*args)
     assert proc.returncode == 2 and proc.stdout == ""
     assert proc.stderr.splitlines() == [line]
+
+
+def test_an_expression_that_starts_with_minus_runs_in_parentheses_or_after_double_dash():
+    for args in (["minimize", "(-(x - 2)^2)", "--init", "x=1", "--output", "json", "--quiet"],
+                 ["minimize", "--init", "x=1", "--output", "json", "--quiet", "--", "-(-(x - 2)^2)"]):
+        proc = run(*args)
+        assert proc.stderr == ""
+        result = json.loads(proc.stdout)
+        assert ("(-(x - 2)^2)" in args) == (proc.returncode == 1)  # the first has no minimum, the second has
+        if proc.returncode == 0:
+            assert result["parameters"]["x"] == pytest.approx(2.0, abs=1e-6)
 
 
 def test_help_and_version_still_work_after_the_one_line_errors():

@@ -113,6 +113,21 @@ def test_light_imports():
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
+def test_public_names_stay_functions_once_the_solver_has_run():
+    # the submodule was named lower.py: importing it (the solver does) replaced the package's lower()
+    # with the module, and `from gradsolve.problem import lower; lower(spec)` failed with "not callable"
+    code = (
+        "import gradsolve as gs, gradsolve.problem as problem\n"
+        "gs.solve(gs.Problem.from_text('x + 1 = 3'))\n"
+        "import gradsolve.solve.solver, gradsolve.solve.fit, gradsolve.solve.multistart\n"
+        "for name in problem.__all__:\n"
+        "    value = getattr(problem, name)\n"
+        "    assert not isinstance(value, type(problem)), name\n"
+        "assert problem.lower(problem.from_text('x = 2')).residuals().tolist() != []\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
 # ----------------------------------------------------------------------------- lowering agrees with sympy
 
 def _function_calls():

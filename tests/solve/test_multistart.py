@@ -16,7 +16,7 @@ from click.testing import CliRunner
 import gradsolve as gs
 from gradsolve.cli.main import cli
 from gradsolve.problem.files import from_file, from_text
-from gradsolve.problem.lower import lower
+from gradsolve.problem.lowering import lower
 from gradsolve.solve.loop import SolveOptions
 from gradsolve.solve.multistart import EagerBatch, cluster, draw_starts, run_batch
 from gradsolve.solve.solver import merged_options, solve_spec

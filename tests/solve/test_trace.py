@@ -14,7 +14,7 @@ import pytest
 import gradsolve as gs
 from gradsolve.problem.files import from_file
 from gradsolve.problem.grammar import Origin
-from gradsolve.problem.lower import lower
+from gradsolve.problem.lowering import lower
 from gradsolve.problem.spec import build_spec
 from gradsolve.solve import trace as trace_module
 from gradsolve.solve.loop import FIRST_ORDER

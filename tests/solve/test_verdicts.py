@@ -355,7 +355,7 @@ def test_equations_that_cannot_hold_within_the_bounds_are_inconsistent(optimizer
 
 
 def test_a_stalled_lm_is_not_told_to_try_lm():
-    from gradsolve.problem.lower import lower
+    from gradsolve.problem.lowering import lower
     from gradsolve.solve.loop import Outcome
     from gradsolve.solve.solver import _judge_unsolved
 
@@ -508,6 +508,17 @@ def test_a_loss_unbounded_below_says_so(optimizer):
     result = minimize("x", {"x": 0.5}, optimizer=optimizer)
     assert result.status in ("stalled", "max_steps") and result.exit_code == 1
     assert "the loss seems unbounded below" in result.stop_reason
+
+
+@pytest.mark.parametrize("optimizer", ["auto", "lbfgs"])
+def test_a_gradient_small_only_because_the_unknown_is_huge_is_no_minimum(optimizer):
+    # -log(x) has no minimum; L-BFGS ran to x = 1.5e12, where the gradient 1/x is 6e-13 < tol, and said converged
+    result = minimize("-log(x)", {"x": 1.0}, optimizer=optimizer)
+    assert result.status == "stalled" and result.exit_code == 1
+    assert "the loss seems unbounded below" in result.stop_reason
+    # a minimum far from the origin still converges: there the gradient is small against the unknowns' scale too
+    far = minimize("(x - 1e6)^2 / 1e12 + cos(y)", {"x": 1.0, "y": 3.0}, optimizer=optimizer)
+    assert far.status == "converged" and far.parameters["x"] == pytest.approx(1e6, rel=1e-9)
 
 
 def test_unbounded_below_is_measured_not_guessed():

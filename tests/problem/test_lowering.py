@@ -11,7 +11,7 @@ import sympy
 import gradsolve as gs
 from gradsolve.problem import from_file, from_text, lower
 from gradsolve.problem.errors import ProblemError
-from gradsolve.problem.lower import LOWERING, compile_program
+from gradsolve.problem.lowering import LOWERING, compile_program
 
 PROBLEMS = os.path.join(os.path.dirname(__file__), os.pardir, os.pardir, "problems")
 EXAMPLES = sorted(
@@ -234,7 +234,7 @@ def test_im_is_zero_for_real_values():
 def test_a_lowering_failure_points_at_its_expression(monkeypatch):
     import importlib
 
-    lower_module = importlib.import_module("gradsolve.problem.lower")  # the attribute is the function
+    lower_module = importlib.import_module("gradsolve.problem.lowering")  # the attribute is the function
     spec = from_text("x + y = 1\n\n  exp(x) - y = 2\n", "p.txt")
     table = dict(lower_module.LOWERING)
     del table[sympy.exp]
@@ -268,7 +268,7 @@ def test_constants_are_folded_from_their_exact_value():
 def test_an_expression_the_table_cannot_lower_is_refused_when_the_spec_is_built(monkeypatch):
     import importlib
 
-    lower_module = importlib.import_module("gradsolve.problem.lower")
+    lower_module = importlib.import_module("gradsolve.problem.lowering")
     table = dict(lower_module.LOWERING)
     del table[sympy.re]
     monkeypatch.setattr(lower_module, "LOWERING", table)
