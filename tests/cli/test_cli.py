@@ -216,6 +216,34 @@ def test_device_cuda_without_a_gpu_is_a_clear_error():
     assert "solving on the cpu" in auto.stderr
 
 
+@pytest.mark.parametrize("runtime, message", [
+    ("def getDeviceCount():\n    return 0\n", "device 'cuda': CuPy is installed but no GPU is present"),
+    ("def getDeviceCount():\n    raise RuntimeError('cudaErrorNoDevice')\n",
+     "device 'cuda': CuPy is installed but no usable GPU was found (cudaErrorNoDevice)"),
+])
+def test_cupy_without_a_gpu_is_a_clear_error_and_auto_falls_back(tmp_path, runtime, message):
+    # a laptop with gradsolve[gpu] installed: CuPy imports, the CUDA runtime finds no device
+    import os
+
+    fake = tmp_path / "cupy"
+    (fake / "cuda").mkdir(parents=True)
+    (fake / "__init__.py").write_text("from . import cuda\n")
+    (fake / "cuda" / "__init__.py").write_text("from . import runtime\n")
+    (fake / "cuda" / "runtime.py").write_text(runtime)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path), str(ROOT)]))
+
+    def gradsolve(*args):
+        return subprocess.run([sys.executable, "-m", "gradsolve", *args], capture_output=True, text=True,
+                              timeout=120, cwd=ROOT, env=env)
+
+    cuda = gradsolve("puzzle", "problems/intersection.txt", "--device", "cuda")
+    assert cuda.returncode == 2 and cuda.stdout == ""
+    assert cuda.stderr.splitlines() == [f"gradsolve: error: {message}"]
+    auto = gradsolve("puzzle", "problems/intersection.txt", "--device", "auto", "--output", "json")
+    assert auto.returncode == 0 and json.loads(auto.stdout)["device"] == "cpu"
+    assert "--device auto: no usable GPU (CuPy with a CUDA device), solving on the cpu" in auto.stderr
+
+
 @pytest.mark.skipif(sys.platform == "win32", reason="needs a pseudo-terminal")
 def test_live_table_renders_on_a_terminal():
     import pty
