@@ -205,15 +205,19 @@ class OneLineErrors(click.Group):
 
 
 def leading_minus_hint(exc, command, words) -> str | None:
-    """`gradsolve minimize "-log(x)"`: click reads -log(x) as the options -l -o -g; say how to write it."""
+    """`gradsolve minimize "-log(x)"`: click reads -log(x) as the options -l -o -g; say how to write it.
+
+    A word counts as an expression when it starts with a single '-' and holds a character no option
+    has (a bracket, an operator, a space): a mistyped flag such as -l gets click's own message.
+    """
     if command != "minimize" or not isinstance(exc, click.NoSuchOption):
         return None
-    word = next((w for w in words if w.startswith("-") and not w.startswith("--") and len(w) > 1
-                 and w.startswith(exc.option_name)), None)
+    word = next((w for w in words if w.startswith("-") and not w.startswith("--")
+                 and any(c in w[1:] for c in "()*/+-^= .")), None)
     if word is None:
         return None
-    return (f"{escape(repr(word))} reads as options because it starts with '-': write the expression as "
-            f"{escape(repr('(' + word + ')'))}, or put '--' before it (after the options); "
+    return (f"{_quote(word)} reads as options because it starts with '-': write the expression as "
+            f"{_quote('(' + word + ')')}, or put '--' before it (after the options); "
             f"try 'gradsolve minimize --help'")
 
 

@@ -610,7 +610,8 @@ def _solve_reduced(task, red, options, method, b0, on_progress, every, quiet_row
     lr = options.lr if options.lr is not None else PRECONDITIONED_LR.get(method)
     # the loop's loss here is the excess |u - z|^2 (rho^2 is a constant): atol, ftol and gtol then
     # measure how far the optimizer is from the minimum, not how noisy the data are
-    opts = dataclasses.replace(options, lr=lr)
+    # the reduced problem is float64 whatever --dtype says (linear fits reduce in float64): so are its verdicts
+    opts = dataclasses.replace(options, lr=lr, dtype="float64")
     outcome = run(objective, opts, method=method, on_progress=progress, every=every,
                   point=_optimizer_point(task, objective, method, reduced=True))
     outcome.loss_history = [scale2 * (v + rho2) for v in outcome.loss_history]

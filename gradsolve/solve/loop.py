@@ -83,6 +83,7 @@ METHODS = ("auto",) + FIRST_ORDER + ("lbfgs", "lm")
 DEFAULT_LR = {"adam": 0.1, "adamw": 0.1, "nadam": 0.1, "rmsprop": 0.01, "adagrad": 0.5, "adadelta": 1.0,
               "lbfgs": 1.0}
 FTOL_PATIENCE = 5
+MAX_STARTS = 1_000_000  # the most starts one batch takes (--starts)
 # RateRule (adaptive first-order methods): halve the rate when the best loss has not improved by
 # PLATEAU_THRESHOLD (relative) for more than PLATEAU_PATIENCE steps, unless the loss fell steadily at every one
 # of them; double it once the loss has fallen at every step for GROW_AFTER steps, up to GROW_LIMIT times the start.
@@ -803,13 +804,6 @@ def _run(objective, options, *, method, lower, upper, on_progress, every, point,
         status, reason = confirm_minimum_stop(objective, params, values, g, lower, upper, options, method, reason,
                                               flat=flat)
         not_minimum = status != "converged"
-        if status == "converged" and not atol_applies and final_loss < loss0 and _slope_at_scale(
-                g, values, lower, upper, final_loss, options):
-            # gtol is absolute: -log(x) "converged" at x = 1.5e12, where its gradient 1/x is 6e-13
-            unbounded = _unbounded_reason(objective, params, values, g, lower, upper, method, reason,
-                                          watch.moving_why)
-            if unbounded != reason:
-                status, reason = "stalled", unbounded
     elif status in ("stalled", "max_steps") and not atol_applies and final_loss < loss0:
         reason = _unbounded_reason(objective, params, values, g, lower, upper, method, reason, watch.moving_why)
     at_bounds = [name for name, v, lo, hi in zip(objective.names, values, lower, upper)
@@ -941,7 +935,7 @@ def loss_hessian(objective, params, values) -> np.ndarray:
 
 def more_starts(options) -> str:
     """The multistart a message suggests: 100 starts, or ten times as many as this run had."""
-    return f"--starts {max(100, 10 * int(getattr(options, 'starts', 1) or 1))}"
+    return f"--starts {min(max(100, 10 * int(getattr(options, 'starts', 1) or 1)), MAX_STARTS)}"
 
 
 def confirm_minimum_stop(objective, params, values, g, lower, upper, options, method, reason, *, flat=None):
@@ -971,6 +965,11 @@ def confirm_minimum_stop(objective, params, values, g, lower, upper, options, me
     finally:
         _set_values(params, values)
     if refuted is None:
+        if not loss_traits(objective)[0] and _slope_at_scale(g, values, lower, upper, loss_at(values), options):
+            # gtol is absolute: -log(x) "converged" at x = 1.5e12, where its gradient 1/x is 6e-13
+            unbounded = _unbounded_reason(objective, params, values, g, lower, upper, method, reason, None)
+            if unbounded != reason:
+                return "stalled", unbounded
         return "converged", reason
     return "stalled", (f"{method} stopped ({reason}) where the loss is stationary but not at a minimum: "
                        f"{refuted}; start elsewhere (--init) or use {more_starts(options)}")

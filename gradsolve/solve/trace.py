@@ -9,7 +9,7 @@ once and replay it as straight-line code.
 What is recorded.  Tracing works on the lowered ``Program`` of
 :mod:`gradsolve.problem.lowering` -- our own instruction list, never user text.
 Each instruction's engine function is looked up *by identity* in ``DECOMPOSE``
-(an allowlist: ``lower._sum``, ``gs.exp``, ...) and broken into primitive tape
+(an allowlist: ``lowering._sum``, ``gs.exp``, ...) and broken into primitive tape
 operations (``add``, ``mul``, ``pow_scalar``, ``exp``, ...) in exactly the order
 the engine applies its ``Op`` primitives (``functools.reduce`` order for sums and
 products, ``1.0 / x`` as a division by a number).  A function that is not in
@@ -59,7 +59,6 @@ reports the reason in the progress output.
 from __future__ import annotations
 
 import functools
-import importlib
 import io
 import keyword
 import math
@@ -73,8 +72,7 @@ import gradsolve as gs
 from gradsolve import optim
 from gradsolve.solve.loop import projected_max_abs
 
-# the module, not the function `gradsolve.problem.lowering` that the package exports under the same name
-_lower = importlib.import_module("gradsolve.problem.lowering")
+from gradsolve.problem import lowering as _lower
 
 __all__ = ["Trace", "TraceUnavailable", "trace_problem", "TracedPoint", "TracedLM", "ArraySlot", "MAX_JACOBIAN_LINES"]
 

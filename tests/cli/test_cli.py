@@ -353,6 +353,10 @@ def test_bad_option_values_are_one_line_usage_errors(args, message):
     (["minimize", "-log(x)", "--init", "x=1"],
      "gradsolve: error: '-log(x)' reads as options because it starts with '-': write the expression as "
      "'(-log(x))', or put '--' before it (after the options); try 'gradsolve minimize --help'"),
+    (["minimize", "-h*x"], "gradsolve: error: '-h*x' reads as options because it starts with '-': write the "
+                           "expression as '(-h*x)', or put '--' before it (after the options); try 'gradsolve "
+                           "minimize --help'"),
+    (["minimize", "x^2", "-l"], "gradsolve: error: no such option '-l'; try 'gradsolve minimize --help'"),
 ])
 def test_usage_errors_in_a_subprocess_are_one_line_exit_2(args, line):
     proc = run(*args)

@@ -211,6 +211,28 @@ def test_a_start_that_stops_moving_on_a_slope_is_stalled_not_converged():
     assert result.status == "stalled" and result.exit_code == 1 and "not a minimum" in result.stop_reason
 
 
+@pytest.mark.parametrize("tol", [1e-12, 1e-8])
+def test_the_batch_stops_where_the_single_start_loop_stops(tol):
+    # the stopping tests themselves (atol, gtol, xtol and ftol with their patience), not a fixed budget
+    from gradsolve.solve.loop import DEFAULT_LR
+
+    spec = spec_of("four-unknowns.yaml")
+    for method in ("adam", "nadam", "rmsprop", "adagrad", "adadelta"):
+        options = merged_options(spec, {"optimizer": method, "tol": tol})
+        out = run_batch(trace_problem(lower(spec)), np.array([spec.initial_values()]), options, method=method,
+                        lr=DEFAULT_LR[method])
+        single = solve_spec(spec, merged_options(spec, {"optimizer": method, "tol": tol}))
+        assert out["steps"][0] == single.steps, method
+        np.testing.assert_allclose(out["values"][0], list(single.parameters.values()), rtol=1e-12, atol=1e-12)
+
+
+def test_a_loss_without_a_minimum_is_not_converged_under_multistart():
+    # -log(x): L-BFGS reaches x ~ 1e12 where the gradient is below tol; one start said stalled, 4 starts converged
+    code, doc = cli_json("minimize", "(-log(x))", "--init", "x=1", "--starts", "4")
+    assert code == 1 and doc["status"] == "stalled"
+    assert "the loss seems unbounded below" in doc["stop_reason"]
+
+
 def test_the_batch_changes_its_rates_as_the_single_start_loop_does():
     # 800 NAdam steps on Rosenbrock: the rate is halved on plateaus and doubled on steady falls
     # (loop.RateRule); the batch's per-start copy of the rule must follow the same trajectory

@@ -207,6 +207,25 @@ def test_advice_to_use_more_starts_scales_with_the_starts_already_used():
     assert "(--starts 100)" in one.stop_reason and "(--starts 200)" in many.stop_reason
 
 
+def test_float32_residuals_are_judged_each_against_its_own_size():
+    # x = 10000 and y = 0.0001: y = 0.01 is 100 times too large, though within 16 float32 spacings of |x|
+    from gradsolve.solve.solver import _held_to_float32
+
+    spec = from_text("x = 10000\ny = 0.0001\n")
+    assert _held_to_float32(spec, np.array([1e4, 0.01])) is None
+    assert _held_to_float32(spec, np.array([float(np.float32(1e4)), float(np.float32(1e-4))])) < 1
+    assert _held_to_float32(from_text("x + y = 1\nx + y = 2\n"), np.array([0.75, 0.75])) is None
+
+
+def test_more_starts_advice_stays_within_the_limit():
+    from gradsolve.cli.main import MAX_STARTS
+    from gradsolve.solve import loop
+
+    assert loop.MAX_STARTS == MAX_STARTS  # the command's --starts limit and the advice's
+    assert loop.more_starts(SolveOptions(starts=1)) == "--starts 100"
+    assert loop.more_starts(SolveOptions(starts=500_000)) == f"--starts {MAX_STARTS}"
+
+
 def test_nadam_crosses_rosenbrocks_valley():
     # NAdam's rate used to be halved to nothing in the curved valley (stalled at loss 0.125)
     spec = from_yaml_text(open(_problem("rosenbrock.yaml")).read(), "rosenbrock.yaml")
