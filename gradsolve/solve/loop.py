@@ -640,6 +640,11 @@ def rounding_floor(dtype) -> float:
     return math.sqrt(float(np.finfo(np.float32).eps)) if dtype == "float32" else 0.0
 
 
+def diverged_advice(lr) -> str:
+    """What to try when a first-order method's steps ran off to infinity."""
+    return f": the steps grew instead of settling; try a smaller --lr (this run's was {lr:.3g}) or --optimizer lm"
+
+
 def stalled_reason(method, why, grad_norm, limit):
     advice = "use lbfgs, or lm for equations" if method != "lbfgs" else "try lm for equations, or adam"
     return (f"{method} stopped moving ({why}) where the gradient norm {grad_norm:.3g} is not small "
@@ -773,6 +778,8 @@ def _run(objective, options, *, method, lower, upper, on_progress, every, point,
     except KeyboardInterrupt:
         status, reason = "interrupted", f"interrupted at step {watch.current_step}"
         step = watch.current_step
+    if status == "diverged" and method in FIRST_ORDER and step > 1:
+        reason = f"{reason}{diverged_advice(float(opt.param_groups[0]['lr']))}"
     elapsed = time.perf_counter() - start
     # Report the best point seen (whatever the status), evaluated afresh on the engine.
     _set_values(params, watch.best_x if math.isfinite(watch.best_loss) else watch.last_finite_x)

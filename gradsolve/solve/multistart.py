@@ -54,8 +54,8 @@ from gradsolve.problem.lowering import compile_program
 from gradsolve.solve.loop import (FIRST_ORDER, FIRST_ORDER_CLASSES, DEFAULT_LR, FTOL_PATIENCE, GROW_AFTER, GROW_LIMIT,
                                   GROW_SPREAD, PLATEAU_FACTOR, PLATEAU_PATIENCE, PLATEAU_THRESHOLD, Outcome,
                                   ProgressRow, _confirm_kink_stop, _gradient, _sgd_rate, _set_values, _values,
-                                  confirm_minimum_stop, loss_traits, projected_max_abs, run, stalled_reason,
-                                  stationary_gradient_limit, unreached_unknowns)
+                                  confirm_minimum_stop, diverged_advice, loss_traits, projected_max_abs, run,
+                                  stalled_reason, stationary_gradient_limit, unreached_unknowns)
 from gradsolve.solve.trace import ArraySlot, TracedPoint
 
 __all__ = ["draw_starts", "cluster", "solve_multistart", "run_batch", "EagerBatch", "CLUSTER_RTOL"]
@@ -293,7 +293,7 @@ def run_batch(evaluator, X0, options, *, method: str, lower=None, upper=None, lr
                 break
     except KeyboardInterrupt:
         interrupted = True
-    out = _outcome(backend, stops, best_x, best_loss, history, step, interrupted, method, options,
+    out = _outcome(backend, stops, best_x, best_loss, history, step, interrupted, method, options, group["lr"],
                    time.perf_counter() - start)
     # what solve_multistart needs to confirm, on a loss with kinks, the stops that only stopped moving
     out["first_gnorm"] = np.array(backend.to_numpy(first_gnorm), dtype=np.float64) if first_gnorm is not None \
@@ -351,7 +351,7 @@ class _BatchRateRule:
         return lr
 
 
-def _outcome(backend, stops, best_x, best_loss, history, step, interrupted, method, options, elapsed):
+def _outcome(backend, stops, best_x, best_loss, history, step, interrupted, method, options, group_lr, elapsed):
     """The batch's results, back on the host once: values, losses, status and reason strings, steps."""
     host = backend.to_numpy
     code, why, steps = host(stops.code), host(stops.why), np.array(host(stops.steps), dtype=np.int64)
@@ -370,7 +370,10 @@ def _outcome(backend, stops, best_x, best_loss, history, step, interrupted, meth
                        for w in reason[stalled]]
     diverged = code == DIVERGED
     status[diverged] = "diverged"
-    reason[diverged] = [f"the loss became non-finite at step {s}" for s in steps[diverged]]
+    lr_of = np.array(host(group_lr), dtype=np.float64).reshape(-1) if group_lr is not None else None
+    reason[diverged] = [f"the loss became non-finite at step {s}"
+                        + (diverged_advice(lr_of[k]) if lr_of is not None and s > 1 else "")
+                        for k, s in zip(np.flatnonzero(diverged), steps[diverged])]
     if history:
         history = [float(v) for v in host(backend.xp.stack(history))]
     return {"values": np.array(host(best_x), dtype=np.float64), "loss": np.array(host(best_loss), dtype=np.float64),

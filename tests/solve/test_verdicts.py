@@ -226,6 +226,17 @@ def test_more_starts_advice_stays_within_the_limit():
     assert loop.more_starts(SolveOptions(starts=500_000)) == f"--starts {MAX_STARTS}"
 
 
+def test_steps_that_run_off_to_infinity_say_what_to_try():
+    # SGD at 1/L of the start's curvature overshoots on the circle-and-line system and blows up in a few steps
+    for starts in (1, 8):
+        result = equations("x^2 + y^2 = 25\nx + y = 7\n", {"x": 0.2, "y": 0.1}, optimizer="sgd", starts=starts)
+        assert result.status == "diverged" and result.exit_code == 1
+        assert "try a smaller --lr (this run's was" in result.stop_reason, result.stop_reason
+    # a start outside the domain is not about the rate
+    start = minimize("sqrt(x)", {"x": -1.0}, optimizer="adam")
+    assert start.status == "diverged" and "--lr" not in start.stop_reason
+
+
 def test_nadam_crosses_rosenbrocks_valley():
     # NAdam's rate used to be halved to nothing in the curved valley (stalled at loss 0.125)
     spec = from_yaml_text(open(_problem("rosenbrock.yaml")).read(), "rosenbrock.yaml")
