@@ -231,6 +231,11 @@ def test_a_loss_without_a_minimum_is_not_converged_under_multistart():
     code, doc = cli_json("minimize", "(-log(x))", "--init", "x=1", "--starts", "4")
     assert code == 1 and doc["status"] == "stalled"
     assert "the loss seems unbounded below" in doc["stop_reason"]
+    # the batched first-order path says so too, as a single start does (it said only "reached the step limit")
+    for optimizer in ("adam", "sgd"):
+        code, doc = cli_json("minimize", "x", "--init", "x=0.5", "--optimizer", optimizer, "--starts", "4")
+        assert code == 1 and doc["status"] == "max_steps"
+        assert "the loss seems unbounded below" in doc["stop_reason"], doc["stop_reason"]
 
 
 def test_the_batch_changes_its_rates_as_the_single_start_loop_does():
