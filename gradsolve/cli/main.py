@@ -463,7 +463,8 @@ def fit(data, degree, model, x_columns, y_column, header, sigma, drop_invalid, r
 
 
 def _say_device_fallback(device, quiet, cuda_available):
-    if device == "auto" and not cuda_available() and not quiet:
+    # said under --quiet too, as warnings are: a pipeline that expected a GPU should see that it had none
+    if device == "auto" and not cuda_available():
         say("gradsolve: --device auto: no usable GPU (CuPy with a CUDA device), solving on the cpu")
 
 

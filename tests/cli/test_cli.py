@@ -566,6 +566,9 @@ def test_fit_device_auto_says_it_fell_back_to_the_cpu():
     proc = run("fit", "problems/polynomial.csv", "--degree", "2", "--device", "auto", "--output", "json")
     assert proc.returncode == 0 and json.loads(proc.stdout)["device"] == "cpu"
     assert "--device auto: no usable GPU (CuPy with a CUDA device), solving on the cpu" in proc.stderr
+    quiet = run("puzzle", "problems/intersection.txt", "--device", "auto", "--quiet")  # said as warnings are
+    assert quiet.returncode == 0 and quiet.stderr.splitlines() == [
+        "gradsolve: --device auto: no usable GPU (CuPy with a CUDA device), solving on the cpu"]
 
 
 def test_check_counts_in_the_singular_and_plural(tmp_path):
