@@ -162,7 +162,7 @@ class _Extremum(sympy.Function):
     _step_sign = 1  # +1: d max/d a_i = H(a_i - others); -1: d min/d a_i = H(others - a_i)
 
     @classmethod
-    def eval(cls, *args):
+    def eval(cls, *args):  # safe: sympy's Function.eval hook on built nodes, not Python's eval of text
         # Only plain numbers are compared (no assumption queries, so building stays cheap).
         if args and all(arg.is_Number for arg in args):
             return cls._pick(args)

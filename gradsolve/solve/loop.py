@@ -811,8 +811,9 @@ def _run(objective, options, *, method, lower, upper, on_progress, every, point,
         status, reason = confirm_minimum_stop(objective, params, values, g, lower, upper, options, method, reason,
                                               flat=flat)
         not_minimum = status != "converged"
-    elif status in ("stalled", "max_steps") and not atol_applies and final_loss < loss0:
-        reason = _unbounded_reason(objective, params, values, g, lower, upper, method, reason, watch.moving_why)
+    else:
+        reason = short_stop_reason(objective, params, values, g, lower, upper, method, status, reason, final_loss,
+                                   loss0, watch.moving_why)
     at_bounds = [name for name, v, lo, hi in zip(objective.names, values, lower, upper)
                  if (lo is not None and v <= lo) or (hi is not None and v >= hi)]
     return Outcome(status=status, stop_reason=reason, optimizer=method, steps=step, loss=final_loss,
@@ -942,7 +943,7 @@ def loss_hessian(objective, params, values) -> np.ndarray:
 
 def more_starts(options) -> str:
     """The multistart a message suggests: 100 starts, or ten times as many as this run had."""
-    return f"--starts {min(max(100, 10 * int(getattr(options, 'starts', 1) or 1)), MAX_STARTS)}"
+    return f"--starts {min(max(100, 10 * options.starts), MAX_STARTS)}"
 
 
 def confirm_minimum_stop(objective, params, values, g, lower, upper, options, method, reason, *, flat=None):
@@ -1052,12 +1053,10 @@ def minimum_refuted(loss_at, hessian_at, x, g, lower, upper, *, smooth, eps, nam
     """
     x = np.asarray(x, dtype=np.float64)
     g = np.asarray(g, dtype=np.float64)
-    curvature = _Curvature(hessian_at, x, g, lower, upper, eps)
-    spectrum = curvature.spectrum(x) if curvature.usable else None
-    f0 = loss_at(x)
-    if spectrum is None or not math.isfinite(f0):
+    at = _curvature_at(loss_at, hessian_at, x, g, lower, upper, eps)
+    if at is None:
         return None
-    lam, V, bound = spectrum
+    curvature, (lam, V, bound), f0 = at
     noise = _loss_rounding(loss_at, x, f0, eps)
     for k in np.flatnonzero(lam < -bound)[:3]:
         d = curvature.step(V[:, k])
@@ -1085,6 +1084,16 @@ def minimum_refuted(loss_at, hessian_at, x, g, lower, upper, *, smooth, eps, nam
     return None
 
 
+def _curvature_at(loss_at, hessian_at, x, g, lower, upper, eps):
+    """(curvature, its spectrum (lam, V, bound), loss) at x, or None where the Hessian or the loss is unusable."""
+    curvature = _Curvature(hessian_at, x, g, lower, upper, eps)
+    spectrum = curvature.spectrum(x) if curvature.usable else None
+    f0 = loss_at(x)
+    if spectrum is None or not math.isfinite(f0):
+        return None
+    return curvature, spectrum, f0
+
+
 def escape_point(loss_at, hessian_at, x, g, lower, upper, *, eps):
     """A point clearly below the loss at x, reached along a direction of negative curvature; None when none is found.
 
@@ -1100,13 +1109,11 @@ def escape_point(loss_at, hessian_at, x, g, lower, upper, *, eps):
     proof: what it finds is a better start, nothing more.
     """
     x = np.asarray(x, dtype=np.float64)
-    curvature = _Curvature(hessian_at, x, g, lower, upper, eps)
-    here = curvature.spectrum(x) if curvature.usable else None
-    f0 = loss_at(x)
-    if here is None or not math.isfinite(f0):
+    at = _curvature_at(loss_at, hessian_at, x, g, lower, upper, eps)
+    if at is None:
         return None
+    curvature, (lam, V, bound), f0 = at
     level = max(ESCAPE_LEVEL * abs(f0), _loss_rounding(loss_at, x, f0, eps))
-    lam, V, bound = here
     curved = None  # (point, direction) with negative curvature
     if lam[0] < -bound:
         curved = (x, curvature.step(V[:, 0]))
@@ -1171,6 +1178,15 @@ def _slope_at_scale(g, values, lower, upper, loss, options) -> bool:
     slope = projected_max_abs(g, values, lower, upper)
     scale = max([1.0] + [abs(float(v)) for v in values])
     return slope * scale > stationary_gradient_limit(options.tol, max(1.0, abs(loss)), options.dtype)
+
+
+def short_stop_reason(objective, params, values, g, lower, upper, method, status, reason, loss, loss0,
+                      moving_why=None):
+    """The reason of a run that stopped short (stalled, max_steps) at `values`: where the loss can go below zero
+    and fell from its start `loss0`, one that says when it seems unbounded below; otherwise `reason`."""
+    if status in ("stalled", "max_steps") and not loss_traits(objective)[0] and loss < loss0:
+        return _unbounded_reason(objective, params, values, g, lower, upper, method, reason, moving_why)
+    return reason
 
 
 def _unbounded_reason(objective, params, values, g, lower, upper, method, reason, moving_why):

@@ -53,10 +53,9 @@ import gradsolve as gs
 from gradsolve.problem.lowering import compile_program
 from gradsolve.solve.loop import (FIRST_ORDER, FIRST_ORDER_CLASSES, DEFAULT_LR, FTOL_PATIENCE, GROW_AFTER, GROW_LIMIT,
                                   GROW_SPREAD, PLATEAU_FACTOR, PLATEAU_PATIENCE, PLATEAU_THRESHOLD, Outcome,
-                                  ProgressRow, _confirm_kink_stop, _gradient, _sgd_rate, _set_values,
-                                  _unbounded_reason, _values, confirm_minimum_stop, diverged_advice, loss_traits,
-                                  projected_max_abs, run, stalled_reason, stationary_gradient_limit,
-                                  unreached_unknowns)
+                                  ProgressRow, _confirm_kink_stop, _gradient, _sgd_rate, _set_values, _values,
+                                  confirm_minimum_stop, diverged_advice, loss_traits, projected_max_abs, run,
+                                  short_stop_reason, stalled_reason, stationary_gradient_limit, unreached_unknowns)
 from gradsolve.solve.trace import ArraySlot, TracedPoint
 
 __all__ = ["draw_starts", "cluster", "solve_multistart", "run_batch", "EagerBatch", "CLUSTER_RTOL"]
@@ -498,13 +497,11 @@ def solve_multistart(spec, lowered, objective, options, *, method, lower, upper,
     _set_values(objective.params, values[best])
     final_loss, g = _gradient(objective, objective.params)
     reason = str(out["reason"][best])
-    if method in FIRST_ORDER and status[best] in ("stalled", "max_steps") and not loss_traits(objective)[0]:
-        # as a single start says (loop.run): a loss that keeps falling along -g may have no minimum
+    if method in FIRST_ORDER:  # the single-start loop (lm, lbfgs) gave its runs this reason already
         _set_values(objective.params, starts[best])
         loss0, _ = _gradient(objective, objective.params)
-        if final_loss < loss0:
-            reason = _unbounded_reason(objective, objective.params, values[best], g, lower, upper, method, reason,
-                                       None)
+        reason = short_stop_reason(objective, objective.params, values[best], g, lower, upper, method,
+                                   str(status[best]), reason, final_loss, loss0)
         _set_values(objective.params, values[best])
     outcome = Outcome(status=str(status[best]), stop_reason=reason, optimizer=method,
                       steps=int(out["steps"][best]), loss=final_loss,
