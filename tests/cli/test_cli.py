@@ -800,7 +800,8 @@ def test_readme_documents_the_contract_the_command_keeps():
 
 
 def test_docs_claim_about_lm_on_the_four_unknown_puzzle_holds():
-    """docs/optimizers.md: from the file's start (zeros), a loss below 1e-30 in 2 accepted steps, stop xtol."""
+    """docs/optimizers.md: from the file's start (zeros), a loss below 1e-30 in 2 accepted steps, stop xtol
+    (or atol where the BLAS kernels round the residuals to exactly 0: both are rounding, CPU-dependent)."""
     import gradsolve as gs
     from gradsolve.optim import LevenbergMarquardt
 
@@ -808,23 +809,49 @@ def test_docs_claim_about_lm_on_the_four_unknown_puzzle_holds():
     lm = LevenbergMarquardt(params, residuals=lambda: gs.stack([a + b - 9, c - d - 1, a + c - 8, b - d - 2]))
     while not lm.converged and lm.stop_reason is None:
         lm.step()
-    assert lm.n_iter == 2 and lm.loss < 1e-30 and lm.stop_reason == "xtol"
-    assert "below 1e-30\n(rounding in the residuals) in 2 accepted steps and stops on `xtol`" in \
+    assert lm.n_iter <= 2 and lm.loss < 1e-30 and lm.stop_reason in ("xtol", "atol")
+    assert "below 1e-30\n(rounding in the residuals) in at most 2 accepted steps and stops on `xtol`" in \
         (ROOT / "docs" / "optimizers.md").read_text()
 
 
+_NUMBER = re.compile(r"[-+]?\d+(\.\d+)?([eE][-+]?\d+)?")
+ROUNDING_LEVEL = 1e-12  # a residual-sized number at a solution: its digits are rounding, set by the CPU's kernels
+
+
+def _same_words(shown: list[str], printed: list[str]) -> bool:
+    """Word lists equal, numbers compared for what is guaranteed: rounding-level numbers (a loss or gradient at
+    an exact solution, |v| <= ROUNDING_LEVEL) match any other rounding-level number, the rest to 1e-9."""
+    if len(shown) != len(printed):
+        return False
+    for a, b in zip(shown, printed):
+        a_num, b_num = a.rstrip(",;:)"), b.rstrip(",;:)")
+        if _NUMBER.fullmatch(a_num) and _NUMBER.fullmatch(b_num) and a[len(a_num):] == b[len(b_num):]:
+            u, v = float(a_num), float(b_num)
+            if not ((abs(u) <= ROUNDING_LEVEL and abs(v) <= ROUNDING_LEVEL) or abs(u - v) <= 1e-9 * abs(u)):
+                return False
+        elif a != b:
+            return False
+    return True
+
+
 def test_readme_tour_shows_what_the_puzzle_prints_on_80_columns():
+    """README's tour, word for word in order (its "..." skips lines), on 80 columns; the loss and gradient at
+    the exact solution are rounding (2.66e-30 on Intel kernels, 1.98e-29 or 0 elsewhere), compared as such."""
     block = README.split("$ gradsolve puzzle problems/four-unknowns.yaml\n", 1)[1].split("```", 1)[0]
     proc = subprocess.run([sys.executable, "-m", "gradsolve", "puzzle", "problems/four-unknowns.yaml"],
                           capture_output=True, text=True, timeout=120, cwd=ROOT, env={**os.environ, "COLUMNS": "80"})
     assert proc.returncode == 0
-    printed = [line.rstrip() for line in proc.stdout.splitlines()]
-    time_free = re.compile(r"\d+\.\d{3}s on")  # the elapsed time differs from run to run
-    printed = [time_free.sub("s on", line) for line in printed]
+    assert max(len(line.rstrip()) for line in proc.stdout.splitlines()) <= 80, proc.stdout
+    elapsed = re.compile(r"\d+\.\d{3}s")  # the elapsed time differs from run to run
+
+    def words_of(text):
+        return [elapsed.sub("Ts", word) for word in text.split()]
+
+    words = words_of(proc.stdout)
     at = 0
-    for line in block.splitlines():
-        if line == "...":
-            continue
-        line = time_free.sub("s on", line)
-        assert line in printed[at:], (line, proc.stdout)  # in the order the README shows
-        at = printed.index(line, at) + 1
+    for part in block.split("\n...\n"):
+        shown = words_of(part)
+        where = next((i for i in range(at, len(words) - len(shown) + 1)
+                      if _same_words(shown, words[i:i + len(shown)])), None)
+        assert where is not None, (part, proc.stdout)  # in the order the README shows
+        at = where + len(shown)
