@@ -43,7 +43,7 @@ sys.path.insert(0, ROOT)
 import gradsolve as gs  # noqa: E402
 from gradsolve.problem.files import from_file  # noqa: E402
 from gradsolve.problem.lowering import lower  # noqa: E402
-from gradsolve.solve.loop import SolveOptions  # noqa: E402
+from gradsolve.solve.options import SolveOptions  # noqa: E402
 from gradsolve.solve.multistart import EagerBatch, draw_starts, run_batch  # noqa: E402
 from gradsolve.solve.trace import trace_problem  # noqa: E402
 

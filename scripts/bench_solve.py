@@ -84,7 +84,7 @@ def torch_eager(torch, method, steps):
 def batch_step_seconds(K, steps, repeat):
     from gradsolve.problem.files import from_file
     from gradsolve.problem.lowering import lower
-    from gradsolve.solve.loop import SolveOptions
+    from gradsolve.solve.options import SolveOptions
     from gradsolve.solve.multistart import draw_starts, run_batch
     from gradsolve.solve.trace import trace_problem
 

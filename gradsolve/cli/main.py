@@ -14,12 +14,12 @@ import click
 from gradsolve import __version__
 from gradsolve.cli.streams import say, stdout_broken_pipe, stdout_guard, write_result
 from gradsolve.problem.errors import escape
-from gradsolve.problem.settings import OPTIMIZERS as _OPTIMIZERS
+from gradsolve.methods import NAMES as _OPTIMIZERS
+from gradsolve.solve.options import MAX_STARTS
 
 EXIT_BAD_INPUT = 2
 EXIT_INTERNAL = 3
 OPTIMIZERS = list(_OPTIMIZERS)
-MAX_STARTS = 1_000_000
 
 OPTIONS_HELP = """
 \b
@@ -297,7 +297,7 @@ def _execute(load_spec, kw, solve_and_render=None):
         raise
     except Exception as exc:  # noqa: BLE001 - the last line of defence: a bug must not look like a result
         from gradsolve.backend import DeviceError
-        from gradsolve.solve.loop import SolveError
+        from gradsolve.solve.options import SolveError
 
         if isinstance(exc, (SolveError, DeviceError)):
             _fail(str(exc))
@@ -317,17 +317,13 @@ def _execute(load_spec, kw, solve_and_render=None):
 def _solve_and_render(spec, kw):
     from gradsolve.backend import cuda_available
     from gradsolve.cli.progress import make_progress
-    from gradsolve.solve.loop import choose_method
-    from gradsolve.solve.solver import is_smooth, merged_options, solve_spec
+    from gradsolve.solve.solver import merged_options, solve_spec
 
     options = merged_options(spec, _overrides(kw))
     _say_device_fallback(options.device, kw["quiet"], cuda_available)
     progress = make_progress(kw["progress"], kw["quiet"])
-    method = choose_method(options.optimizer, has_residuals=spec.kind != "minimize", smooth=is_smooth(spec),
-                           bounded=any(math.isfinite(v) for v in (*spec.bounds()[0], *spec.bounds()[1])))
-    every = kw["every"] or (1 if method in ("lm", "lbfgs") else 100)
     try:
-        result = solve_spec(spec, options, on_progress=progress.row, every=every, on_start=progress.start)
+        result = solve_spec(spec, options, on_progress=progress.row, every=kw["every"], on_start=progress.start)
     finally:
         progress.finish()
     _render(result, kw["output"])
@@ -472,15 +468,12 @@ def _fit_and_render(task, kw):
     from gradsolve.backend import cuda_available
     from gradsolve.cli.progress import make_progress
     from gradsolve.solve.fit import plot_fit, run_fit
-    from gradsolve.solve.loop import SolveOptions
+    from gradsolve.solve.options import build_options, default_every
 
-    options = SolveOptions()
-    for key, value in _overrides(kw).items():
-        if value is not None:
-            setattr(options, key, value)
+    options = build_options(None, _overrides(kw))
     _say_device_fallback(options.device, kw["quiet"], cuda_available)
     progress = make_progress(kw["progress"], kw["quiet"])
-    every = kw["every"] or (1 if options.optimizer in ("lm", "lbfgs", "auto") else 100)
+    every = kw["every"] or default_every(options.optimizer)
     try:
         result = run_fit(task, options, on_progress=progress.row, every=every, on_start=progress.start)
     finally:

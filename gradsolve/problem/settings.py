@@ -1,21 +1,23 @@
 """Solver settings that cannot work with a problem, found before solving (``gradsolve check`` and the CLI).
 
 The solver refuses some combinations only when it starts
-(``gradsolve.solve.loop.choose_method``): Levenberg-Marquardt on a ``minimize``
-loss (it needs a residual vector) and L-BFGS on a problem with bounds.  This
+(``gradsolve.solve.options.choose_method``): a method that needs residuals
+(Levenberg-Marquardt) on a ``minimize`` loss and one without bounds (L-BFGS) on a
+problem with bounds, as the optimizer table (``gradsolve.methods``) says.  This
 module says the same up front, pointing at the ``optimizer:`` line of the
 problem file, or at ``--optimizer`` when the command line chose the method.
-It imports nothing heavy, so the CLI can use ``OPTIMIZERS`` for ``--help``.
 """
 
 from __future__ import annotations
+
+from gradsolve.methods import METHODS, NAMES
 
 from .errors import Issue, ProblemError
 
 __all__ = ["OPTIMIZERS", "solver_settings_problems", "check_solver_settings"]
 
-#: Every optimizer name the solver accepts (``gradsolve.solve.loop.METHODS``; a test keeps them equal).
-OPTIMIZERS = ("auto", "sgd", "adadelta", "adam", "adamw", "nadam", "rmsprop", "adagrad", "lbfgs", "lm")
+#: Every optimizer name the solver accepts.
+OPTIMIZERS = NAMES
 
 
 def solver_settings_problems(spec, optimizer: str | None = None) -> list:
@@ -44,10 +46,12 @@ def solver_settings_problems(spec, optimizer: str | None = None) -> list:
 
     if method not in OPTIMIZERS:
         add(f"unknown optimizer {method!r}", f"choose one of {', '.join(OPTIMIZERS)}")
-    elif method == "lm" and spec.kind == "minimize":
+    elif method == "auto":
+        pass  # the solver chooses a method that can run the problem
+    elif METHODS[method].needs_residuals and spec.kind == "minimize":
         add(f"{label} needs equations or residuals; a 'minimize' loss has no residual vector",
             "use lbfgs or adam, or write the problem as 'residuals:' (the loss is then their sum of squares)")
-    elif method == "lbfgs":
+    elif not METHODS[method].supports_bounds:
         bounded = [u.name for u in spec.unknowns if u.min is not None or u.max is not None]
         if bounded:
             add(f"{label} does not support bounds (min/max on {', '.join(bounded[:10])})",

@@ -50,13 +50,16 @@ import numpy as np
 import sympy
 
 import gradsolve as gs
+from gradsolve.methods import DEFAULT_LR, FIRST_ORDER
 from gradsolve.problem.lowering import compile_program
-from gradsolve.solve.loop import (FIRST_ORDER, FIRST_ORDER_CLASSES, DEFAULT_LR, FTOL_PATIENCE, GROW_AFTER, GROW_LIMIT,
-                                  GROW_SPREAD, PLATEAU_FACTOR, PLATEAU_PATIENCE, PLATEAU_THRESHOLD, Outcome,
-                                  ProgressRow, _confirm_kink_stop, _gradient, _sgd_rate, _set_values, _values,
-                                  confirm_minimum_stop, diverged_advice, loss_traits, projected_max_abs, run,
-                                  short_stop_reason, stalled_reason, stationary_gradient_limit, unreached_unknowns)
+from gradsolve.solve.bounds import limits, names_at_bounds, projected_max_abs
+from gradsolve.solve.loop import FIRST_ORDER_CLASSES, run, sgd_rate
+from gradsolve.solve.points import loss_and_gradient, loss_traits, set_values, unreached_unknowns, values_of
+from gradsolve.solve.records import Outcome, ProgressRow
+from gradsolve.solve.stopping import BATCH_TESTS, BatchRateRule, BatchStops, stop_reason
 from gradsolve.solve.trace import ArraySlot, TracedPoint
+from gradsolve.solve.verdicts import (Stop, confirm_kink_stop, confirm_minimum_stop, diverged_advice,
+                                      judge_stopped_moving, short_stop_reason, stationary_gradient_limit)
 
 __all__ = ["draw_starts", "cluster", "solve_multistart", "run_batch", "EagerBatch", "CLUSTER_RTOL"]
 
@@ -132,43 +135,6 @@ class EagerBatch:
         return xp.asarray(loss.detach()._data, dtype=f64), G
 
 
-# A start's state while the batch runs (`code`), and which test stopped it (`why`, an index into _WHY).
-RUNNING, CONVERGED, STALLED, DIVERGED = 0, 1, 2, 3
-_WHY = ("loss <= atol {atol:g}", "gradient norm <= tol * max(1, initial) (gtol)", "step <= tol * |x| (xtol)",
-        "relative loss change <= tol (ftol)")
-
-
-class _Stops:
-    """Per-start stopping state on the batch's device: running or not, why, at which step.
-
-    ``stop(mask, code, why, step)`` records a stop for the running starts in
-    `mask`.  On the cpu it first asks whether any start is in the mask (cheap,
-    and most steps stop nobody); on a device it updates with masked selects and
-    never waits for the device, so a step costs one synchronisation (the loop's
-    "is any start still running").
-    """
-
-    def __init__(self, backend, K):
-        self.xp = backend.xp
-        self.check_first = backend.is_numpy
-        self.active = backend.from_numpy(np.ones(K, dtype=bool))
-        self.code = backend.from_numpy(np.zeros(K, dtype=np.int8))
-        self.why = backend.from_numpy(np.zeros(K, dtype=np.int8))
-        self.steps = backend.from_numpy(np.zeros(K, dtype=np.int64))
-
-    def stop(self, mask, code, why, step) -> None:
-        if self.check_first and not mask.any():
-            return
-        xp = self.xp
-        self.code = xp.where(mask, code, self.code)
-        self.why = xp.where(mask, why, self.why)
-        self.steps = xp.where(mask, step, self.steps)
-        self.active = self.active & ~mask
-
-    def any_active(self) -> bool:
-        return bool(self.xp.any(self.active))
-
-
 def run_batch(evaluator, X0, options, *, method: str, lower=None, upper=None, lr=None, on_progress=None,
               every: int = 100, names=(), atol_applies=True, smooth=True):
     """First-order method on K starts at once; returns per-start dict of NumPy arrays (see solve_multistart).
@@ -196,8 +162,7 @@ def run_batch(evaluator, X0, options, *, method: str, lower=None, upper=None, lr
 
     host = np.array(X0, dtype=np.float64)
     K, p = host.shape
-    lo_h = np.array([-math.inf if v is None else v for v in (lower or [None] * p)], dtype=np.float64)
-    hi_h = np.array([math.inf if v is None else v for v in (upper or [None] * p)], dtype=np.float64)
+    lo_h, hi_h = limits(lower or [None] * p, upper or [None] * p)
     bounded = bool(np.any(np.isfinite(lo_h)) or np.any(np.isfinite(hi_h)))
     lo, hi = device(lo_h), device(hi_h)
     X = device(np.clip(host, lo_h, hi_h))
@@ -205,18 +170,12 @@ def run_batch(evaluator, X0, options, *, method: str, lower=None, upper=None, lr
     group = opt.param_groups[0]
     group["lr"] = device(np.full((K, 1), float(lr)))
     slot, state = ArraySlot(X, xp), {}
-    rates = _BatchRateRule(xp, device, K, float(lr)) if method != "sgd" else None
-    tol, atol = options.tol, options.atol
-    still_limit = stationary_gradient_limit(tol, 1.0, options.dtype)  # relative to max(1, first gradient norm)
-
-    stops = _Stops(backend, K)
+    rates = BatchRateRule(xp, device, K, float(lr)) if method != "sgd" else None
+    stops = BatchStops(backend, K, options, atol_applies=atol_applies, smooth=smooth)
     best_loss, best_x = device(np.full(K, math.inf)), X
     last_finite = X
     prev_loss = device(np.full(K, math.nan))
     first_gnorm = None
-    flat = device(np.zeros(K, dtype=np.int64))
-    still = device(np.zeros(K, dtype=np.int64))  # consecutive steps below xtol
-    no = device(np.zeros(K, dtype=bool))
     history = []
     all_active = True
     interrupted = False
@@ -228,7 +187,7 @@ def run_batch(evaluator, X0, options, *, method: str, lower=None, upper=None, lr
         for step in range(1, options.steps + 1):
             active = stops.active
             if step == 1:  # later losses were checked when they were measured (below)
-                stops.stop(active & ~xp.isfinite(loss), DIVERGED, 0, step)
+                stops.stop(active & ~xp.isfinite(loss), stops.DIVERGED, 0, step)
                 active = stops.active
             better = active & (loss < best_loss)
             best_loss = xp.where(better, loss, best_loss)
@@ -239,19 +198,18 @@ def run_batch(evaluator, X0, options, *, method: str, lower=None, upper=None, lr
             X_new = slot._data if all_active else xp.where(active[:, None], slot._data, X)
             if bounded:
                 X_new = xp.minimum(xp.maximum(X_new, lo), hi)  # np.clip, in the standard's terms
-                # components a bound holds do not count (loop.held_by_bounds)
+                # components a bound holds do not count (bounds.held_by_bounds)
                 G = xp.where(((X <= lo) & (G > 0)) | ((X >= hi) & (G < 0)), 0.0, G)
             gnorm = _row_max_abs(xp, G)
             loss_new, G = evaluator.batch_loss_grad(X_new)
             loss_new, G = as64(loss_new), as64(G)
             if rates is not None:
                 group["lr"] = rates.step(loss_new, active, group["lr"])
-            # the loop's tests (_Watch.observe), per start
             ok = xp.isfinite(loss_new)
             for j in range(p):
                 ok = ok & xp.isfinite(X_new[:, j])
             newly = active & ~ok
-            stops.stop(newly, DIVERGED, 0, step)
+            stops.stop(newly, stops.DIVERGED, 0, step)
             X_new = xp.where(newly[:, None], last_finite, X_new)
             active = stops.active
             last_finite = xp.where(active[:, None], X_new, last_finite)
@@ -262,23 +220,7 @@ def run_batch(evaluator, X0, options, *, method: str, lower=None, upper=None, lr
                 first_gnorm = gnorm
             step_norm = _row_norm(xp, X_new - X)
             x_norm = _row_norm(xp, X_new)
-            change = loss_new - prev_loss
-            with np.errstate(invalid="ignore"):
-                at = active & (loss_new <= atol) if atol_applies else no
-                gt = active & ~at & (gnorm <= tol * xp.maximum(first_gnorm, 1.0))
-                small_step = step_norm <= tol * (tol + x_norm)
-                small = xp.abs(change) <= tol * xp.maximum(xp.abs(prev_loss), 1e-300)
-                # stopped moving on a slope: stalled, not converged (loop._Watch._stopped_moving)
-                sloped = (gnorm > still_limit * xp.maximum(first_gnorm, 1.0)) if smooth else no
-            flat = xp.where(small, flat + 1, 0)
-            still = xp.where(small_step, still + 1, 0)
-            xt = active & ~at & ~gt & (still >= FTOL_PATIENCE)
-            ft = active & ~(at | gt | xt) & (flat >= FTOL_PATIENCE)
-            for why, mask in enumerate((at, gt, xt, ft)):
-                if why >= 2:  # xtol, ftol: converged only where the gradient is small
-                    stops.stop(mask & sloped, STALLED, why, step)
-                    mask = mask & ~sloped
-                stops.stop(mask, CONVERGED, why, step)
+            stops.observe(step, active, loss_new, prev_loss, gnorm, first_gnorm, step_norm, x_norm)  # Watch's tests
             prev_loss, X, loss = loss_new, X_new, loss_new
             running = stops.any_active()  # the one wait for the device per step
             all_active = bool(xp.all(stops.active)) if stops.check_first else False
@@ -300,75 +242,32 @@ def run_batch(evaluator, X0, options, *, method: str, lower=None, upper=None, lr
         else np.zeros(K)
     out["lr"] = np.array(backend.to_numpy(group["lr"][:, 0]), dtype=np.float64)
     code, why = backend.to_numpy(stops.code), backend.to_numpy(stops.why)
-    out["stopped_moving"] = np.asarray((code == CONVERGED) & (why >= 2), dtype=bool)  # xtol or ftol
-    out["slope_stalled"] = np.asarray(code == STALLED, dtype=bool)  # xtol or ftol where the gradient was not small
+    out["stopped_moving"] = np.asarray((code == stops.CONVERGED) & (why >= 2), dtype=bool)  # xtol or ftol
+    # xtol or ftol where the gradient was not small
+    out["slope_stalled"] = np.asarray(code == stops.STALLED, dtype=bool)
     out["why"] = np.asarray(why, dtype=np.int64)
-    out["atol_stop"] = np.asarray((code == CONVERGED) & (why == 0), dtype=bool)
+    out["atol_stop"] = np.asarray((code == stops.CONVERGED) & (why == 0), dtype=bool)
     return out
-
-
-class _BatchRateRule:
-    """loop.RateRule for K starts at once: per-start arrays on the batch's device, the same rules.
-
-    Halve a start's rate when its best loss has not improved by PLATEAU_THRESHOLD for
-    more than PLATEAU_PATIENCE steps (unless it fell steadily all that time); double it
-    after GROW_AFTER steady falls (each within GROW_SPREAD of the others), up to
-    GROW_LIMIT times the starting rate.  Stopped starts keep their rate.
-    """
-
-    def __init__(self, xp, device, K, lr):
-        self.xp = xp
-        self.ceiling = lr * GROW_LIMIT
-        self.best = device(np.full(K, math.inf))
-        self.bad = device(np.zeros(K, dtype=np.int64))
-        self.falling = device(np.zeros(K, dtype=np.int64))
-        self.drop_lo = device(np.zeros(K))
-        self.drop_hi = device(np.zeros(K))
-        self.last = device(np.full(K, math.nan))  # NaN: no fall measured before the first step
-
-    def step(self, loss, active, lr):
-        """The rates (K, 1) after a step that reached `loss` (K,)."""
-        xp = self.xp
-        with np.errstate(invalid="ignore"):
-            drop = self.last - loss
-            fell = drop > 0
-            steady = fell & (self.falling > 0) & (
-                xp.maximum(self.drop_hi, drop) <= GROW_SPREAD * xp.minimum(self.drop_lo, drop))
-            fresh = fell & ~steady
-            self.falling = xp.where(steady, self.falling + 1, xp.astype(fresh, self.falling.dtype))  # else 1 or 0
-            self.drop_lo = xp.where(steady, xp.minimum(self.drop_lo, drop), xp.where(fresh, drop, self.drop_lo))
-            self.drop_hi = xp.where(steady, xp.maximum(self.drop_hi, drop), xp.where(fresh, drop, self.drop_hi))
-            self.last = loss
-            improved = loss < self.best * (1.0 - PLATEAU_THRESHOLD)
-        self.best = xp.where(improved, loss, self.best)
-        self.bad = xp.where(improved, 0, self.bad + 1)
-        grow = active & (self.falling >= GROW_AFTER)
-        halve = active & ~grow & (self.bad > PLATEAU_PATIENCE) & (self.falling <= PLATEAU_PATIENCE)
-        lr = xp.where(grow[:, None], xp.minimum(lr * 2.0, self.ceiling),
-                      xp.where(halve[:, None], lr * PLATEAU_FACTOR, lr))
-        self.falling = xp.where(grow, 0, self.falling)
-        self.bad = xp.where(grow | halve, 0, self.bad)
-        return lr
 
 
 def _outcome(backend, stops, best_x, best_loss, history, step, interrupted, method, options, group_lr, elapsed):
     """The batch's results, back on the host once: values, losses, status and reason strings, steps."""
     host = backend.to_numpy
     code, why, steps = host(stops.code), host(stops.why), np.array(host(stops.steps), dtype=np.int64)
-    running = code == RUNNING
+    running = code == stops.RUNNING
     steps[running] = step
     status = np.full(code.shape, "interrupted" if interrupted else "max_steps", dtype=object)
     reason = np.full(code.shape, f"interrupted at step {step}" if interrupted
                      else f"reached the step limit ({options.steps})", dtype=object)
-    whys = np.array([w.format(atol=options.atol) for w in _WHY], dtype=object)
-    for k in (CONVERGED, STALLED):
+    whys = np.array([stop_reason(test, atol=options.atol) for test in BATCH_TESTS], dtype=object)
+    for k in (stops.CONVERGED, stops.STALLED):
         mask = code == k
-        status[mask] = "converged" if k == CONVERGED else "stalled"
+        status[mask] = "converged" if k == stops.CONVERGED else "stalled"
         reason[mask] = whys[why[mask]]
-    stalled = code == STALLED
+    stalled = code == stops.STALLED
     reason[stalled] = [f"{method} stopped moving ({w}) where the gradient is not small: not a minimum"
                        for w in reason[stalled]]
-    diverged = code == DIVERGED
+    diverged = code == stops.DIVERGED
     status[diverged] = "diverged"
     lr_of = np.array(host(group_lr), dtype=np.float64).reshape(-1) if group_lr is not None else None
     reason[diverged] = [f"the loss became non-finite at step {s}"
@@ -445,15 +344,14 @@ def cluster(values, losses, rtol: float = CLUSTER_RTOL, *, return_labels: bool =
     return (groups, labels) if return_labels else groups
 
 
-def solve_multistart(spec, lowered, objective, options, *, method, lower, upper, device, on_progress=None,
+def solve_multistart(spec, lowered, objective, options, *, method, lower, upper, trace, how, on_progress=None,
                      every=100, on_start=None):
-    """Solve `options.starts` starts of `spec`; the Result of the best, with `extra["solutions"]`."""
-    from gradsolve.solve.solver import make_trace, to_result
-
+    """Solve `options.starts` starts of `spec`: (the Outcome of the best, the distinct solutions as (index, count,
+    values, loss) best first, how many starts were candidates).  `trace` is the problem's Trace or None (then
+    `how` says why), as gradsolve.solve.solver decided."""
     K = options.starts
     names = spec.unknown_names
     starts = draw_starts(spec, K, options.seed)
-    trace, how = make_trace(lowered, method, options, device)
     t0 = time.perf_counter()
     if method in FIRST_ORDER:
         evaluator = trace
@@ -463,7 +361,7 @@ def solve_multistart(spec, lowered, objective, options, *, method, lower, upper,
             how = trace.batch_label
         if on_start is not None:
             on_start(f"{method} — {how}, {K} starts as one batch", names)
-        lr = options.lr or (DEFAULT_LR.get(method) if method != "sgd" else _sgd_rate(objective, objective.params))
+        lr = options.lr or (DEFAULT_LR.get(method) if method != "sgd" else sgd_rate(objective, objective.params))
         atol_applies, smooth = loss_traits(objective)
         out = run_batch(evaluator, starts, options, method=method, lower=lower, upper=upper, lr=lr,
                         on_progress=on_progress, every=every, names=names, atol_applies=atol_applies, smooth=smooth)
@@ -486,7 +384,8 @@ def solve_multistart(spec, lowered, objective, options, *, method, lower, upper,
         candidates = np.arange(K)
     groups = cluster(values[candidates], np.where(np.isfinite(losses[candidates]), losses[candidates], math.inf))
     groups = [(int(candidates[i]), n) for i, n in groups]
-    if loss_traits(objective)[0] and losses[groups[0][0]] <= options.atol:  # equations that hold: groups merely stalled elsewhere are not solutions
+    if loss_traits(objective)[0] and losses[groups[0][0]] <= options.atol:
+        # equations that hold: groups merely stalled elsewhere are not solutions
         groups = [(i, n) for i, n in groups if losses[i] <= options.atol]
     if not converged.any():
         # No start converged: these are not solutions, only the best points reached. Listing
@@ -494,30 +393,23 @@ def solve_multistart(spec, lowered, objective, options, *, method, lower, upper,
         groups = groups[:UNCONVERGED_LISTED]
     best = groups[0][0]
 
-    _set_values(objective.params, values[best])
-    final_loss, g = _gradient(objective, objective.params)
+    params = objective.params
+    set_values(params, values[best])
+    final_loss, g = loss_and_gradient(objective, params)
     reason = str(out["reason"][best])
     if method in FIRST_ORDER:  # the single-start loop (lm, lbfgs) gave its runs this reason already
-        _set_values(objective.params, starts[best])
-        loss0, _ = _gradient(objective, objective.params)
-        reason = short_stop_reason(objective, objective.params, values[best], g, lower, upper, method,
-                                   str(status[best]), reason, final_loss, loss0)
-        _set_values(objective.params, values[best])
+        set_values(params, starts[best])
+        loss0, _ = loss_and_gradient(objective, params)
+        reason = short_stop_reason(Stop(objective, values[best], g, lower, upper, options, method, str(status[best]),
+                                        reason, loss=final_loss, loss0=loss0))
+        set_values(params, values[best])
     outcome = Outcome(status=str(status[best]), stop_reason=reason, optimizer=method,
                       steps=int(out["steps"][best]), loss=final_loss,
-                      gradient_norm=float(np.max(np.abs(g))) if g.size else 0.0, values=_values(objective.params),
+                      gradient_norm=float(np.max(np.abs(g))) if g.size else 0.0, values=values_of(params),
                       elapsed_s=elapsed, loss_history=out["history"],
-                      at_bounds=[n for n, v, lo, hi in zip(names, values[best], lower, upper)
-                                 if (lo is not None and v <= lo) or (hi is not None and v >= hi)])
-    result = to_result(spec, lowered, objective, outcome, options, device)
-    if result.solution_set is not None:  # a continuum: one entry, every start that reached it
-        groups = [(best, int(candidates.size))]
-    result.extra["solutions"] = [
-        {"parameters": dict(zip(names, map(float, values[i]))), "loss": float(losses[i]), "starts": int(n)}
-        for i, n in groups
-    ]
-    result.extra["starts"] = K
-    return result
+                      at_bounds=names_at_bounds(names, values[best], lower, upper))
+    solutions = [(i, int(n), values[i], float(losses[i])) for i, n in groups]
+    return outcome, solutions, int(candidates.size)
 
 
 def _judge_per_point(objective, out, flagged, judge):
@@ -528,36 +420,42 @@ def _judge_per_point(objective, out, flagged, judge):
     values = out["values"]
     groups, labels = cluster(values[flagged], out["loss"][flagged], return_labels=True)
     params = objective.params
-    saved = _values(params)
+    saved = values_of(params)
     try:
         for label, (i, _count) in enumerate(groups):
             k = flagged[i]
-            _set_values(params, values[k])
-            _, g = _gradient(objective, params)
+            set_values(params, values[k])
+            _, g = loss_and_gradient(objective, params)
             status, reason = judge(k, g)
             if status != "converged":
                 members = flagged[labels == label]
                 out["status"][members] = status
                 out["reason"][members] = reason
     finally:
-        _set_values(params, saved)
+        set_values(params, saved)
+
+
+def _stop_at(objective, out, k, g, options, method, lower, upper) -> Stop:
+    """Start k's stop as the verdicts read it."""
+    return Stop(objective, out["values"][k], g, lower, upper, options, method, str(out["status"][k]),
+                str(out["reason"][k]))
 
 
 def _confirm_kink_stops(objective, out, options, method, lower, upper):
     """On a loss with kinks, the starts that merely stopped moving are converged only where no nearby
-    step goes down (loop._confirm_kink_stop, as a single start gets)."""
+    step goes down (verdicts.confirm_kink_stop, as a single start gets)."""
     def judge(k, g):
-        return _confirm_kink_stop(objective, objective.params, out["values"][k], g, lower, upper, options, method,
-                                  str(out["reason"][k]),
-                                  stationary_gradient_limit(options.tol, float(out["first_gnorm"][k]), options.dtype),
-                                  float(out["lr"][k]))
+        return confirm_kink_stop(_stop_at(objective, out, k, g, options, method, lower, upper),
+                                 stationary_gradient_limit(options.tol, float(out["first_gnorm"][k]), options.dtype),
+                                 float(out["lr"][k]))
 
     _judge_per_point(objective, out, np.flatnonzero(out["stopped_moving"] & (out["status"] == "converged")), judge)
 
 
 def _judge_stops_at_best_points(evaluator, out, options, method, lower, upper):
     """On a smooth loss, the starts whose steps stopped (xtol, ftol) are judged by the gradient at the point
-    reported for them (their best), as a single start is (loop.run): converged where it is small, else stalled."""
+    reported for them (their best), as a single start is (verdicts.judge): converged where it is small, else
+    stalled."""
     moved = out["stopped_moving"] | out["slope_stalled"]
     if not moved.any():
         return
@@ -568,19 +466,17 @@ def _judge_stops_at_best_points(evaluator, out, options, method, lower, upper):
     for k in np.flatnonzero(moved):
         limit = stationary_gradient_limit(options.tol, float(out["first_gnorm"][k]), options.dtype)
         at_best = projected_max_abs(G[k], values[k], lower, upper)
-        why = _WHY[int(out["why"][k])]
-        if at_best <= limit:
-            out["status"][k], out["reason"][k] = "converged", why
-        else:
-            out["status"][k], out["reason"][k] = "stalled", stalled_reason(method, why, at_best, limit)
+        why = stop_reason(BATCH_TESTS[int(out["why"][k])], atol=options.atol)
+        out["status"][k], out["reason"][k] = judge_stopped_moving(at_best, limit, method, why)
 
 
 def _confirm_minima(objective, out, options, method, lower, upper):
-    """The starts that converged other than by atol are converged only at a local minimum (loop's
+    """The starts that converged other than by atol are converged only at a local minimum (verdicts'
     confirm_minimum_stop, as a single start gets)."""
     def judge(k, g):
-        return confirm_minimum_stop(objective, objective.params, out["values"][k], g, lower, upper, options, method,
-                                    str(out["reason"][k]), flat=unreached_unknowns(objective, objective.params))
+        stop = _stop_at(objective, out, k, g, options, method, lower, upper)
+        stop.flat = unreached_unknowns(objective, objective.params)
+        return confirm_minimum_stop(stop)
 
     _judge_per_point(objective, out, np.flatnonzero((out["status"] == "converged") & ~out["atol_stop"]), judge)
 
@@ -598,7 +494,7 @@ def _run_each(spec, lowered, objective, options, method, lower, upper, trace, st
     gnorms = np.zeros(K)
     t0 = time.perf_counter()
     for k in range(K):
-        _set_values(objective.params, starts[k])
+        set_values(objective.params, starts[k])
         point = TracedPoint(trace, starts[k], lowered.dtype) if trace is not None else None
         # the curvature check of converged stops runs afterwards, once per distinct point (_confirm_minima)
         outcome = run(objective, options, method=method, lower=lower, upper=upper, point=point,

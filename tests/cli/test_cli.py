@@ -468,7 +468,7 @@ def test_fit_table_prints_the_plot_path_literally(tmp_path):
 
     from gradsolve.cli.render import render_table
     from gradsolve.solve.fit import prepare_fit, run_fit
-    from gradsolve.solve.loop import SolveOptions
+    from gradsolve.solve.options import SolveOptions
 
     data = tmp_path / "line.csv"
     data.write_text("x,y\n1,2\n2,4.1\n3,5.9\n4,8.2\n")
@@ -585,7 +585,7 @@ def test_check_counts_in_the_singular_and_plural(tmp_path):
 
 
 def _rows(names, steps=(1, 100, 10000)):
-    from gradsolve.solve.loop import ProgressRow
+    from gradsolve.solve.records import ProgressRow
 
     return [ProgressRow(step, 9.4838e-1 * step, -1.234e-5, 2.15e2, 1.49e-1, 0.1, "lr",
                         {n: -1.0944 * (i + 1) for i, n in enumerate(names)}, 0.123 * step) for step in steps]

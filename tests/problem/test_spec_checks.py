@@ -100,10 +100,13 @@ def test_other_init_mistakes_are_labelled_init_not_a_fake_file():
 # ----------------------------------------------------------------------------- solver settings
 
 
-def test_optimizer_names_match_the_solver():
-    from gradsolve.solve.loop import METHODS
+def test_every_optimizer_name_is_one_the_solver_can_run():
+    from gradsolve.methods import FIRST_ORDER, METHODS
+    from gradsolve.solve.loop import FIRST_ORDER_CLASSES
 
-    assert tuple(OPTIMIZERS) == tuple(METHODS)
+    assert tuple(OPTIMIZERS) == ("auto",) + tuple(METHODS)  # check's choices are the table's
+    assert set(FIRST_ORDER_CLASSES) == set(FIRST_ORDER)  # the loop builds every first-order method in the table
+    assert set(METHODS) - set(FIRST_ORDER) == {"lbfgs", "lm"}
 
 
 def test_unknown_optimizer_in_yaml_has_its_location_and_the_choices():
@@ -136,7 +139,7 @@ def test_settings_the_solver_refuses_are_reported_at_the_optimizer_line():
 
 def test_refused_settings_match_what_the_solver_refuses():
     """Every (optimizer, kind, bounds) the solver refuses is refused up front, and nothing else."""
-    from gradsolve.solve.loop import SolveError, choose_method
+    from gradsolve.solve.options import SolveError, choose_method
 
     texts = {
         ("minimize", False): "minimize: (x - 2)^2\n",

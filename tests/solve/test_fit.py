@@ -496,7 +496,7 @@ def test_plot_without_matplotlib_is_a_clear_error(monkeypatch, tmp_path):
         prepare_fit(POLY, degree=2, plot=str(out))
     task = prepare_fit(POLY, degree=2)  # checked up front, and again when drawing
     from gradsolve.solve.fit import run_fit
-    from gradsolve.solve.loop import SolveOptions
+    from gradsolve.solve.options import SolveOptions
 
     result = run_fit(task, SolveOptions())
     with pytest.raises(ProblemError, match="--plot needs matplotlib"):
@@ -516,7 +516,7 @@ def test_plot_writes_a_png(tmp_path, kind, monkeypatch):
     figures = []
     close = plt.close
     monkeypatch.setattr(plt, "close", lambda fig=None: (figures.append(fig), close(fig)))
-    from gradsolve.solve.loop import SolveOptions
+    from gradsolve.solve.options import SolveOptions
 
     out = tmp_path / "fit.png"
     if kind == "polynomial":

@@ -16,7 +16,7 @@ from gradsolve.backend import DeviceError
 from gradsolve.solve import fit as fitmod
 from gradsolve.solve import linear, robust
 from gradsolve.solve.fit import prepare_fit, run_fit
-from gradsolve.solve.loop import SolveOptions
+from gradsolve.solve.options import SolveOptions
 
 #: The array namespace each device must run the chunks in.
 NAMESPACE = {"cpu": "numpy", "array-api-strict": "array_api_strict", "cuda": "cupy"}

@@ -17,7 +17,7 @@ import gradsolve as gs
 from gradsolve.cli.main import cli
 from gradsolve.problem.files import from_file, from_text
 from gradsolve.problem.lowering import lower
-from gradsolve.solve.loop import SolveOptions
+from gradsolve.solve.options import SolveOptions
 from gradsolve.solve.multistart import EagerBatch, cluster, draw_starts, run_batch
 from gradsolve.solve.solver import merged_options, solve_spec
 from gradsolve.solve.trace import trace_problem
@@ -214,7 +214,7 @@ def test_a_start_that_stops_moving_on_a_slope_is_stalled_not_converged():
 @pytest.mark.parametrize("tol", [1e-12, 1e-8])
 def test_the_batch_stops_where_the_single_start_loop_stops(tol):
     # the stopping tests themselves (atol, gtol, xtol and ftol with their patience), not a fixed budget
-    from gradsolve.solve.loop import DEFAULT_LR
+    from gradsolve.methods import DEFAULT_LR
 
     spec = spec_of("four-unknowns.yaml")
     for method in ("adam", "nadam", "rmsprop", "adagrad", "adadelta"):

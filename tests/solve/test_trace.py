@@ -17,7 +17,7 @@ from gradsolve.problem.grammar import Origin
 from gradsolve.problem.lowering import lower
 from gradsolve.problem.spec import build_spec
 from gradsolve.solve import trace as trace_module
-from gradsolve.solve.loop import FIRST_ORDER
+from gradsolve.methods import FIRST_ORDER
 from gradsolve.solve.solver import merged_options, solve_spec
 from gradsolve.solve.trace import Trace, TraceUnavailable, trace_problem
 

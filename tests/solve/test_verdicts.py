@@ -20,7 +20,7 @@ from gradsolve.problem import analysis
 from gradsolve.problem.files import from_file, from_text, from_yaml_text
 from gradsolve.problem.grammar import Origin
 from gradsolve.problem.spec import build_spec
-from gradsolve.solve.loop import SolveOptions
+from gradsolve.solve.options import SolveOptions
 from gradsolve.solve.solver import merged_options, solve_spec
 
 
@@ -99,7 +99,7 @@ def test_a_kinked_valley_is_probed_not_trusted():
 
 
 def test_descent_slope_measures_a_slope_and_not_a_kink():
-    from gradsolve.solve.loop import descent_slope
+    from gradsolve.solve.probes import descent_slope
 
     def f(v):
         return abs(v[0] - 100000.0) + abs(v[1])
@@ -119,7 +119,7 @@ def test_descent_slope_measures_a_slope_and_not_a_kink():
 
 def test_rate_rule_doubles_on_a_straight_slope_and_halves_on_a_plateau():
     from gradsolve import optim
-    from gradsolve.solve.loop import GROW_AFTER, PLATEAU_PATIENCE, RateRule
+    from gradsolve.solve.stopping import GROW_AFTER, PLATEAU_PATIENCE, RateRule
 
     opt = optim.Adam([gs.tensor(0.0, requires_grad=True)], lr=0.1)
     rule = RateRule(opt)
@@ -156,13 +156,13 @@ def test_first_order_methods_solve_the_four_unknown_puzzle(optimizer):
 
 def test_xtol_needs_several_short_steps_from_a_first_order_method():
     # one step below tol * |x| is not enough; five in a row are (the same patience as ftol)
-    from gradsolve.solve.loop import FTOL_PATIENCE, _Watch
+    from gradsolve.solve.stopping import FTOL_PATIENCE, Watch
 
-    watch = _Watch(SolveOptions(), "adam", ["x"], None, 1, 0.0, [1.0], atol_applies=False)
+    watch = Watch(SolveOptions(), "adam", ["x"], None, 1, 0.0, [1.0], atol_applies=False)
     steps = [watch.observe(k, 1.0 / k, 1e-9, 1e-14, 1.0, [1.0], 0.1, "lr") for k in range(1, FTOL_PATIENCE + 1)]
     assert steps[:-1] == [None] * (FTOL_PATIENCE - 1)
     assert steps[-1] is not None and "xtol" in steps[-1][1]
-    watch = _Watch(SolveOptions(), "adam", ["x"], None, 1, 0.0, [1.0], atol_applies=False)
+    watch = Watch(SolveOptions(), "adam", ["x"], None, 1, 0.0, [1.0], atol_applies=False)
     for k in range(1, 4 * FTOL_PATIENCE):  # a long step every fourth one resets the count
         assert watch.observe(k, 1.0 / k, 1e-9, 1e-14 if k % 4 else 1e-3, 1.0, [1.0], 0.1, "lr") is None
 
@@ -209,21 +209,20 @@ def test_advice_to_use_more_starts_scales_with_the_starts_already_used():
 
 def test_float32_residuals_are_judged_each_against_its_own_size():
     # x = 10000 and y = 0.0001: y = 0.01 is 100 times too large, though within 16 float32 spacings of |x|
-    from gradsolve.solve.solver import _held_to_float32
+    from gradsolve.solve.verdicts import held_to_float32
 
     spec = from_text("x = 10000\ny = 0.0001\n")
-    assert _held_to_float32(spec, np.array([1e4, 0.01])) is None
-    assert _held_to_float32(spec, np.array([float(np.float32(1e4)), float(np.float32(1e-4))])) < 1
-    assert _held_to_float32(from_text("x + y = 1\nx + y = 2\n"), np.array([0.75, 0.75])) is None
+    assert held_to_float32(spec, np.array([1e4, 0.01])) is None
+    assert held_to_float32(spec, np.array([float(np.float32(1e4)), float(np.float32(1e-4))])) < 1
+    assert held_to_float32(from_text("x + y = 1\nx + y = 2\n"), np.array([0.75, 0.75])) is None
 
 
 def test_more_starts_advice_stays_within_the_limit():
-    from gradsolve.cli.main import MAX_STARTS
-    from gradsolve.solve import loop
+    from gradsolve.solve.options import MAX_STARTS, more_starts
 
-    assert loop.MAX_STARTS == MAX_STARTS  # the command's --starts limit and the advice's
-    assert loop.more_starts(SolveOptions(starts=1)) == "--starts 100"
-    assert loop.more_starts(SolveOptions(starts=500_000)) == f"--starts {MAX_STARTS}"
+    assert more_starts(1) == "--starts 100"
+    assert more_starts(50) == "--starts 500"
+    assert more_starts(500_000) == f"--starts {MAX_STARTS}"
 
 
 def test_steps_that_run_off_to_infinity_say_what_to_try():
@@ -276,10 +275,10 @@ def residuals_over(tmp_path, dataset, model, init, name="fit.yaml"):
 def test_lm_that_stops_on_a_small_step_far_from_the_minimum_is_stalled(tmp_path, monkeypatch):
     # LM's own xtol used to be taken for convergence as it stood (MGH10 from NIST's start 1 ended 1e7 times
     # above the minimum, gradient 1.3e8, "converged"). Make LM give up after a step or two (xtol 0.5):
-    from gradsolve.solve import loop
+    from gradsolve.solve.points import EagerPoint
 
-    make_lm = loop.EagerPoint.make_lm
-    monkeypatch.setattr(loop.EagerPoint, "make_lm", lambda self, **kw: make_lm(self, **{**kw, "xtol": 0.5}))
+    make_lm = EagerPoint.make_lm
+    monkeypatch.setattr(EagerPoint, "make_lm", lambda self, **kw: make_lm(self, **{**kw, "xtol": 0.5}))
     spec = residuals_over(tmp_path, "MGH10", "b1*exp(b2/(x + b3))", {"b1": 2, "b2": 400000, "b3": 25000})
     result = solve_spec(spec, merged_options(spec, {"trace": False}))
     assert result.status == "stalled" and result.exit_code == 1
@@ -322,7 +321,8 @@ def test_a_derivative_that_vanishes_at_the_minimum_is_not_a_slope(tmp_path, mode
 
 
 def test_lm_cosines_are_scale_invariant_and_allow_for_rounding():
-    from gradsolve.solve.loop import LM_COSINE_LIMIT, lm_cosines
+    from gradsolve.solve.probes import lm_cosines
+    from gradsolve.solve.verdicts import LM_COSINE_LIMIT
 
     rng = np.random.default_rng(0)
     J = rng.standard_normal((40, 3))
@@ -386,15 +386,15 @@ def test_equations_that_cannot_hold_within_the_bounds_are_inconsistent(optimizer
 
 def test_a_stalled_lm_is_not_told_to_try_lm():
     from gradsolve.problem.lowering import lower
-    from gradsolve.solve.loop import Outcome
-    from gradsolve.solve.solver import _judge_unsolved
+    from gradsolve.solve.records import Outcome
+    from gradsolve.solve.verdicts import judge_unsolved
 
     spec = from_text("x^2 + y^2 = 25\nx + y = 7", init={"x": 1.0, "y": 5.0})
     lowered = lower(spec)
     for optimizer, advice in (("lm", "a smaller --tol"), ("adam", "try --optimizer lm")):
         outcome = Outcome(status="converged", stop_reason="xtol", optimizer=optimizer, steps=1, loss=1.0,
                           gradient_norm=10.0, values=np.array([1.0, 5.0]), elapsed_s=0.0)
-        status, reason = _judge_unsolved(spec, lowered, outcome, SolveOptions(optimizer=optimizer), "xtol")
+        status, reason = judge_unsolved(spec, lowered, outcome, SolveOptions(optimizer=optimizer), "xtol")
         assert status == "stalled" and advice in reason
         assert optimizer != "lm" or "--optimizer lm" not in reason
 
@@ -444,7 +444,7 @@ def test_flat_true_minima_still_converge(text, init, optimizer):
 
 
 def test_minimum_refuted_allows_for_a_flat_minimum_missed_by_more_than_the_probe():
-    from gradsolve.solve.loop import minimum_refuted
+    from gradsolve.solve.probes import minimum_refuted
 
     def check(f, grad, hess, x):
         return minimum_refuted(f, hess, [x], [grad(x)], [None], [None], smooth=True, eps=2.2e-16, names=["x"])
@@ -552,7 +552,7 @@ def test_a_gradient_small_only_because_the_unknown_is_huge_is_no_minimum(optimiz
 
 
 def test_unbounded_below_is_measured_not_guessed():
-    from gradsolve.solve.loop import unbounded_below
+    from gradsolve.solve.probes import unbounded_below
 
     free = [None]
     assert unbounded_below(lambda v: float(v[0]), [-10.0], [1.0], free, free) is not None

@@ -1,0 +1,348 @@
+"""Stopping tests and learning-rate rules: for a single start and for a batch of starts, side by side.
+
+Every run stops on the same tests, whether it is one start (`Watch`, after each
+step of `gradsolve.solve.loop`) or K starts as one array (`BatchStops`, in
+`gradsolve.solve.multistart`):
+
+* ``atol``: the loss is at most ``atol`` (a solved system).  Only for losses
+  that cannot go below zero (sums of squares, or a minimize expression proven
+  non-negative): a loss of -5 is not "solved";
+* ``gtol``: the largest gradient component is at most ``tol * max(1, g0)``, g0 the first one;
+* ``xtol``: the step is at most ``tol * (tol + |x|)`` (first-order methods: for
+  FTOL_PATIENCE iterations in a row, as ftol);
+* ``ftol``: the relative loss change stays at most ``tol`` for FTOL_PATIENCE
+  iterations in a row (one flat step of a momentum method proves nothing).
+
+A stop that rests on the steps stopping is provisional: gradsolve.solve.verdicts
+judges it at the point reported.  `REASONS` words each test once, for every path.
+
+Adaptive first-order methods run under `RateRule` (`BatchRateRule` per start):
+the rate halves when the best loss stalls and doubles while the loss falls at
+every step, so a long slope is crossed instead of crawled.
+"""
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+
+from gradsolve.solve.options import flag
+from gradsolve.solve.records import ProgressRow
+from gradsolve.solve.verdicts import judge_stopped_moving, stationary_gradient_limit
+
+__all__ = ["FTOL_PATIENCE", "REASONS", "stop_reason", "lm_reason", "Watch", "RateRule", "BatchStops",
+           "BatchRateRule", "BATCH_TESTS"]
+
+FTOL_PATIENCE = 5
+# RateRule (adaptive first-order methods): halve the rate when the best loss has not improved by
+# PLATEAU_THRESHOLD (relative) for more than PLATEAU_PATIENCE steps, unless the loss fell steadily at every one
+# of them; double it once the loss has fallen at every step for GROW_AFTER steps, up to GROW_LIMIT times the start.
+PLATEAU_FACTOR = 0.5
+PLATEAU_PATIENCE = 50
+PLATEAU_THRESHOLD = 1e-3
+GROW_AFTER = 100
+GROW_SPREAD = 1.5  # ... by amounts within this factor of each other (a straight slope, not a curved valley)
+GROW_LIMIT = 2.0 ** 20
+LM_POLISH_STEPS = 5    # at most this many LM steps once the loss is below atol ...
+LM_POLISH_GAIN = 10.0  # ... each while the loss still falls by this factor
+
+#: Each stopping test in words: (what is measured, the test).  `stop_reason` puts in the measured value.
+REASONS = {
+    "atol": ("loss", "<= atol {atol:g}"),
+    "gtol": ("gradient norm", "<= tol * max(1, initial gradient norm) (gtol)"),
+    "xtol": ("step", "<= tol * |x| (xtol)"),
+    "ftol": ("relative loss change", "<= tol (ftol)"),
+    # Levenberg-Marquardt's own tests (the loop gives it gtol 0: its gradient test is a zero gradient)
+    "lm_gtol": ("gradient", "zero to rounding (gtol)"),
+    "lm_stalled": ("no damping", "gives a further decrease"),
+}
+#: The tests of a batch, in the order BatchStops numbers them (its `why`).
+BATCH_TESTS = ("atol", "gtol", "xtol", "ftol")
+
+
+def stop_reason(test: str, *, atol: float | None = None, measured: float | None = None) -> str:
+    """`test` (a key of REASONS) in words, with the measured value when there is one.
+
+    >>> stop_reason("xtol", measured=3e-13)
+    'step 3e-13 <= tol * |x| (xtol)'
+    """
+    what, rule = REASONS[test]
+    value = "" if measured is None else f" {measured:.3g}"
+    return f"{what}{value} {rule.format(atol=atol)}"
+
+
+def lm_reason(code: str, atol: float) -> str:
+    """The reason for a stop of Levenberg-Marquardt's own (its ``stop_reason`` code)."""
+    test = {"gtol": "lm_gtol", "stalled": "lm_stalled"}.get(code, code)
+    return stop_reason(test, atol=atol) if test in REASONS else code
+
+
+class RateRule:
+    """The learning-rate rule of the adaptive first-order methods; ``step(loss)`` after every step.
+
+    * halve: the best loss has not improved by PLATEAU_THRESHOLD (relative) for
+      more than PLATEAU_PATIENCE steps (a fixed rate makes Adam circle a minimum
+      forever, most visibly on a kink), but not while the loss fell steadily at
+      every one of those steps: that is a long slope, where a smaller rate only crawls;
+    * double: the loss has fallen at every step for GROW_AFTER steps in a row, by
+      amounts within GROW_SPREAD of each other (a straight slope and a rate too
+      small for the distance to go), up to GROW_LIMIT times the starting rate.
+      Falls that shrink or vary (a curved valley, a minimum ahead) do not count.
+
+    Without the second rule a loss that falls linearly but slowly against its
+    size (abs(x - 100000) from 0, 0.1 a step) looks stalled to the first one,
+    and the rate is halved to nothing far from the minimum.
+    """
+
+    def __init__(self, optimizer):
+        self.group = optimizer.param_groups[0]
+        self.ceiling = float(self.group["lr"]) * GROW_LIMIT
+        self.best = math.inf
+        self.bad_steps = 0  # steps since the best loss last improved by the threshold
+        self.falling = 0  # steps in a row at which the loss fell by about the same amount
+        self.drop_lo = self.drop_hi = None  # the smallest and largest of those falls
+        self.last = None
+
+    def step(self, loss) -> None:
+        loss = float(loss)
+        drop = self.last - loss if self.last is not None else 0.0
+        self.last = loss
+        if drop > 0 and self.falling and max(self.drop_hi, drop) <= GROW_SPREAD * min(self.drop_lo, drop):
+            self.falling += 1
+            self.drop_lo, self.drop_hi = min(self.drop_lo, drop), max(self.drop_hi, drop)
+        elif drop > 0:
+            self.falling, self.drop_lo, self.drop_hi = 1, drop, drop
+        else:
+            self.falling = 0
+        if loss < self.best * (1.0 - PLATEAU_THRESHOLD):
+            self.best, self.bad_steps = loss, 0
+        else:
+            self.bad_steps += 1
+        if self.falling >= GROW_AFTER:
+            self.group["lr"] = min(float(self.group["lr"]) * 2.0, self.ceiling)
+            self.falling = self.bad_steps = 0
+        elif self.bad_steps > PLATEAU_PATIENCE and self.falling <= PLATEAU_PATIENCE:
+            self.group["lr"] = float(self.group["lr"]) * PLATEAU_FACTOR
+            self.bad_steps = 0
+
+
+class Watch:
+    """Bookkeeping shared by every loop: best point, history, the stopping tests, progress rows."""
+
+    def __init__(self, options, method, names, on_progress, every, start, x0, *, atol_applies=True, smooth=True):
+        self.options, self.method, self.names = options, method, names
+        self.atol_applies, self.smooth = atol_applies, smooth
+        self.on_progress, self.every, self.start = on_progress, every, start
+        self.best_loss, self.best_x = math.inf, list(x0)
+        self.last_finite_x = list(x0)
+        self.history = []
+        self.prev_loss = None
+        self.flat_steps = 0
+        self.still_steps = 0  # consecutive steps below xtol
+        self.first_grad_norm = None
+        self.polish_steps = 0
+        self.current_step = 0
+        self.confirm = None  # "lm", "kink" or "gradient": a stop that run() must confirm at the reported point
+        self.moving_why = None  # the test that fired when the steps stopped (xtol, ftol): see _stopped_moving
+        self.at_atol = False  # stopped because the loss reached atol: a proven minimum, no curvature check
+
+    def offer(self, loss, x) -> None:
+        """A loss measured at x (before a step): it may be the best point."""
+        if loss < self.best_loss:
+            self.best_loss, self.best_x = loss, list(x)
+
+    def observe(self, step, loss_now, grad_norm, step_norm, x_norm, x_new, rate, rate_name, lm_stop=None):
+        """After a step: None to go on, or (status, reason) to stop.
+
+        For Levenberg-Marquardt `lm_stop` is its (stop_reason, converged) once it
+        stopped.  A converged verdict that rests on the steps stopping is
+        provisional (``confirm``): `run` confirms it at the reported point.
+        """
+        options = self.options
+        if not (math.isfinite(loss_now) and all(map(math.isfinite, x_new))):
+            return "diverged", f"the loss became {loss_now} at step {step}"
+        self.last_finite_x = list(x_new)
+        self.history.append(loss_now)
+        prev_loss = self.prev_loss
+        change = None if prev_loss is None else loss_now - prev_loss
+        if loss_now < self.best_loss:
+            self.best_loss, self.best_x = loss_now, list(x_new)
+        if self.first_grad_norm is None:
+            self.first_grad_norm = grad_norm
+        stop = None
+        small_step = self.method != "lm" and step_norm <= options.tol * (options.tol + x_norm)
+        self.still_steps = self.still_steps + 1 if small_step else 0
+        if lm_stop is not None:
+            code, _ = lm_stop
+            if code == "nonfinite":
+                stop = ("diverged", f"the Jacobian is not finite at step {step} (a function at the edge of its "
+                                    f"domain, such as sqrt or log at 0): start inside the domain ({flag('init')}) or "
+                                    f"bound the unknowns")
+            elif self.atol_applies and loss_now <= options.atol:
+                # polished past atol until its own test stopped it: the loss is the news, not the test
+                stop = ("converged", stop_reason("atol", atol=options.atol, measured=loss_now))
+                self.at_atol = True
+            elif code in ("atol", "gtol"):  # F <= atol, or a gradient that is zero (to machine precision)
+                stop = ("converged", lm_reason(code, options.atol))
+            else:  # a small step, a small reduction, or no damping that helps
+                stop = self._lm_stopped(lm_reason(code, options.atol))
+        elif self.atol_applies and loss_now <= options.atol:
+            if (self.method == "lm" and self.polish_steps < LM_POLISH_STEPS and prev_loss is not None
+                    and prev_loss > LM_POLISH_GAIN * loss_now):
+                # Still converging quadratically: each Gauss-Newton step is cheap and doubles the
+                # correct digits, so a loss of 1e-21 (residuals ~3e-11) becomes one at rounding level.
+                self.polish_steps += 1
+            else:
+                stop = ("converged", stop_reason("atol", atol=options.atol, measured=loss_now))
+                self.at_atol = True
+        elif grad_norm is not None and grad_norm <= options.tol * max(1.0, self.first_grad_norm or 0.0):
+            why = stop_reason("gtol", measured=grad_norm)
+            # small against the start is not small against the problem: a saturated model's plateau
+            stop = self._lm_stopped(why) if self.method == "lm" else ("converged", why)
+        elif small_step and (self.still_steps >= FTOL_PATIENCE or self.method == "lbfgs"):
+            # one short step of a momentum method (its velocity turning round) proves nothing either
+            stop = self._stopped_moving(stop_reason("xtol", measured=step_norm), grad_norm)
+        elif change is not None and abs(change) <= options.tol * max(abs(prev_loss), 1e-300):
+            self.flat_steps += 1
+            if self.method == "lm" and self.flat_steps >= FTOL_PATIENCE:
+                stop = self._lm_stopped(stop_reason("ftol"))
+            elif self.flat_steps >= FTOL_PATIENCE or self.method == "lbfgs":
+                stop = self._stopped_moving(stop_reason("ftol"), grad_norm)
+        else:
+            self.flat_steps = 0
+        if self.on_progress is not None and (stop is not None or step % self.every == 0 or step == 1
+                                             or step == options.steps):
+            self.on_progress(ProgressRow(step, loss_now, change, grad_norm, step_norm, rate, rate_name,
+                                         dict(zip(self.names, map(float, x_new))), time.perf_counter() - self.start))
+        self.prev_loss = loss_now
+        return stop
+
+    def _lm_stopped(self, why):
+        """Levenberg-Marquardt stopped short of atol: converged if `run` finds r orthogonal to J there."""
+        self.confirm = "lm"
+        return "converged", why
+
+    def _stopped_moving(self, why, grad_norm):
+        """xtol or ftol fired: converged, or stalled when the gradient says this is no minimum.
+
+        On a loss with kinks a first-order method's gradient proves nothing either
+        way: the verdict is left to gradsolve.solve.verdicts, which probes the loss.
+        """
+        limit = stationary_gradient_limit(self.options.tol, self.first_grad_norm, self.options.dtype)
+        needs_gradient = self.smooth or self.method == "lbfgs"
+        self.moving_why = why
+        if not needs_gradient:
+            self.confirm = "kink"
+            return "converged", why
+        # judged again at the reported point (the best one seen), whose gradient run() measures
+        self.confirm = "gradient"
+        return judge_stopped_moving(grad_norm, limit, self.method, why)
+
+
+class BatchStops:
+    """The stopping tests of `Watch`, per start of a batch, on the batch's device: running or not, why, when.
+
+    ``observe(...)`` after each step applies atol, gtol, xtol and ftol (with their
+    patience) to the running starts in `active`; a stop that only stopped moving
+    (xtol, ftol) on a smooth loss where the gradient is not small is STALLED.
+    ``stop(mask, code, why, step)`` records a stop for the running starts in
+    `mask` (`why` indexes BATCH_TESTS).  On the cpu it first asks whether any start
+    is in the mask (cheap, and most steps stop nobody); on a device it updates with
+    masked selects and never waits for the device, so a step costs one
+    synchronisation (the loop's "is any start still running").
+    """
+
+    RUNNING, CONVERGED, STALLED, DIVERGED = 0, 1, 2, 3
+
+    def __init__(self, backend, K, options, *, atol_applies=True, smooth=True):
+        self.xp = backend.xp
+        self.check_first = backend.is_numpy
+        self.active = backend.from_numpy(np.ones(K, dtype=bool))
+        self.code = backend.from_numpy(np.zeros(K, dtype=np.int8))
+        self.why = backend.from_numpy(np.zeros(K, dtype=np.int8))
+        self.steps = backend.from_numpy(np.zeros(K, dtype=np.int64))
+        self.flat = backend.from_numpy(np.zeros(K, dtype=np.int64))  # consecutive steps below ftol
+        self.still = backend.from_numpy(np.zeros(K, dtype=np.int64))  # consecutive steps below xtol
+        self.no = backend.from_numpy(np.zeros(K, dtype=bool))
+        self.tol, self.atol = options.tol, options.atol
+        self.atol_applies, self.smooth = atol_applies, smooth
+        # relative to max(1, first gradient norm), as Watch's limit
+        self.still_limit = stationary_gradient_limit(options.tol, 1.0, options.dtype)
+
+    def stop(self, mask, code, why, step) -> None:
+        if self.check_first and not mask.any():
+            return
+        xp = self.xp
+        self.code = xp.where(mask, code, self.code)
+        self.why = xp.where(mask, why, self.why)
+        self.steps = xp.where(mask, step, self.steps)
+        self.active = self.active & ~mask
+
+    def observe(self, step, active, loss_new, prev_loss, gnorm, first_gnorm, step_norm, x_norm) -> None:
+        """Watch.observe's tests for every running start after a step."""
+        xp, tol, no = self.xp, self.tol, self.no
+        change = loss_new - prev_loss
+        with np.errstate(invalid="ignore"):
+            at = active & (loss_new <= self.atol) if self.atol_applies else no
+            gt = active & ~at & (gnorm <= tol * xp.maximum(first_gnorm, 1.0))
+            small_step = step_norm <= tol * (tol + x_norm)
+            small = xp.abs(change) <= tol * xp.maximum(xp.abs(prev_loss), 1e-300)
+            # stopped moving on a slope: stalled, not converged (Watch._stopped_moving)
+            sloped = (gnorm > self.still_limit * xp.maximum(first_gnorm, 1.0)) if self.smooth else no
+        self.flat = xp.where(small, self.flat + 1, 0)
+        self.still = xp.where(small_step, self.still + 1, 0)
+        xt = active & ~at & ~gt & (self.still >= FTOL_PATIENCE)
+        ft = active & ~(at | gt | xt) & (self.flat >= FTOL_PATIENCE)
+        for why, mask in enumerate((at, gt, xt, ft)):
+            if why >= 2:  # xtol, ftol: converged only where the gradient is small
+                self.stop(mask & sloped, self.STALLED, why, step)
+                mask = mask & ~sloped
+            self.stop(mask, self.CONVERGED, why, step)
+
+    def any_active(self) -> bool:
+        return bool(self.xp.any(self.active))
+
+
+class BatchRateRule:
+    """RateRule for K starts at once: per-start arrays on the batch's device, the same rules.
+
+    Halve a start's rate when its best loss has not improved by PLATEAU_THRESHOLD for
+    more than PLATEAU_PATIENCE steps (unless it fell steadily all that time); double it
+    after GROW_AFTER steady falls (each within GROW_SPREAD of the others), up to
+    GROW_LIMIT times the starting rate.  Stopped starts keep their rate.
+    """
+
+    def __init__(self, xp, device, K, lr):
+        self.xp = xp
+        self.ceiling = lr * GROW_LIMIT
+        self.best = device(np.full(K, math.inf))
+        self.bad = device(np.zeros(K, dtype=np.int64))
+        self.falling = device(np.zeros(K, dtype=np.int64))
+        self.drop_lo = device(np.zeros(K))
+        self.drop_hi = device(np.zeros(K))
+        self.last = device(np.full(K, math.nan))  # NaN: no fall measured before the first step
+
+    def step(self, loss, active, lr):
+        """The rates (K, 1) after a step that reached `loss` (K,)."""
+        xp = self.xp
+        with np.errstate(invalid="ignore"):
+            drop = self.last - loss
+            fell = drop > 0
+            steady = fell & (self.falling > 0) & (
+                xp.maximum(self.drop_hi, drop) <= GROW_SPREAD * xp.minimum(self.drop_lo, drop))
+            fresh = fell & ~steady
+            self.falling = xp.where(steady, self.falling + 1, xp.astype(fresh, self.falling.dtype))  # else 1 or 0
+            self.drop_lo = xp.where(steady, xp.minimum(self.drop_lo, drop), xp.where(fresh, drop, self.drop_lo))
+            self.drop_hi = xp.where(steady, xp.maximum(self.drop_hi, drop), xp.where(fresh, drop, self.drop_hi))
+            self.last = loss
+            improved = loss < self.best * (1.0 - PLATEAU_THRESHOLD)
+        self.best = xp.where(improved, loss, self.best)
+        self.bad = xp.where(improved, 0, self.bad + 1)
+        grow = active & (self.falling >= GROW_AFTER)
+        halve = active & ~grow & (self.bad > PLATEAU_PATIENCE) & (self.falling <= PLATEAU_PATIENCE)
+        lr = xp.where(grow[:, None], xp.minimum(lr * 2.0, self.ceiling),
+                      xp.where(halve[:, None], lr * PLATEAU_FACTOR, lr))
+        self.falling = xp.where(grow, 0, self.falling)
+        self.bad = xp.where(grow | halve, 0, self.bad)
+        return lr

@@ -1,0 +1,377 @@
+"""Verdicts: every decision that turns a stop into a status (converged, stalled, inconsistent), in one place.
+
+A run stops when a test fires (gradsolve.solve.stopping); whether that stop is a
+solution is decided here, at the point the run reports (the best one seen), from
+one record, `Stop`:
+
+* `judge` is the whole decision for one run: a stop that rests on the steps
+  stopping (xtol, ftol) is judged by the gradient there (`judge_stopped_moving`),
+  on a loss with kinks by probing the loss (`confirm_kink_stop`), for
+  Levenberg-Marquardt by MINPACK's orthogonality test (`confirm_lm_stop`); every
+  converged stop but atol is then confirmed a local minimum
+  (`confirm_minimum_stop`); a run that stopped short says when the loss seems
+  unbounded below (`short_stop_reason`).
+* `judge_unsolved` decides, for equations left above atol, between
+  "inconsistent" (a minimum with residuals left) and "stalled".
+
+Batched multistart asks the same functions once per distinct point.  The limits:
+`stationary_gradient_limit` (how small a gradient must be), `lm_cosine_limit`,
+`rounding_floor` (what float32 can resolve).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+import gradsolve as gs
+from gradsolve.solve.bounds import held_by_bounds, optional, projected_max_abs
+from gradsolve.solve.options import SolveOptions, flag, more_starts
+from gradsolve.solve.points import (evaluators, loss_and_gradient, loss_hessian, loss_traits, set_values,
+                                    unreached_unknowns)
+from gradsolve.solve.probes import (CURVATURE_RTOL, HESSIAN_LIMIT, descent_slope, lm_cosines, minimum_refuted,
+                                    unbounded_below)
+
+__all__ = ["Stop", "judge", "judge_stopped_moving", "confirm_kink_stop", "confirm_lm_stop", "confirm_minimum_stop",
+           "short_stop_reason", "judge_unsolved", "stationary_gradient_limit", "rounding_floor", "lm_cosine_limit",
+           "stalled_reason", "diverged_advice"]
+
+# Levenberg-Marquardt counts a stop short of atol as convergence only where every cosine between the residual
+# and a free Jacobian column is at most max(LM_COSINE_LIMIT, sqrt(tol)), or, for a column that fails, where the
+# loss curves up along it: a step of the parameter's size max(1, |x_j|) raises it by at least LM_CURVATURE_RTOL of
+# itself, and a Newton step along it would lower it by at most limit**2 of itself (see confirm_lm_stop).
+LM_COSINE_LIMIT = 1e-5
+LM_CURVATURE_RTOL = 1e-6
+#: A point is stationary when a first-order step of the unknowns' own size would change the loss by at
+#: most this fraction of it: |projected gradient| * max(1, |x|) <= STATIONARY_RTOL * loss.
+STATIONARY_RTOL = 1e-6
+#: A float32 run has solved its equations when every residual, evaluated in float64 at its point, is within this
+#: many float32 roundings of the residual's own size.
+FLOAT32_ROUNDINGS = 16
+
+
+@dataclass
+class Stop:
+    """A run's stop at the point it reports: everything a verdict reads.
+
+    `check` says what the stop rests on and so what `judge` must confirm: "gradient"
+    (the steps stopped on a smooth loss), "kink" (the steps stopped on a loss with
+    kinks), "lm" (Levenberg-Marquardt stopped short of atol), or None.
+    """
+
+    objective: object
+    values: np.ndarray  # the reported point
+    gradient: np.ndarray  # the loss gradient there
+    lower: list
+    upper: list
+    options: SolveOptions
+    method: str
+    status: str
+    reason: str  # the test that fired, in words
+    loss: float = math.nan  # at the reported point
+    loss0: float = math.nan  # at the start
+    check: str | None = None
+    moving_why: str | None = None  # the test that fired when the steps stopped (xtol, ftol)
+    first_grad_norm: float | None = None
+    rate: float | None = None  # a first-order method's learning rate at the end
+    jacobian: np.ndarray | None = None  # Levenberg-Marquardt's, at the reported point
+    flat: list = field(default=None)  # unreached_unknowns at the reported point (None: measure it)
+    at_atol: bool = False  # the loss reached atol: a proven minimum, nothing to confirm
+
+    @property
+    def params(self):
+        return self.objective.params
+
+    @property
+    def eps(self) -> float:
+        return float(np.finfo(np.float32 if self.options.dtype == "float32" else np.float64).eps)
+
+    def gradient_limit(self) -> float:
+        return stationary_gradient_limit(self.options.tol, self.first_grad_norm, self.options.dtype)
+
+
+def stationary_gradient_limit(tol, first_grad_norm, dtype="float64"):
+    """The largest gradient a point may have and still count as a minimum once the steps stop."""
+    return max(math.sqrt(tol), rounding_floor(dtype)) * max(1.0, first_grad_norm or 0.0)
+
+
+def rounding_floor(dtype) -> float:
+    """The least relative limit a verdict may use in `dtype`: sqrt(eps) in float32 (3.5e-4), 0 in float64.
+
+    A float32 loss resolves its minimizer only to about sqrt(eps) of the unknowns'
+    scale (the loss changes by eps * F there), and gradients and cosines carry
+    rounding of the same order; float64's limits, sqrt(tol) = 1e-6 by default,
+    are far above its own rounding and stay as they are.
+    """
+    return math.sqrt(float(np.finfo(np.float32).eps)) if dtype == "float32" else 0.0
+
+
+def lm_cosine_limit(tol, dtype="float64") -> float:
+    """The largest cosine (lm_cosines) at which a Levenberg-Marquardt stop counts as converged."""
+    return max(LM_COSINE_LIMIT, math.sqrt(tol) if tol == tol else 0.0, rounding_floor(dtype))
+
+
+def diverged_advice(lr) -> str:
+    """What to try when a first-order method's steps ran off to infinity."""
+    return (f": the steps grew instead of settling; try a smaller {flag('lr')} (this run's was {lr:.3g}) or "
+            f"{flag('optimizer')} lm")
+
+
+def stalled_reason(method, why, grad_norm, limit):
+    advice = "use lbfgs, or lm for equations" if method != "lbfgs" else "try lm for equations, or adam"
+    return (f"{method} stopped moving ({why}) where the gradient norm {grad_norm:.3g} is not small "
+            f"(> {limit:.3g}): not a minimum; {advice}")
+
+
+def judge_stopped_moving(grad_norm, limit, method, why):
+    """xtol or ftol fired on a smooth loss: converged where the gradient is at most `limit`, else stalled."""
+    if grad_norm is not None and grad_norm > limit:
+        return "stalled", stalled_reason(method, why, grad_norm, limit)
+    return "converged", why
+
+
+def judge(stop: Stop, *, confirm_minimum: bool = True) -> tuple[str, str, bool]:
+    """(status, reason, not_minimum) for a single run's stop; see the module doc.
+
+    `confirm_minimum=False` leaves the curvature check of a converged stop to the
+    caller (multistart checks once per distinct point).  The parameters hold the
+    reported point again afterwards.
+    """
+    if stop.check == "gradient" and stop.status in ("converged", "stalled"):
+        # the steps stopped: judge stationarity where the run reports, not at the last step
+        at_best = projected_max_abs(stop.gradient, stop.values, stop.lower, stop.upper)
+        stop.status, stop.reason = judge_stopped_moving(at_best, stop.gradient_limit(), stop.method, stop.moving_why)
+    if stop.status == "converged" and stop.check == "kink":
+        stop.status, stop.reason = confirm_kink_stop(stop, stop.gradient_limit(), stop.rate)
+    if stop.status == "converged" and stop.check == "lm":
+        stop.status, stop.reason = confirm_lm_stop(stop)
+    if stop.status == "converged" and not stop.at_atol and confirm_minimum:
+        status, reason = confirm_minimum_stop(stop)
+        return status, reason, status != "converged"
+    return stop.status, short_stop_reason(stop), False
+
+
+def confirm_lm_stop(stop: Stop):
+    """LM stopped short of atol: converged where r is orthogonal to J, or the loss curves up along each column
+    that is not (a derivative that vanishes at the minimum, as d(b**2)/db at b = 0); stalled otherwise.
+
+    The cosine alone would call x**2 + 1 at x = 1e-17 a slope (its one column is
+    all there is, and not orthogonal to r); curvature alone would call a model's
+    saturated plateau (BoxBOD's exp(-b2*x) at b2 = 30: every derivative
+    exponentially small) a minimum.  Together: a column whose cosine exceeds the
+    limit is acceptable only where the loss's second derivative along it, H_jj,
+    is positive and real at the parameter's size (``H_jj * max(1, x_j)**2 / 2 >=
+    LM_CURVATURE_RTOL * F``) and a Newton step along it, ``g_j**2 / (2 H_jj)``,
+    would remove at most ``limit**2`` of the loss.
+    """
+    objective, params, values, J, reason = stop.objective, stop.params, stop.values, stop.jacobian, stop.reason
+    limit = lm_cosine_limit(stop.options.tol, stop.options.dtype)
+    r, cosines = None, np.array([math.inf])
+    try:
+        with gs.no_grad():
+            r = np.asarray(objective.residuals().numpy(), dtype=np.float64).reshape(-1)
+        if J is not None:
+            cosines = lm_cosines(J, r, values, stop.lower, stop.upper, stop.eps)
+    except Exception:  # noqa: BLE001 - no residuals or Jacobian, no proof
+        pass
+    failing = [j for j, c in enumerate(cosines) if not c <= limit]
+    if not failing:
+        return "converged", reason
+    loss = float(r @ r) if r is not None else math.inf
+    curved = J is not None and math.isfinite(loss)
+    for j in failing if curved else ():
+        try:
+            unit = [gs.tensor(1.0 if i == j else 0.0, dtype=p.dtype, device=p.device) for i, p in enumerate(params)]
+            h_jj = float(gs.autograd.functional.hvp(objective.loss, params, unit)[j].item())
+        except Exception:  # noqa: BLE001 - no curvature, no proof
+            h_jj = math.nan
+        g_j = 2.0 * float(J[:, j] @ r)
+        size = max(1.0, abs(float(values[j])))
+        if not (h_jj > 0 and h_jj * size * size / 2.0 >= LM_CURVATURE_RTOL * loss
+                and g_j * g_j / (2.0 * h_jj) <= limit * limit * loss):
+            curved = False
+    set_values(params, values)
+    if curved:
+        return "converged", f"{reason}; a minimum where the loss curves up along every parameter"
+    worst = float(np.max(cosines))
+    return "stalled", (f"lm stopped ({reason}) where the residuals are not orthogonal to the Jacobian (cosine "
+                       f"{worst:.2g} > {limit:g}): not a least-squares minimum but a plateau or slope the damping "
+                       f"could not follow; try a smaller {flag('tol')} or other starting values ({flag('init')})")
+
+
+def confirm_kink_stop(stop: Stop, limit, rate):
+    """A first-order method stopped moving on a loss with kinks: converged only where no nearby step goes down."""
+    objective, params, values = stop.objective, stop.params, stop.values
+    loss_at, _ = evaluators(objective, params)
+
+    def grad_at(v):
+        set_values(params, v)
+        return loss_and_gradient(objective, params)[1]
+
+    try:
+        slope, where = descent_slope(loss_at, values, stop.gradient, stop.lower, stop.upper, stop.options.tol,
+                                     objective.names, grad_at)
+    finally:
+        set_values(params, values)
+    if slope <= limit:
+        return "converged", stop.reason
+    return "stalled", (f"{stop.method} stopped moving ({stop.reason}) where the loss still falls: along {where} it "
+                       f"drops at a slope of {slope:.3g} (> {limit:.3g}), with the rate down to {rate:.3g}: not a "
+                       f"minimum; raise {flag('steps')} or {flag('lr')}, or start nearer ({flag('init')})")
+
+
+def confirm_minimum_stop(stop: Stop):
+    """A converged stop other than atol: still converged where `minimum_refuted` finds nothing, else stalled.
+
+    `stop.flat` is the unknowns the loss has no path to (`unreached_unknowns`,
+    measured right after `loss_and_gradient` at the point), or None to measure
+    it.  The parameters hold the point again afterwards.
+    """
+    objective, params, values, method, reason = stop.objective, stop.params, stop.values, stop.method, stop.reason
+    flat = stop.flat
+    if flat is None:
+        loss_and_gradient(objective, params)
+        flat = unreached_unknowns(objective, params)
+    if flat:
+        set_values(params, values)
+        names = ", ".join(flat)
+        return "stalled", (f"{method} stopped ({reason}) where the loss is flat in {names}: it is piecewise "
+                           f"constant there (as sign(x) is), so its gradient is zero everywhere, proves nothing "
+                           f"about a minimum, and gradient methods cannot move; start elsewhere ({flag('init')}) or "
+                           f"use {more_starts(stop.options.starts)}")
+    loss_at, hessian_at = evaluators(objective, params)
+    atol_applies, smooth = loss_traits(objective)
+    try:
+        refuted = minimum_refuted(loss_at, hessian_at, values, stop.gradient, stop.lower, stop.upper, smooth=smooth,
+                                  eps=stop.eps, names=objective.names)
+    finally:
+        set_values(params, values)
+    if refuted is None:
+        if not atol_applies and _slope_at_scale(stop, loss_at(values)):
+            # gtol is absolute: -log(x) "converged" at x = 1.5e12, where its gradient 1/x is 6e-13
+            unbounded = _unbounded_reason(stop, None)
+            if unbounded != reason:
+                return "stalled", unbounded
+        return "converged", reason
+    return "stalled", (f"{method} stopped ({reason}) where the loss is stationary but not at a minimum: "
+                       f"{refuted}; start elsewhere ({flag('init')}) or use {more_starts(stop.options.starts)}")
+
+
+def _slope_at_scale(stop: Stop, loss) -> bool:
+    """A step of the unknowns' own size, max(1, max |x|), would change the loss by more than sqrt(tol) of
+    max(1, |loss|) at first order: a gradient small in itself but not against the point's scale."""
+    slope = projected_max_abs(stop.gradient, stop.values, stop.lower, stop.upper)
+    scale = max([1.0] + [abs(float(v)) for v in stop.values])
+    return slope * scale > stationary_gradient_limit(stop.options.tol, max(1.0, abs(loss)), stop.options.dtype)
+
+
+def short_stop_reason(stop: Stop) -> str:
+    """The reason of a run that stopped short (stalled, max_steps): where the loss can go below zero and fell
+    from its start, one that says when it seems unbounded below; otherwise the reason as it is."""
+    if stop.status in ("stalled", "max_steps") and not loss_traits(stop.objective)[0] and stop.loss < stop.loss0:
+        return _unbounded_reason(stop, stop.moving_why)
+    return stop.reason
+
+
+def _unbounded_reason(stop: Stop, moving_why):
+    """The stop's reason, or one that says the loss seems unbounded below where `unbounded_below` sees it fall."""
+    loss_at, _ = evaluators(stop.objective, stop.params)
+    try:
+        seen = unbounded_below(loss_at, stop.values, stop.gradient, stop.lower, stop.upper)
+    except Exception:  # noqa: BLE001 - a courtesy to the reader; the verdict stands either way
+        seen = None
+    finally:
+        set_values(stop.params, stop.values)
+    if seen is None:
+        return stop.reason
+    loss, distance = seen
+    how = f"{stop.method} stopped moving ({moving_why})" if moving_why else stop.reason
+    return (f"{how} where the loss seems unbounded below: along the negative gradient it keeps falling, by at least "
+            f"half as much at every tenfold step, to {loss:.3g} at a distance {distance:.3g}; there may be no minimum "
+            f"to find (bound the unknowns, or check the expression)")
+
+
+def judge_unsolved(spec, lowered, outcome, options, reason):
+    """Equations left unsatisfied: inconsistent, or did the optimizer stall short of a solution?
+
+    The verdict rests on the loss (sum of squared residuals) at the reported point:
+    where it is stationary (projected gradient small against the loss itself,
+    components held by a bound ignored) and curves upward in every free direction
+    (Hessian positive semidefinite), the point is a local minimum with residuals
+    left over: "inconsistent" (for a linear system a proof; for a nonlinear one a
+    fact about this neighbourhood, which the message says). Anywhere else, a
+    saddle or a slope, the optimizer stalled and the equations may well hold.
+    """
+    from gradsolve.problem import analysis  # sympy: only for equations left unsolved (fits never load it)
+
+    x = np.asarray(outcome.values, dtype=np.float64)
+    if options.dtype == "float32":
+        held = held_to_float32(spec, x)
+        if held is not None:
+            return "converged", (f"the equations hold to float32 precision: every residual is within {held:.2g} "
+                                 f"float32 roundings of its terms (loss {outcome.loss:.3g} > atol {options.atol:g} "
+                                 f"is float32 rounding; {flag('dtype')} float64 resolves further) ({reason})")
+    lower, upper = optional(*spec.bounds())
+    try:
+        jac = analysis.jacobian_matrix(lowered, x)
+        with gs.no_grad():
+            r = lowered.residuals().numpy().astype(np.float64)
+        loss = float(r @ r)
+        g = 2.0 * jac.T @ r
+        free = ~np.array(held_by_bounds(g, x, lower, upper), dtype=bool)
+        slope = float(np.max(np.abs(g[free]))) if free.any() else 0.0
+        stationary = (slope * max(1.0, float(np.max(np.abs(x))) if x.size else 0.0)
+                      <= max(STATIONARY_RTOL, rounding_floor(options.dtype)) * loss)
+        minimum = stationary
+        if stationary and 0 < int(free.sum()) <= HESSIAN_LIMIT:
+            H = loss_hessian(lowered, lowered.params, x)[np.ix_(free, free)]
+            eig = np.linalg.eigvalsh(H)
+            minimum = bool(eig[0] >= -CURVATURE_RTOL * max(1.0, float(np.max(np.abs(eig)))))
+    except Exception:  # noqa: BLE001 - no verdict possible: say the optimizer stopped
+        stationary = minimum = False
+    bounded = not bool(free.all()) if stationary else False
+    if minimum:
+        if analysis.is_linear(spec) and not bounded:
+            return "inconsistent", (f"the equations cannot all hold: the least-squares point leaves loss "
+                                    f"{outcome.loss:.3g} > atol {options.atol:g} ({reason})")
+        near = "within the bounds" if bounded else "near this point"
+        return "inconsistent", (f"the equations cannot all hold {near}: the loss has a local minimum "
+                                f"{outcome.loss:.3g} > atol {options.atol:g} here ({reason}); other starting "
+                                f"points may find a solution ({more_starts(options.starts)})")
+    if stationary:
+        return "stalled", (f"{outcome.optimizer} stopped ({reason}) where the loss {outcome.loss:.3g} is flat but "
+                           f"not at a minimum (a saddle or a maximum): start elsewhere "
+                           f"({flag('init')}, {more_starts(options.starts)})")
+    advice = (f"a smaller {flag('tol')}, or other starting values ({flag('init')}, {more_starts(options.starts)})"
+              if outcome.optimizer == "lm" else f"try {flag('optimizer')} lm or a smaller {flag('tol')}")
+    return "stalled", (f"{outcome.optimizer} stopped ({reason}) before the equations were satisfied: loss "
+                       f"{outcome.loss:.3g} > atol {options.atol:g} and still falling from here; {advice}")
+
+
+def held_to_float32(spec, x):
+    """max_i |r_i(x)| / (eps32 * max(1, sum_j |J_ij x_j|)) when at most FLOAT32_ROUNDINGS; else None.
+
+    A float32 loss cannot fall to atol: each residual carries rounding of about
+    float32's epsilon times its terms.  So the equations are judged in float64 at
+    the same point, each residual against the size of its own terms (estimated
+    by |J_i| . |x|, at least 1, as atol is absolute): a residual that is rounding
+    passes, one that is wrong (an inconsistent system's least-squares point, or
+    a small unknown far from its value next to a large one) does not.
+    """
+    from gradsolve.problem import analysis  # sympy: see judge_unsolved
+    from gradsolve.problem.lowering import lower
+
+    try:
+        exact = lower(spec, dtype=gs.float64, device="cpu")
+        exact.set_values(x.tolist())
+        with gs.no_grad():
+            r = np.asarray(exact.residuals().numpy(), dtype=np.float64).reshape(-1)
+        jac = analysis.jacobian_matrix(exact, x.tolist())
+        if not (r.size and np.all(np.isfinite(r)) and np.all(np.isfinite(jac))):
+            return None
+    except Exception:  # noqa: BLE001 - no verdict possible: the caller judges as before
+        return None
+    terms = np.maximum(np.abs(jac) @ np.abs(x), 1.0) if x.size else np.ones_like(r)
+    roundings = float(np.max(np.abs(r) / (float(np.finfo(np.float32).eps) * terms)))
+    return roundings if roundings <= FLOAT32_ROUNDINGS else None
