@@ -12,7 +12,7 @@ import pytest
 
 from gradsolve.problem.errors import ProblemError
 from gradsolve.problem.table import open_table
-from gradsolve.solve import linear
+from gradsolve.solve.fit import tsqr
 from gradsolve.solve.fit import fit, prepare_fit
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -157,13 +157,13 @@ def test_adamw_fits_the_sum_of_squares_weight_decay_only_when_asked(monkeypatch,
 def spy_on_refinement(monkeypatch) -> dict:
     """Record (in the returned dict, key "b") the coefficients the refinement pass starts from."""
     seen = {}
-    original = linear.refine
+    original = tsqr.refine
 
     def spy(basis, xp, red, chunks, b):
         seen["b"] = np.array(b)
         return original(basis, xp, red, chunks, b)
 
-    monkeypatch.setattr(linear, "refine", spy)
+    monkeypatch.setattr(tsqr, "refine", spy)
     return seen
 
 
@@ -196,13 +196,13 @@ def test_tsqr_map_reduce_is_the_qr_of_the_whole():
     rng = np.random.default_rng(1)
     x = rng.uniform(-3, 7, 1000)
     y = 1 - 2 * x + 0.5 * x**2 + rng.normal(0, 0.1, x.size)
-    basis = linear.PolynomialBasis.for_range(2, x.min(), x.max())
+    basis = tsqr.PolynomialBasis.for_range(2, x.min(), x.max())
     chunks = [([x[i:i + 97]], y[i:i + 97], None) for i in range(0, x.size, 97)]
-    red = linear.reduce_chunks(basis, np, chunks)
-    whole = linear.reduce_chunks(basis, np, [([x], y, None)])
+    red = tsqr.reduce_chunks(basis, np, chunks)
+    whole = tsqr.reduce_chunks(basis, np, [([x], y, None)])
     # R is unique up to the signs of its rows
     assert np.allclose(np.abs(red.R), np.abs(whole.R), rtol=1e-12)
-    b = linear.to_user(red, linear.solve_reduced(red, red.z))
+    b = tsqr.to_user(red, tsqr.solve_reduced(red, red.z))
     assert np.allclose(b, np.polynomial.polynomial.polyfit(x, y, 2), rtol=1e-10)
     # the moments merge exactly (Chan's update)
     assert red.summary.n == 1000 and red.summary.mean == pytest.approx(y.mean(), rel=1e-14)
@@ -592,10 +592,10 @@ def test_chunks_mapped_on_two_threads_give_the_same_fit_to_the_last_bit(tmp_path
     monkeypatch.setattr(fit_module, "CHUNK_ROWS", 256)  # 20 chunks
     results = {}
     mapped = []
-    original = linear.map_chunk
-    monkeypatch.setattr(linear, "map_chunk", lambda *a, **k: mapped.append(1) or original(*a, **k))
+    original = tsqr.map_chunk
+    monkeypatch.setattr(tsqr, "map_chunk", lambda *a, **k: mapped.append(1) or original(*a, **k))
     for threads in (1, 2):
-        monkeypatch.setattr(linear, "MAP_THREADS", threads)
+        monkeypatch.setattr(tsqr, "MAP_THREADS", threads)
         result = fit(path, degree=2, sigma=None)
         results[threads] = (result.parameters, result.extra["statistics"]["rss"], result.extra["statistics"]["stderr"])
     assert results[1] == results[2]
@@ -612,7 +612,7 @@ def test_a_fit_whose_squares_overflow_is_diverged_and_quiet_on_every_thread(tmp_
     x = np.linspace(1.0, 2.0, 2000) * 1e200
     path = write_csv(tmp_path / "huge.csv", x, x)
     monkeypatch.setattr(fit_module, "CHUNK_ROWS", 128)
-    monkeypatch.setattr(linear, "MAP_THREADS", 2)
+    monkeypatch.setattr(tsqr, "MAP_THREADS", 2)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         result = fit(path, degree=2)
@@ -674,7 +674,7 @@ def test_cli_dtype_float32_linear_fit_warns_on_stderr_and_reports_float64():
 
 def test_refinement_change_is_the_largest_relative_change_of_a_coefficient(monkeypatch):
     """README: max over k of |b_k after - b_k before| / |b_k after|."""
-    from gradsolve.solve import linear as linmod
+    from gradsolve.solve.fit import tsqr as linmod
 
     seen = {}
     original = linmod.refine

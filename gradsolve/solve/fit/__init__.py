@@ -4,7 +4,7 @@ Two paths, chosen by the model's structure:
 
 * **Linear in the parameters** (``--degree N``, or a ``--model`` that sympy
   shows to be linear in them): the data are reduced once, in chunks, by a
-  tall-skinny QR (``gradsolve.solve.linear``) to a (p+1) x (p+1) factor; every
+  tall-skinny QR (``tsqr``) to a (p+1) x (p+1) factor; every
   optimizer then works in the orthogonal basis the QR gives (Hessian 2I, the
   target scaled to order 1), so each step costs O(p^2) whatever the number of
   rows; ``--optimizer auto`` solves directly from the R factor.  When the data
@@ -18,7 +18,7 @@ Two paths, chosen by the model's structure:
   starts the run.
 
 A robust loss (``huber``, ``soft_l1``, ``cauchy``) is minimized by iteratively
-reweighted least squares (``gradsolve.solve.robust``) over the full residuals.
+reweighted least squares (``robust``) over the full residuals.
 ``--sigma COL`` gives per-row standard deviations: weights 1/sigma^2, and the
 standard errors are then absolute (otherwise scaled by the reduced chi-square).
 """
@@ -287,7 +287,7 @@ def prepare_fit(path: str, *, degree=None, model=None, x_columns=(), y_column=No
                 plot=None, stdin=None) -> FitTask:
     """Open the data, resolve the columns and the model; raise ProblemError on any mistake."""
     from gradsolve.problem.table import open_table
-    from gradsolve.solve.robust import LOSSES
+    from gradsolve.solve.fit.robust import LOSSES
 
     if (degree is None) == (model is None):
         raise ProblemError("fit needs exactly one of --degree N or --model EXPR")
@@ -483,7 +483,7 @@ def _fit_device(options) -> str:
 
 def _basis(task, xp, device="cpu"):
     """The basis of a linear fit; a --model's columns are evaluated by the engine on ``device`` (namespace xp)."""
-    from gradsolve.solve import linear
+    from gradsolve.solve.fit import tsqr as linear
 
     if task.kind == "polynomial":
         if task.data.columns is not None:
@@ -580,7 +580,7 @@ def _optimizer_point(task, objective, method, *, reduced: bool):
 
 def _solve_reduced(task, red, options, method, b0, on_progress, every, quiet_rows=False):
     """Minimize |R c - z|^2 + rho^2 with `method`; returns (c, outcome or None)."""
-    from gradsolve.solve import linear
+    from gradsolve.solve.fit import tsqr as linear
     from gradsolve.solve.loop import run
 
     if method == "qr":
@@ -628,7 +628,7 @@ def _choose(options, *, linear: bool) -> str:
 
 def _run_linear(task, options, on_progress, every, on_start):
     import gradsolve as gs
-    from gradsolve.solve import linear
+    from gradsolve.solve.fit import tsqr as linear
 
     device = _fit_device(options)
     xp = gs.backend.get_backend(device).xp  # the data-sized work runs here; p x p algebra on the host
@@ -699,7 +699,7 @@ def _run_linear(task, options, on_progress, every, on_start):
     summary = red.summary
     weighted = task.sigma_idx is not None
     tss = summary.m2 if basis.has_constant else summary.m2 + summary.wsum * summary.mean * summary.mean
-    from gradsolve.solve.statistics import fit_statistics
+    from gradsolve.solve.fit.statistics import fit_statistics
 
     stats = fit_statistics(task.params, K=K, rank=rank, null_space=null, rss=res["rss"], sum_r2=res["sum_r2"], n=n,
                            tss=tss, weighted=weighted)
@@ -718,7 +718,7 @@ def _run_linear(task, options, on_progress, every, on_start):
 
 def _irls_linear(task, basis, xp, b, options, method, max_iter=100):
     """Robust loss on a linear model: reweighted QR reductions over the full residuals until b settles."""
-    from gradsolve.solve import linear, robust
+    from gradsolve.solve.fit import robust, tsqr as linear
 
     steps = 0
     data = task.data.all()
@@ -780,7 +780,7 @@ def _run_nonlinear(task, options, on_progress, every, on_start):
     from gradsolve.problem.grammar import Origin
     from gradsolve.problem.lowering import lower
     from gradsolve.problem.spec import build_spec
-    from gradsolve.solve import robust
+    from gradsolve.solve.fit import robust
     from gradsolve.solve.loop import run
 
     columns = task.data.all()
@@ -820,7 +820,7 @@ def _run_nonlinear(task, options, on_progress, every, on_start):
             history.extend(polish.loss_history)
             outcome = dataclasses.replace(polish, steps=steps, loss_history=history)
     if task.robust_loss != "squared":
-        from gradsolve.solve.linear import on_device
+        from gradsolve.solve.fit.tsqr import on_device
 
         # residuals and weights stay on the device between reweightings
         sw_dev = on_device(xp, sw) if sw is not None else None
@@ -852,7 +852,7 @@ def _run_nonlinear(task, options, on_progress, every, on_start):
     if J is None:
         jac = gs.autograd.functional.jacobian(objective.residuals, objective.params)
         J = np.stack([np.asarray(j.numpy(), dtype=np.float64).reshape(-1) for j in jac], axis=1)
-    from gradsolve.solve.statistics import fit_statistics, jacobian_K
+    from gradsolve.solve.fit.statistics import fit_statistics, jacobian_K
 
     K, rank, null = jacobian_K(J)
     wsum = float(np.sum(w)) if w is not None else float(len(y))
@@ -1090,7 +1090,7 @@ def _draw(plt, task, result, path: str) -> None:
 def _model_values(task, result, xs) -> np.ndarray:
     b = np.array([result.parameters[n] for n in task.params])
     if task.kind == "polynomial":
-        from gradsolve.solve.linear import PolynomialBasis
+        from gradsolve.solve.fit.tsqr import PolynomialBasis
 
         return np.asarray(PolynomialBasis(task.degree).values(np, xs, b), dtype=np.float64)
     bound = _Bound([task.model_expr], task.model_columns, params=dict(zip(task.params, b.tolist())))
