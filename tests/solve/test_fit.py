@@ -12,7 +12,7 @@ import pytest
 
 from gradsolve.problem.errors import ProblemError
 from gradsolve.problem.table import open_table
-from gradsolve.solve.fit import tsqr
+from gradsolve.solve.fit import bases, tsqr
 from gradsolve.solve.fit import fit, prepare_fit
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -196,7 +196,7 @@ def test_tsqr_map_reduce_is_the_qr_of_the_whole():
     rng = np.random.default_rng(1)
     x = rng.uniform(-3, 7, 1000)
     y = 1 - 2 * x + 0.5 * x**2 + rng.normal(0, 0.1, x.size)
-    basis = tsqr.PolynomialBasis.for_range(2, x.min(), x.max())
+    basis = bases.PolynomialBasis.for_range(2, x.min(), x.max())
     chunks = [([x[i:i + 97]], y[i:i + 97], None) for i in range(0, x.size, 97)]
     red = tsqr.reduce_chunks(basis, np, chunks)
     whole = tsqr.reduce_chunks(basis, np, [([x], y, None)])

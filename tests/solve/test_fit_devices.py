@@ -14,7 +14,7 @@ import pytest
 import gradsolve as gs
 from gradsolve.backend import DeviceError
 from gradsolve.solve import fit as fitmod
-from gradsolve.solve.fit import robust, tsqr
+from gradsolve.solve.fit import bases, robust, transfer, tsqr
 from gradsolve.solve.fit import prepare_fit, run_fit
 from gradsolve.solve.loop import SolveOptions
 
@@ -161,20 +161,20 @@ def test_double_double_residuals_stay_in_the_namespace(device):
     x = rng.uniform(-1e3, 1e3, 257)
     b = np.array([1.0 / 3.0, -2.0 / 7.0, 1e-3, 5e-7])
     y = ((b[3] * x + b[2]) * x + b[1]) * x + b[0]
-    basis = tsqr.PolynomialBasis(3)
-    xs, yd, _ = tsqr.to_device(xp, [x], y)
+    basis = bases.PolynomialBasis(3)
+    xs, yd, _ = transfer.to_device(xp, [x], y)
     r = basis.residual(xp, xs, yd, b)
     assert type(r).__module__.split(".")[0] == NAMESPACE[device]
-    np.testing.assert_array_equal(tsqr._host(xp, r), basis.residual(np, [x], y, b))
+    np.testing.assert_array_equal(transfer.to_host(xp, r), basis.residual(np, [x], y, b))
 
 
 @pytest.mark.parametrize("loss", ["squared", "huber", "soft_l1", "cauchy"])
 def test_robust_weights_in_any_namespace(device, loss):
     xp = gs.backend.get_backend(device).xp
     r = np.linspace(-3.0, 3.0, 13)
-    w = robust.weights(loss, tsqr.on_device(xp, r), 0.5, xp=xp)
+    w = robust.weights(loss, transfer.on_device(xp, r), 0.5, xp=xp)
     assert type(w).__module__.split(".")[0] == NAMESPACE[device]
-    np.testing.assert_array_equal(tsqr._host(xp, w), robust.weights(loss, r, 0.5))
+    np.testing.assert_array_equal(transfer.to_host(xp, w), robust.weights(loss, r, 0.5))
 
 
 # ----------------------------------------------------------------------------- nonlinear path

@@ -483,7 +483,7 @@ def _fit_device(options) -> str:
 
 def _basis(task, xp, device="cpu"):
     """The basis of a linear fit; a --model's columns are evaluated by the engine on ``device`` (namespace xp)."""
-    from gradsolve.solve.fit import tsqr as linear
+    from gradsolve.solve.fit import bases, transfer
 
     if task.kind == "polynomial":
         if task.data.columns is not None:
@@ -492,7 +492,7 @@ def _basis(task, xp, device="cpu"):
         else:
             first = next(iter(task.chunks()))
             lo, hi = float(np.min(first[0][0])), float(np.max(first[0][0]))
-        return linear.PolynomialBasis.for_range(task.degree, lo, hi)
+        return bases.PolynomialBasis.for_range(task.degree, lo, hi)
     f0, fs = task.linear_parts
     exprs = ([f0] if f0 != 0 else []) + list(fs)
     has_f0 = f0 != 0
@@ -507,15 +507,15 @@ def _basis(task, xp, device="cpu"):
         return (outs[0] if has_f0 else None), outs[1 if has_f0 else 0:]
 
     constant = next((j for j, f in enumerate(fs) if not f.free_symbols and f != 0), None)
-    basis = linear.ColumnBasis(evaluate, len(fs), constant)
+    basis = bases.ColumnBasis(evaluate, len(fs), constant)
     if task.data.columns is not None:
         xs = [task.data.columns[task.name_to_idx[n]] for n in task.model_columns]
     else:
         xs = next(iter(task.chunks()))[0]
-    xs, _, _ = linear.to_device(xp, xs)  # prepare evaluates the columns where the fit runs
+    xs, _, _ = transfer.to_device(xp, xs)  # prepare evaluates the columns where the fit runs
     try:
         basis.prepare(xp, xs)
-    except linear.NonFiniteColumn as exc:
+    except bases.NonFiniteColumn as exc:
         raise _not_finite_term(task, fs[exc.column]) from None
     return basis
 
@@ -628,7 +628,7 @@ def _choose(options, *, linear: bool) -> str:
 
 def _run_linear(task, options, on_progress, every, on_start):
     import gradsolve as gs
-    from gradsolve.solve.fit import tsqr as linear
+    from gradsolve.solve.fit import bases, tsqr as linear
 
     device = _fit_device(options)
     xp = gs.backend.get_backend(device).xp  # the data-sized work runs here; p x p algebra on the host
@@ -695,7 +695,7 @@ def _run_linear(task, options, on_progress, every, on_start):
         null_c = Vt[rank:]
         Mf = np.array([[float(v) for v in row] for row in red.M])
         null = np.array([v / np.linalg.norm(v) for v in (Mf @ null_c.T).T])
-    K = linear.exact_product(red.M, Rinv)
+    K = bases.exact_product(red.M, Rinv)
     summary = red.summary
     weighted = task.sigma_idx is not None
     tss = summary.m2 if basis.has_constant else summary.m2 + summary.wsum * summary.mean * summary.mean
@@ -718,12 +718,12 @@ def _run_linear(task, options, on_progress, every, on_start):
 
 def _irls_linear(task, basis, xp, b, options, method, max_iter=100):
     """Robust loss on a linear model: reweighted QR reductions over the full residuals until b settles."""
-    from gradsolve.solve.fit import robust, tsqr as linear
+    from gradsolve.solve.fit import robust, transfer, tsqr as linear
 
     steps = 0
     data = task.data.all()
     # the whole data on the device once; residuals and weights stay there between reweightings
-    xs_all, y_all, w_all = linear.to_device(xp, *task.transform(data))
+    xs_all, y_all, w_all = transfer.to_device(xp, *task.transform(data))
     for it in range(1, max_iter + 1):
         r = basis.residual(xp, xs_all, y_all, b)
         scaled = r * xp.sqrt(w_all) if w_all is not None else r
@@ -820,7 +820,7 @@ def _run_nonlinear(task, options, on_progress, every, on_start):
             history.extend(polish.loss_history)
             outcome = dataclasses.replace(polish, steps=steps, loss_history=history)
     if task.robust_loss != "squared":
-        from gradsolve.solve.fit.tsqr import on_device
+        from gradsolve.solve.fit.transfer import on_device
 
         # residuals and weights stay on the device between reweightings
         sw_dev = on_device(xp, sw) if sw is not None else None
@@ -1090,7 +1090,7 @@ def _draw(plt, task, result, path: str) -> None:
 def _model_values(task, result, xs) -> np.ndarray:
     b = np.array([result.parameters[n] for n in task.params])
     if task.kind == "polynomial":
-        from gradsolve.solve.fit.tsqr import PolynomialBasis
+        from gradsolve.solve.fit.bases import PolynomialBasis
 
         return np.asarray(PolynomialBasis(task.degree).values(np, xs, b), dtype=np.float64)
     bound = _Bound([task.model_expr], task.model_columns, params=dict(zip(task.params, b.tolist())))
