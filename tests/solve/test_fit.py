@@ -210,7 +210,7 @@ def test_tsqr_map_reduce_is_the_qr_of_the_whole():
 
 
 def test_streamed_file_gives_the_same_answer_as_in_memory(tmp_path, monkeypatch):
-    import gradsolve.solve.fit as fitmod
+    import gradsolve.solve.fit.task as fit_task
     from gradsolve.problem import table as tablemod
 
     rng = np.random.default_rng(2)
@@ -219,7 +219,7 @@ def test_streamed_file_gives_the_same_answer_as_in_memory(tmp_path, monkeypatch)
     path = tmp_path / "d.csv"
     path.write_text("x,y\n" + "".join(f"{a!r},{b!r}\n" for a, b in zip(x.tolist(), y.tolist())))
     whole = fit(str(path), degree=2)
-    monkeypatch.setattr(fitmod, "IN_MEMORY_BYTES", 0)
+    monkeypatch.setattr(fit_task, "IN_MEMORY_BYTES", 0)
     monkeypatch.setattr(tablemod, "BLOCK_SIZE", 1 << 14)
     original = tablemod.Table.batches
     monkeypatch.setattr(tablemod.Table, "batches", lambda self, cols, **kw: original(self, cols, **{**kw, "block_size": 1 << 14}))
@@ -376,7 +376,7 @@ def test_parquet_text_column_is_read_as_csv_text_is(tmp_path, monkeypatch):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    import gradsolve.solve.fit as fitmod
+    import gradsolve.solve.fit.task as fit_task
 
     path = str(tmp_path / "s.parquet")
     pq.write_table(pa.table({"x": [1.0, 2.0, 3.0, 4.0, 5.0, 6.0], "y": ["3", " 5", "x", "9", None, "13"]}), path)
@@ -386,7 +386,7 @@ def test_parquet_text_column_is_read_as_csv_text_is(tmp_path, monkeypatch):
     result = fit(path, degree=1, drop_invalid=True)
     assert result.extra["fit"]["dropped"] == 2 and result.extra["fit"]["rows"] == 4
     assert [result.parameters["c0"], result.parameters["c1"]] == pytest.approx([1.0, 2.0], rel=1e-13)
-    monkeypatch.setattr(fitmod, "IN_MEMORY_BYTES", 0)  # streamed batches: the same checks
+    monkeypatch.setattr(fit_task, "IN_MEMORY_BYTES", 0)  # streamed batches: the same checks
     with pytest.raises(ProblemError, match="row 3, column 'y'"):
         fit(path, degree=1)
     assert fit(path, degree=1, drop_invalid=True).extra["fit"]["dropped"] == 2
@@ -584,12 +584,12 @@ def test_cli_fit_table_and_bad_input_exit_codes(tmp_path):
 
 def test_chunks_mapped_on_two_threads_give_the_same_fit_to_the_last_bit(tmp_path, monkeypatch):
     """The map steps work on two chunks at once; results are summed in chunk order, so no bit moves."""
-    import gradsolve.solve.fit as fit_module
+    import gradsolve.solve.fit.task as fit_task
 
     rng = np.random.default_rng(11)
     x = rng.uniform(-5, 5, 5000)
     path = write_csv(tmp_path / "many.csv", x, 3 + 2 * x + x**2 + rng.normal(0, 0.1, x.size))
-    monkeypatch.setattr(fit_module, "CHUNK_ROWS", 256)  # 20 chunks
+    monkeypatch.setattr(fit_task, "CHUNK_ROWS", 256)  # 20 chunks
     results = {}
     mapped = []
     original = tsqr.map_chunk
@@ -607,11 +607,11 @@ def test_a_fit_whose_squares_overflow_is_diverged_and_quiet_on_every_thread(tmp_
     loss), and no NumPy warning escapes from the worker threads, which keep the caller's np.errstate."""
     import warnings
 
-    import gradsolve.solve.fit as fit_module
+    import gradsolve.solve.fit.task as fit_task
 
     x = np.linspace(1.0, 2.0, 2000) * 1e200
     path = write_csv(tmp_path / "huge.csv", x, x)
-    monkeypatch.setattr(fit_module, "CHUNK_ROWS", 128)
+    monkeypatch.setattr(fit_task, "CHUNK_ROWS", 128)
     monkeypatch.setattr(tsqr, "MAP_THREADS", 2)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
@@ -624,13 +624,13 @@ def test_a_ragged_row_names_its_line_and_never_quotes_the_row(tmp_path, monkeypa
     """As a problem file's data: reader does (gradsolve/problem/data.py): the counts, the line, not the row."""
     import io
 
-    import gradsolve.solve.fit as fitmod
+    import gradsolve.solve.fit.task as fit_task
 
     text = "x,y\n1,2\n\n2,3,secret-token\n3,4\n"
     path = tmp_path / "ragged.csv"
     path.write_text(text)
     if where == "streamed":
-        monkeypatch.setattr(fitmod, "IN_MEMORY_BYTES", 0)
+        monkeypatch.setattr(fit_task, "IN_MEMORY_BYTES", 0)
     with pytest.raises(ProblemError) as info:
         if where == "stdin":
             task = prepare_fit("-", degree=1, stdin=io.StringIO(text))

@@ -13,8 +13,8 @@ import pytest
 
 import gradsolve as gs
 from gradsolve.backend import DeviceError
-from gradsolve.solve import fit as fitmod
 from gradsolve.solve.fit import bases, robust, transfer, tsqr
+from gradsolve.solve.fit import task as fit_task
 from gradsolve.solve.fit import prepare_fit, run_fit
 from gradsolve.solve.loop import SolveOptions
 
@@ -126,7 +126,7 @@ def test_huber_fit_runs_on_the_device_and_matches_cpu(data_csv, device, seen):
 def test_weighted_streamed_fit_with_an_optimizer_runs_on_the_device(data_csv, device, seen, monkeypatch):
     """Streamed chunks (not in memory), --sigma weights, Adam on the reduced problem, then refinement."""
     reference = run(data_csv, "cpu", degree=2, y_column="y", sigma="s", optimizer="adam")
-    monkeypatch.setattr(fitmod, "IN_MEMORY_BYTES", 0)
+    monkeypatch.setattr(fit_task, "IN_MEMORY_BYTES", 0)
     seen.update(map=set(), chunk=set(), residuals=set())
     result = run(data_csv, device, degree=2, y_column="y", sigma="s", optimizer="adam")
     assert result.status == "converged" and result.device == device

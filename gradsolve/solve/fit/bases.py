@@ -18,7 +18,7 @@ from fractions import Fraction
 
 import numpy as np
 
-__all__ = ["PolynomialBasis", "ColumnBasis", "NonFiniteColumn", "apply_exact", "exact_product"]
+__all__ = ["PolynomialBasis", "ColumnBasis", "NonFiniteColumn", "apply_exact", "exact_product", "rounded"]
 
 
 # ----------------------------------------------------------------------------- double-double
@@ -278,3 +278,8 @@ def exact_product(M: list, K: np.ndarray) -> np.ndarray:
     """M K (K a float matrix) in exact arithmetic, rounded once per entry."""
     cols = [apply_exact(M, K[:, j]) for j in range(K.shape[1])]
     return np.stack(cols, axis=1) if cols else np.zeros((len(M), 0))
+
+
+def rounded(M: list) -> np.ndarray:
+    """M with each entry rounded to float64 (for a solve in floating point)."""
+    return np.array([[float(v) for v in row] for row in M])
