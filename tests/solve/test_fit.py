@@ -674,17 +674,15 @@ def test_cli_dtype_float32_linear_fit_warns_on_stderr_and_reports_float64():
 
 def test_refinement_change_is_the_largest_relative_change_of_a_coefficient(monkeypatch):
     """README: max over k of |b_k after - b_k before| / |b_k after|."""
-    from gradsolve.solve.fit import tsqr as linmod
-
     seen = {}
-    original = linmod.refine
+    original = tsqr.refine
 
     def spy(basis, xp, red, chunks, b):
         seen["before"] = np.array(b, dtype=np.float64)
         seen["after"] = np.asarray(original(basis, xp, red, chunks, b), dtype=np.float64)
         return seen["after"]
 
-    monkeypatch.setattr(linmod, "refine", spy)
+    monkeypatch.setattr(tsqr, "refine", spy)
     result = fit(POLY, degree=2, optimizer="adam")
     expected = float(np.max(np.abs(seen["after"] - seen["before"]) / np.abs(seen["after"])))
     assert result.extra["fit"]["refinement_change"] == pytest.approx(expected, rel=1e-12, abs=0)
