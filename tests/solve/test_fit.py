@@ -12,7 +12,7 @@ import pytest
 
 from gradsolve.problem.errors import ProblemError
 from gradsolve.problem.table import open_table
-from gradsolve.solve import linear
+from gradsolve.solve.fit import bases, tsqr
 from gradsolve.solve.fit import fit, prepare_fit
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -157,13 +157,13 @@ def test_adamw_fits_the_sum_of_squares_weight_decay_only_when_asked(monkeypatch,
 def spy_on_refinement(monkeypatch) -> dict:
     """Record (in the returned dict, key "b") the coefficients the refinement pass starts from."""
     seen = {}
-    original = linear.refine
+    original = tsqr.refine
 
     def spy(basis, xp, red, chunks, b):
         seen["b"] = np.array(b)
         return original(basis, xp, red, chunks, b)
 
-    monkeypatch.setattr(linear, "refine", spy)
+    monkeypatch.setattr(tsqr, "refine", spy)
     return seen
 
 
@@ -196,13 +196,13 @@ def test_tsqr_map_reduce_is_the_qr_of_the_whole():
     rng = np.random.default_rng(1)
     x = rng.uniform(-3, 7, 1000)
     y = 1 - 2 * x + 0.5 * x**2 + rng.normal(0, 0.1, x.size)
-    basis = linear.PolynomialBasis.for_range(2, x.min(), x.max())
+    basis = bases.PolynomialBasis.for_range(2, x.min(), x.max())
     chunks = [([x[i:i + 97]], y[i:i + 97], None) for i in range(0, x.size, 97)]
-    red = linear.reduce_chunks(basis, np, chunks)
-    whole = linear.reduce_chunks(basis, np, [([x], y, None)])
+    red = tsqr.reduce_chunks(basis, np, chunks)
+    whole = tsqr.reduce_chunks(basis, np, [([x], y, None)])
     # R is unique up to the signs of its rows
     assert np.allclose(np.abs(red.R), np.abs(whole.R), rtol=1e-12)
-    b = linear.to_user(red, linear.solve_reduced(red, red.z))
+    b = tsqr.to_user(red, tsqr.solve_reduced(red, red.z))
     assert np.allclose(b, np.polynomial.polynomial.polyfit(x, y, 2), rtol=1e-10)
     # the moments merge exactly (Chan's update)
     assert red.summary.n == 1000 and red.summary.mean == pytest.approx(y.mean(), rel=1e-14)
@@ -210,7 +210,7 @@ def test_tsqr_map_reduce_is_the_qr_of_the_whole():
 
 
 def test_streamed_file_gives_the_same_answer_as_in_memory(tmp_path, monkeypatch):
-    import gradsolve.solve.fit as fitmod
+    import gradsolve.solve.fit.task as fit_task
     from gradsolve.problem import table as tablemod
 
     rng = np.random.default_rng(2)
@@ -219,7 +219,7 @@ def test_streamed_file_gives_the_same_answer_as_in_memory(tmp_path, monkeypatch)
     path = tmp_path / "d.csv"
     path.write_text("x,y\n" + "".join(f"{a!r},{b!r}\n" for a, b in zip(x.tolist(), y.tolist())))
     whole = fit(str(path), degree=2)
-    monkeypatch.setattr(fitmod, "IN_MEMORY_BYTES", 0)
+    monkeypatch.setattr(fit_task, "IN_MEMORY_BYTES", 0)
     monkeypatch.setattr(tablemod, "BLOCK_SIZE", 1 << 14)
     original = tablemod.Table.batches
     monkeypatch.setattr(tablemod.Table, "batches", lambda self, cols, **kw: original(self, cols, **{**kw, "block_size": 1 << 14}))
@@ -376,7 +376,7 @@ def test_parquet_text_column_is_read_as_csv_text_is(tmp_path, monkeypatch):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    import gradsolve.solve.fit as fitmod
+    import gradsolve.solve.fit.task as fit_task
 
     path = str(tmp_path / "s.parquet")
     pq.write_table(pa.table({"x": [1.0, 2.0, 3.0, 4.0, 5.0, 6.0], "y": ["3", " 5", "x", "9", None, "13"]}), path)
@@ -386,7 +386,7 @@ def test_parquet_text_column_is_read_as_csv_text_is(tmp_path, monkeypatch):
     result = fit(path, degree=1, drop_invalid=True)
     assert result.extra["fit"]["dropped"] == 2 and result.extra["fit"]["rows"] == 4
     assert [result.parameters["c0"], result.parameters["c1"]] == pytest.approx([1.0, 2.0], rel=1e-13)
-    monkeypatch.setattr(fitmod, "IN_MEMORY_BYTES", 0)  # streamed batches: the same checks
+    monkeypatch.setattr(fit_task, "IN_MEMORY_BYTES", 0)  # streamed batches: the same checks
     with pytest.raises(ProblemError, match="row 3, column 'y'"):
         fit(path, degree=1)
     assert fit(path, degree=1, drop_invalid=True).extra["fit"]["dropped"] == 2
@@ -584,18 +584,18 @@ def test_cli_fit_table_and_bad_input_exit_codes(tmp_path):
 
 def test_chunks_mapped_on_two_threads_give_the_same_fit_to_the_last_bit(tmp_path, monkeypatch):
     """The map steps work on two chunks at once; results are summed in chunk order, so no bit moves."""
-    import gradsolve.solve.fit as fit_module
+    import gradsolve.solve.fit.task as fit_task
 
     rng = np.random.default_rng(11)
     x = rng.uniform(-5, 5, 5000)
     path = write_csv(tmp_path / "many.csv", x, 3 + 2 * x + x**2 + rng.normal(0, 0.1, x.size))
-    monkeypatch.setattr(fit_module, "CHUNK_ROWS", 256)  # 20 chunks
+    monkeypatch.setattr(fit_task, "CHUNK_ROWS", 256)  # 20 chunks
     results = {}
     mapped = []
-    original = linear.map_chunk
-    monkeypatch.setattr(linear, "map_chunk", lambda *a, **k: mapped.append(1) or original(*a, **k))
+    original = tsqr.map_chunk
+    monkeypatch.setattr(tsqr, "map_chunk", lambda *a, **k: mapped.append(1) or original(*a, **k))
     for threads in (1, 2):
-        monkeypatch.setattr(linear, "MAP_THREADS", threads)
+        monkeypatch.setattr(tsqr, "MAP_THREADS", threads)
         result = fit(path, degree=2, sigma=None)
         results[threads] = (result.parameters, result.extra["statistics"]["rss"], result.extra["statistics"]["stderr"])
     assert results[1] == results[2]
@@ -607,12 +607,12 @@ def test_a_fit_whose_squares_overflow_is_diverged_and_quiet_on_every_thread(tmp_
     loss), and no NumPy warning escapes from the worker threads, which keep the caller's np.errstate."""
     import warnings
 
-    import gradsolve.solve.fit as fit_module
+    import gradsolve.solve.fit.task as fit_task
 
     x = np.linspace(1.0, 2.0, 2000) * 1e200
     path = write_csv(tmp_path / "huge.csv", x, x)
-    monkeypatch.setattr(fit_module, "CHUNK_ROWS", 128)
-    monkeypatch.setattr(linear, "MAP_THREADS", 2)
+    monkeypatch.setattr(fit_task, "CHUNK_ROWS", 128)
+    monkeypatch.setattr(tsqr, "MAP_THREADS", 2)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         result = fit(path, degree=2)
@@ -624,13 +624,13 @@ def test_a_ragged_row_names_its_line_and_never_quotes_the_row(tmp_path, monkeypa
     """As a problem file's data: reader does (gradsolve/problem/data.py): the counts, the line, not the row."""
     import io
 
-    import gradsolve.solve.fit as fitmod
+    import gradsolve.solve.fit.task as fit_task
 
     text = "x,y\n1,2\n\n2,3,secret-token\n3,4\n"
     path = tmp_path / "ragged.csv"
     path.write_text(text)
     if where == "streamed":
-        monkeypatch.setattr(fitmod, "IN_MEMORY_BYTES", 0)
+        monkeypatch.setattr(fit_task, "IN_MEMORY_BYTES", 0)
     with pytest.raises(ProblemError) as info:
         if where == "stdin":
             task = prepare_fit("-", degree=1, stdin=io.StringIO(text))
@@ -674,17 +674,15 @@ def test_cli_dtype_float32_linear_fit_warns_on_stderr_and_reports_float64():
 
 def test_refinement_change_is_the_largest_relative_change_of_a_coefficient(monkeypatch):
     """README: max over k of |b_k after - b_k before| / |b_k after|."""
-    from gradsolve.solve import linear as linmod
-
     seen = {}
-    original = linmod.refine
+    original = tsqr.refine
 
     def spy(basis, xp, red, chunks, b):
         seen["before"] = np.array(b, dtype=np.float64)
         seen["after"] = np.asarray(original(basis, xp, red, chunks, b), dtype=np.float64)
         return seen["after"]
 
-    monkeypatch.setattr(linmod, "refine", spy)
+    monkeypatch.setattr(tsqr, "refine", spy)
     result = fit(POLY, degree=2, optimizer="adam")
     expected = float(np.max(np.abs(seen["after"] - seen["before"]) / np.abs(seen["after"])))
     assert result.extra["fit"]["refinement_change"] == pytest.approx(expected, rel=1e-12, abs=0)

@@ -13,8 +13,8 @@ import pytest
 
 import gradsolve as gs
 from gradsolve.backend import DeviceError
-from gradsolve.solve import fit as fitmod
-from gradsolve.solve import linear, robust
+from gradsolve.solve.fit import bases, robust, transfer, tsqr
+from gradsolve.solve.fit import task as fit_task
 from gradsolve.solve.fit import prepare_fit, run_fit
 from gradsolve.solve.options import SolveOptions
 
@@ -48,7 +48,7 @@ def data_csv(tmp_path_factory):
 def seen(monkeypatch):
     """The namespaces the map step and the residual pass ran in, and the types of the chunks they saw."""
     record = {"map": set(), "chunk": set(), "residuals": set()}
-    map_chunk, residual_stats = linear.map_chunk, linear.residual_stats
+    map_chunk, residual_stats = tsqr.map_chunk, tsqr.residual_stats
 
     def spy_map(basis, xp, xs, y, **kw):
         record["map"].add(xp.__name__)
@@ -59,8 +59,8 @@ def seen(monkeypatch):
         record["residuals"].add(xp.__name__)
         return residual_stats(basis, xp, chunks, b)
 
-    monkeypatch.setattr(linear, "map_chunk", spy_map)
-    monkeypatch.setattr(linear, "residual_stats", spy_residuals)
+    monkeypatch.setattr(tsqr, "map_chunk", spy_map)
+    monkeypatch.setattr(tsqr, "residual_stats", spy_residuals)
     return record
 
 
@@ -126,7 +126,7 @@ def test_huber_fit_runs_on_the_device_and_matches_cpu(data_csv, device, seen):
 def test_weighted_streamed_fit_with_an_optimizer_runs_on_the_device(data_csv, device, seen, monkeypatch):
     """Streamed chunks (not in memory), --sigma weights, Adam on the reduced problem, then refinement."""
     reference = run(data_csv, "cpu", degree=2, y_column="y", sigma="s", optimizer="adam")
-    monkeypatch.setattr(fitmod, "IN_MEMORY_BYTES", 0)
+    monkeypatch.setattr(fit_task, "IN_MEMORY_BYTES", 0)
     seen.update(map=set(), chunk=set(), residuals=set())
     result = run(data_csv, device, degree=2, y_column="y", sigma="s", optimizer="adam")
     assert result.status == "converged" and result.device == device
@@ -161,20 +161,20 @@ def test_double_double_residuals_stay_in_the_namespace(device):
     x = rng.uniform(-1e3, 1e3, 257)
     b = np.array([1.0 / 3.0, -2.0 / 7.0, 1e-3, 5e-7])
     y = ((b[3] * x + b[2]) * x + b[1]) * x + b[0]
-    basis = linear.PolynomialBasis(3)
-    xs, yd, _ = linear.to_device(xp, [x], y)
+    basis = bases.PolynomialBasis(3)
+    xs, yd, _ = transfer.to_device(xp, [x], y)
     r = basis.residual(xp, xs, yd, b)
     assert type(r).__module__.split(".")[0] == NAMESPACE[device]
-    np.testing.assert_array_equal(linear._host(xp, r), basis.residual(np, [x], y, b))
+    np.testing.assert_array_equal(transfer.to_host(xp, r), basis.residual(np, [x], y, b))
 
 
 @pytest.mark.parametrize("loss", ["squared", "huber", "soft_l1", "cauchy"])
 def test_robust_weights_in_any_namespace(device, loss):
     xp = gs.backend.get_backend(device).xp
     r = np.linspace(-3.0, 3.0, 13)
-    w = robust.weights(loss, linear.on_device(xp, r), 0.5, xp=xp)
+    w = robust.weights(loss, transfer.on_device(xp, r), 0.5, xp=xp)
     assert type(w).__module__.split(".")[0] == NAMESPACE[device]
-    np.testing.assert_array_equal(linear._host(xp, w), robust.weights(loss, r, 0.5))
+    np.testing.assert_array_equal(transfer.to_host(xp, w), robust.weights(loss, r, 0.5))
 
 
 # ----------------------------------------------------------------------------- nonlinear path

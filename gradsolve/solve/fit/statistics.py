@@ -14,7 +14,10 @@ import math
 
 import numpy as np
 
-__all__ = ["covariance_from_K", "fit_statistics", "jacobian_K"]
+from gradsolve.solve.fit.bases import exact_product, rounded
+from gradsolve.solve.fit.tsqr import back_substitute, rank_of
+
+__all__ = ["covariance_from_K", "fit_statistics", "jacobian_K", "reduction_K"]
 
 #: A parameter whose weight in a null-space direction exceeds this is "not determined".
 NULL_COMPONENT = 1e-6
@@ -33,6 +36,22 @@ def jacobian_K(J: np.ndarray):
     rank = int(np.count_nonzero(s > tol))
     K = (Vt[:rank].T / s[:rank]) / norms[:, None]
     return K, rank, Vt[rank:]
+
+
+def reduction_K(red):
+    """(K, rank, null_space) from a linear fit's QR reduction: K = M R^-1, so Cov(b) = s2 M R^-1 R^-T M^T
+    (R of the weighted, preconditioned basis)."""
+    rank, U, s, Vt = rank_of(red.R)
+    if rank == red.p:
+        Rinv = np.stack([back_substitute(red.R, e) for e in np.eye(red.p)], axis=1)
+        null = None
+    else:
+        Rinv = Vt[:rank].T / s[:rank] @ U[:, :rank].T
+        null_c = Vt[rank:]
+        Mf = rounded(red.M)
+        null = np.array([v / np.linalg.norm(v) for v in (Mf @ null_c.T).T])
+    K = exact_product(red.M, Rinv)
+    return K, rank, null
 
 
 def covariance_from_K(K: np.ndarray, s2: float) -> np.ndarray:

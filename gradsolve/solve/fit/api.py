@@ -1,0 +1,58 @@
+"""The entry points of a fit: ``fit`` (the Python API) and ``run_fit`` (after ``prepare_fit``; the CLI's way)."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+import gradsolve as gs
+from gradsolve.problem.errors import ProblemError
+from gradsolve.solve.fit.linear import run_linear
+from gradsolve.solve.fit.task import FitTask, prepare_fit
+from gradsolve.solve.loop import FIRST_ORDER, METHODS, SolveError, SolveOptions
+
+__all__ = ["fit", "run_fit"]
+
+
+def fit(path, *, degree=None, model=None, x_columns=(), y_column=None, init=None, header=None, sigma=None,
+        drop_invalid=False, robust_loss="squared", f_scale=1.0, predict=(), on_progress=None, every=1,
+        weight_decay=None, **options):
+    """Fit and return a Result: the Python face of `gradsolve fit` (options as keywords: optimizer=, steps=, ...).
+
+    ``weight_decay`` (first-order optimizers only) defaults to 0, whatever the optimizer's own default: a
+    decay changes the objective, which for a fit is the sum of squares.  It acts on the variables the
+    optimizer moves (for a linear model, the orthogonal basis of the QR reduction).
+    """
+    task = prepare_fit(path, degree=degree, model=model, x_columns=x_columns, y_column=y_column, init=init,
+                       seed=options.get("seed"), header=header, sigma=sigma, drop_invalid=drop_invalid,
+                       robust_loss=robust_loss, f_scale=f_scale, predict=predict)
+    if weight_decay is not None:
+        if not (isinstance(weight_decay, (int, float)) and math.isfinite(weight_decay) and weight_decay >= 0):
+            raise ProblemError(f"weight_decay must be a finite number >= 0, got {weight_decay!r}")
+        task.weight_decay = float(weight_decay)
+    opts = SolveOptions()
+    for key, value in options.items():
+        if value is not None:
+            setattr(opts, key, value)
+    return run_fit(task, opts, on_progress=on_progress, every=every)
+
+
+def run_fit(task: FitTask, options, *, on_progress=None, every=1, on_start=None):
+    """Solve the fit and return a Result with ``model``, ``statistics`` and ``fit`` in its extra fields."""
+    if options.optimizer not in METHODS:
+        raise SolveError(f"unknown optimizer {options.optimizer!r}: choose one of {', '.join(METHODS)}")
+    if task.weight_decay and options.optimizer not in FIRST_ORDER:
+        raise SolveError(f"weight_decay applies to the first-order optimizers ({', '.join(FIRST_ORDER)}), "
+                         f"not to {options.optimizer}")
+    if options.device not in ("cpu",) and options.device != "auto":
+        gs.backend.get_backend(gs.backend.resolve_device(options.device))  # DeviceError when unusable
+    task.data.load()
+    # Models are evaluated outside the solve loop too (the start from the data, the reduction, the
+    # statistics, predictions): overflow or a log of a negative number there is a NaN or infinity the
+    # fit checks for and reports, never a NumPy RuntimeWarning on stderr.
+    with np.errstate(all="ignore"):
+        if task.kind == "nonlinear":
+            from gradsolve.solve.fit.nonlinear import run_nonlinear  # it loads sympy: a --degree fit never does
+
+            return run_nonlinear(task, options, on_progress, every, on_start)
+        return run_linear(task, options, on_progress, every, on_start)
