@@ -31,7 +31,8 @@ import re
 from typing import IO, Mapping
 
 from .errors import EXCERPT_CHARS, Issue, ProblemError, excerpt
-from .grammar import FUNCTIONS, Origin, is_valid_name, parse_expression
+from .functions import FUNCTIONS
+from .grammar import Origin, is_valid_name, parse_expression
 from .settings import OPTIMIZERS
 
 __all__ = [

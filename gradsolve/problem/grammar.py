@@ -44,14 +44,15 @@ import sys
 import tokenize
 import unicodedata
 from dataclasses import dataclass, field
-from typing import Callable, Mapping
+from typing import Mapping
 
 import sympy
-from sympy.codegen.cfunctions import expm1 as _sympy_expm1
-from sympy.core.logic import fuzzy_and
-from sympy.codegen.cfunctions import log1p as _sympy_log1p
 
+from .constants import CONSTANTS, evaluate_constant, is_undefined
 from .errors import ProblemError, excerpt
+from .functions import FUNCTIONS
+# These live in functions.py; imported here so that `from gradsolve.problem.grammar import ...` keeps working.
+from .functions import FunctionSpec, maximum, minimum, sigmoid  # noqa: F401
 
 __all__ = [
     "MAX_EXPRESSION_CHARS",
@@ -83,17 +84,12 @@ MAX_DEPTH = 100
 MAX_INT_DIGITS = 100
 #: Largest |exponent| of a numeric power applied to a non-constant base.
 MAX_EXPONENT = 10_000
-#: Most arguments of one min(...) / max(...) call.
-MAX_EXTREMUM_ARGS = 64
 #: Longest name (unknown or data column).
 MAX_NAME_CHARS = 100
 #: Largest number of decimal digits an exact constant may grow to (sympy prints
 #: integers through str(), which Python caps at 4300 digits).
 _MAX_EXACT_DIGITS = 1_000
 _MAX_EXACT_BITS = int(_MAX_EXACT_DIGITS / 0.30103)
-_UNDEFINED = (sympy.zoo, sympy.nan, sympy.oo, -sympy.oo)
-#: Digits at which constant sub-expressions are evaluated; a defined value agrees at both.
-_CHECK_DIGITS = (30, 45)
 #: Largest decimal exponent a constant power may reach (doubles stop near 308).
 _MAX_CONSTANT_LOG10 = 400.0
 
@@ -114,194 +110,6 @@ def is_valid_name(name: str) -> bool:
         and not name.startswith("__")
         and len(name) <= MAX_NAME_CHARS
     )
-
-
-# ----------------------------------------------------------------------------- sympy extras
-
-
-class sigmoid(sympy.Function):
-    """The logistic function 1 / (1 + exp(-x)) as one sympy node.
-
-    Kept as its own node so lowering can use the engine's stable ``sigmoid``;
-    ``fdiff`` and ``_eval_evalf`` make it a full citizen for sympy.diff/evalf.
-    """
-
-    nargs = 1
-
-    def fdiff(self, argindex=1):
-        s = sigmoid(self.args[0])
-        return s * (1 - s)
-
-    def _eval_rewrite_as_exp(self, x, **kwargs):
-        return 1 / (1 + sympy.exp(-x))
-
-    def _eval_evalf(self, prec):
-        return (1 / (1 + sympy.exp(-self.args[0])))._eval_evalf(prec)
-
-    def _eval_is_extended_real(self):
-        return self.args[0].is_extended_real
-
-    def _eval_is_positive(self):
-        if self.args[0].is_extended_real:
-            return True
-        return None
-
-
-class _Extremum(sympy.Function):
-    """n-ary max/min kept as one unevaluated node.
-
-    sympy's own ``Max``/``Min`` compare every pair of arguments (with
-    assumption queries) when built and flatten nested calls, which is
-    quadratic and was measured at seconds for ~100 symbolic arguments; these
-    nodes do nothing when built (the grammar drops repeated arguments).
-    ``fdiff`` gives sympy.diff the engine's derivative (Heaviside steps with
-    the engine's tie rule) and ``_eval_evalf`` the numeric value.
-    """
-
-    _pick = None  # max or min of numeric values
-    _step_sign = 1  # +1: d max/d a_i = H(a_i - others); -1: d min/d a_i = H(others - a_i)
-
-    @classmethod
-    def eval(cls, *args):  # safe: sympy's Function.eval hook on built nodes, not Python's eval of text
-        # Only plain numbers are compared (no assumption queries, so building stays cheap).
-        if args and all(arg.is_Number for arg in args):
-            return cls._pick(args)
-        return None
-
-    def fdiff(self, argindex=1):
-        """The derivative the engine computes: a left fold of two-argument max/min, ties shared equally.
-
-        ``max(a1, ..., an)`` is evaluated as ``max(max(max(a1, a2), a3), ...)``
-        and each two-argument step gives half the gradient to each side on a tie
-        (``Heaviside(0) = 1/2``), so at ``a1 = a2 = a3`` the derivatives are
-        1/4, 1/4, 1/2 and they always sum to 1.
-        """
-        args = self.args
-        i = argindex - 1
-        sign = self._step_sign
-
-        def prefix(k):  # the running max/min of args[0..k]
-            return args[0] if k == 0 else type(self)(*args[: k + 1])
-
-        factors = [] if i == 0 else [sympy.Heaviside(sign * (args[i] - prefix(i - 1)))]
-        for k in range(i + 1, len(args)):
-            factors.append(sympy.Heaviside(sign * (prefix(k - 1) - args[k])))
-        return sympy.Mul(*factors)
-
-    def _eval_evalf(self, prec):
-        dps = max(15, int(prec * 0.30103) + 2)
-        values = [arg.evalf(dps) for arg in self.args]
-        if all(v.is_Number and v.is_extended_real for v in values):
-            return type(self)._pick(values)
-        return None
-
-    def _eval_is_extended_real(self):
-        return fuzzy_and(arg.is_extended_real for arg in self.args)
-
-
-class maximum(_Extremum):
-    """max(a, b, ...): the largest argument."""
-
-    _pick = staticmethod(max)
-    _step_sign = 1
-
-
-class minimum(_Extremum):
-    """min(a, b, ...): the smallest argument."""
-
-    _pick = staticmethod(min)
-    _step_sign = -1
-
-
-maximum.__name__ = "max"  # printed as the user wrote it
-minimum.__name__ = "min"
-
-
-def _extremum(node_class):
-    def build(*args):
-        args = tuple(dict.fromkeys(args))  # max(y, y, y) is y: duplicates change nothing
-        return args[0] if len(args) == 1 else node_class(*args)
-
-    return build
-
-
-# ----------------------------------------------------------------------------- function table
-
-
-@dataclass(frozen=True)
-class FunctionSpec:
-    """One entry of the function table: name, arity, builder and documentation."""
-
-    name: str
-    min_args: int
-    max_args: int | None  # None: any number
-    build: Callable[..., sympy.Expr]
-    doc: str
-    aliases: tuple[str, ...] = ()
-
-    def arity_text(self) -> str:
-        if self.max_args is None:
-            return f"at least {self.min_args} argument{'s' if self.min_args != 1 else ''}"
-        if self.min_args == self.max_args:
-            return f"{self.min_args} argument{'s' if self.min_args != 1 else ''}"
-        return f"{self.min_args} to {self.max_args} arguments"
-
-
-def _log(x, base=None):
-    if base is None:
-        return sympy.log(x)
-    return sympy.log(x) / sympy.log(base)
-
-
-def _cbrt(x):
-    # Real cube root: cbrt(-8) is -2 (sympy.cbrt is the principal complex root).
-    return sympy.sign(x) * sympy.Pow(sympy.Abs(x), sympy.Rational(1, 3))
-
-
-def _specs() -> dict[str, FunctionSpec]:
-    table = [
-        FunctionSpec("exp", 1, 1, sympy.exp, "e raised to x"),
-        FunctionSpec("log", 1, 2, _log, "natural logarithm; log(x, b) is the logarithm to base b", ("ln",)),
-        FunctionSpec("log10", 1, 1, lambda x: sympy.log(x) / sympy.log(10), "base-10 logarithm"),
-        FunctionSpec("log2", 1, 1, lambda x: sympy.log(x) / sympy.log(2), "base-2 logarithm"),
-        FunctionSpec("log1p", 1, 1, _sympy_log1p, "log(1 + x), accurate for small x"),
-        FunctionSpec("expm1", 1, 1, _sympy_expm1, "exp(x) - 1, accurate for small x"),
-        FunctionSpec("sqrt", 1, 1, sympy.sqrt, "square root"),
-        FunctionSpec("cbrt", 1, 1, _cbrt, "real cube root (cbrt(-8) = -2)"),
-        FunctionSpec("abs", 1, 1, sympy.Abs, "absolute value"),
-        FunctionSpec("sign", 1, 1, sympy.sign, "-1, 0 or 1"),
-        FunctionSpec("sin", 1, 1, sympy.sin, "sine (radians)"),
-        FunctionSpec("cos", 1, 1, sympy.cos, "cosine (radians)"),
-        FunctionSpec("tan", 1, 1, sympy.tan, "tangent (radians)"),
-        FunctionSpec("asin", 1, 1, sympy.asin, "inverse sine", ("arcsin",)),
-        FunctionSpec("acos", 1, 1, sympy.acos, "inverse cosine", ("arccos",)),
-        FunctionSpec("atan", 1, 1, sympy.atan, "inverse tangent", ("arctan",)),
-        FunctionSpec("atan2", 2, 2, sympy.atan2, "atan2(y, x): angle of the point (x, y)", ("arctan2",)),
-        FunctionSpec("sinh", 1, 1, sympy.sinh, "hyperbolic sine"),
-        FunctionSpec("cosh", 1, 1, sympy.cosh, "hyperbolic cosine"),
-        FunctionSpec("tanh", 1, 1, sympy.tanh, "hyperbolic tangent"),
-        FunctionSpec("asinh", 1, 1, sympy.asinh, "inverse hyperbolic sine", ("arcsinh",)),
-        FunctionSpec("acosh", 1, 1, sympy.acosh, "inverse hyperbolic cosine", ("arccosh",)),
-        FunctionSpec("atanh", 1, 1, sympy.atanh, "inverse hyperbolic tangent", ("arctanh",)),
-        FunctionSpec("sigmoid", 1, 1, sigmoid, "logistic function 1 / (1 + exp(-x))"),
-        FunctionSpec("min", 1, MAX_EXTREMUM_ARGS, _extremum(minimum), "smallest of its arguments"),
-        FunctionSpec("max", 1, MAX_EXTREMUM_ARGS, _extremum(maximum), "largest of its arguments"),
-        FunctionSpec("pow", 2, 2, None, "pow(x, y) is x**y"),  # built by _power
-        FunctionSpec("hypot", 2, 2, lambda x, y: sympy.sqrt(x**2 + y**2), "sqrt(x**2 + y**2)"),
-    ]
-    out: dict[str, FunctionSpec] = {}
-    for spec in table:
-        out[spec.name] = spec
-        for alias in spec.aliases:
-            out[alias] = spec
-    return out
-
-
-#: Name (or alias) -> FunctionSpec.  The single source of truth for callable names.
-FUNCTIONS: dict[str, FunctionSpec] = _specs()
-
-#: Named constants; a declared unknown or data column of the same name shadows them.
-CONSTANTS: dict[str, sympy.Expr] = {"pi": sympy.pi, "e": sympy.E}
 
 
 # ----------------------------------------------------------------------------- results
@@ -351,7 +159,7 @@ class _Parser:
         self.numbers: dict[str, tuple[str, int]] = {}  # placeholder -> (literal, position)
         self.used_names: set[str] = set()
         self.used_constants: set[str] = set()
-        # constant sub-expression -> (its double value, its real value at each of _CHECK_DIGITS)
+        # constant sub-expression -> (its double value, its real values): constants.evaluate_constant's cache
         self.constants: dict[sympy.Expr, tuple[float, tuple]] = {}
 
     # -- errors -------------------------------------------------------------------
@@ -892,14 +700,14 @@ class _Walker:
     def constant_value(self, value: sympy.Expr, node: ast.AST) -> float:
         """The double-precision value of a constant expression, or an error.
 
-        The value is computed at two precisions (``_CHECK_DIGITS``): a finite
+        The value is computed at two precisions (30 and 45 digits): a finite
         real value comes out the same at both, while a pole (``tan(pi/2)``) or
         a division by or logarithm of an exact zero hidden in radicals
         (``1/(sqrt(2) + sqrt(3) - sqrt(5 + 2*sqrt(6)))``) gives values that
         disagree, and is refused as undefined.  Each node is computed from its
         arguments' cached approximations, so a chain of constant calls costs
         one evaluation per node; only a node whose two results disagree is
-        evaluated again exactly (``_evaluate_constant``).
+        evaluated again exactly (``constants.evaluate_constant``).
         """
         decided = evaluate_constant(value, self.p.constants)
         if isinstance(decided, str):
@@ -909,7 +717,7 @@ class _Walker:
     def checked(self, value: sympy.Expr, node: ast.AST) -> sympy.Expr:
         """Refuse infinities, oversized exact numbers and constants that are not finite real doubles."""
         local = (value, *value.args)
-        if any(_is_undefined(part) for part in local):
+        if any(is_undefined(part) for part in local):
             raise self.error("the value is undefined here (division by zero?)", node)
         for part in local:
             if part.is_Rational and max(abs(int(part.p)).bit_length(), int(part.q).bit_length()) > _MAX_EXACT_BITS:
@@ -979,138 +787,6 @@ class _Walker:
         return self.checked(sympy.Pow(base, exponent), node)
 
 
-def _is_undefined(value: sympy.Basic) -> bool:
-    """zoo, nan, oo or -oo (sympy singletons: compared by identity, which is fast)."""
-    return any(value is special for special in _UNDEFINED)
-
-
-_UNDEFINED_MESSAGE = "the value is undefined here (division by zero, or a pole such as tan(pi/2) or log(0)?)"
-_NOT_REAL_MESSAGE = "the value is not a real number here (e.g. sqrt or log of a negative number)"
-_NO_VALUE_MESSAGE = "the expression has no real value here"
-_TOO_LARGE_MESSAGE = "the value is too large for double precision"
-_SYMPY_NUMERIC_ERRORS = (TypeError, ValueError, OverflowError, ZeroDivisionError, AttributeError, RecursionError)
-
-
-def _parts(approx: sympy.Expr):
-    """(real, imag) of a numeric approximation as sympy numbers, or None when it is not a finite number."""
-    if approx.has(sympy.zoo, sympy.nan, sympy.oo, -sympy.oo):
-        return None
-    real, imag = approx.as_real_imag()
-    if not (real.is_Number and imag.is_Number):
-        return None
-    return real, imag
-
-
-def _no_digits(number: sympy.Expr) -> bool:
-    """True for an exact 0, or a Float whose value evalf could not resolve at all (``0.e-165``)."""
-    if number.is_zero:
-        return True
-    return number.is_Float and number._prec < 16
-
-
-def _decide(approximations) -> tuple[float, tuple] | str:
-    """The double value of a constant from its approximations at ``_CHECK_DIGITS``, or the message refusing it.
-
-    Returns ``(value, reals)``: *reals* are the real parts at each precision
-    (exact zeros where evalf resolved no digit), for evaluating the nodes above.
-    """
-    if any(parts is None for parts in approximations):
-        return _UNDEFINED_MESSAGE
-    if any(not _no_digits(imag) for _, imag in approximations):
-        if any(_no_digits(imag) for _, imag in approximations):
-            return _UNDEFINED_MESSAGE  # real at one precision, complex at the other
-        return _NOT_REAL_MESSAGE
-    reals = [sympy.Integer(0) if _no_digits(real) else real for real, _ in approximations]
-    try:
-        numbers = [float(real) for real in reals]
-    except OverflowError:
-        return _TOO_LARGE_MESSAGE
-    except (TypeError, ValueError):
-        return _NO_VALUE_MESSAGE
-    if any(math.isnan(n) for n in numbers):
-        return _UNDEFINED_MESSAGE
-    if any(math.isinf(n) for n in numbers):
-        return _TOO_LARGE_MESSAGE
-    low, best = numbers[0], numbers[-1]
-    if (low == 0.0) != (best == 0.0):
-        if max(abs(low), abs(best)) > 1e-25:  # resolved at one precision, zero at the other
-            return _UNDEFINED_MESSAGE
-        return 0.0, tuple(sympy.Integer(0) for _ in reals)
-    if abs(low - best) > 1e-12 * abs(best):
-        return _UNDEFINED_MESSAGE
-    return best, tuple(reals)
-
-
-def _evaluate_constant(value: sympy.Expr, known: dict) -> tuple[float, tuple] | str:
-    """The double value of a constant expression (and its approximations), or the message refusing it.
-
-    *known* maps sub-expressions already evaluated to their approximations at
-    ``_CHECK_DIGITS``.  When every argument is known, the node is evaluated on
-    those approximations, one precision each: cheap, and when the two results
-    agree the value is well conditioned and right.  Otherwise (an argument not
-    seen, or results that disagree: a pole, a cancellation, an exact zero) the
-    exact expression is evaluated by ``sympy.N``, which raises its working
-    precision where it cancels, and decides.
-    """
-    if value.is_Number:
-        if _is_undefined(value):
-            return _UNDEFINED_MESSAGE
-        return _decide([(value, sympy.Integer(0)) for _ in _CHECK_DIGITS])
-    args = [_approximations_of(arg, known) for arg in value.args]
-    if args and all(arg is not None for arg in args):
-        try:
-            # evaluate=False: sympy's automatic evaluation would query assumptions on every build
-            fast = [_parts(sympy.N(value.func(*[arg[k] for arg in args], evaluate=False), digits))
-                    for k, digits in enumerate(_CHECK_DIGITS)]
-        except _SYMPY_NUMERIC_ERRORS:
-            fast = None
-        if fast is not None:
-            decided = _decide(fast)
-            if not isinstance(decided, str):
-                return decided
-    try:
-        exact = [_parts(sympy.N(value, digits)) for digits in _CHECK_DIGITS]
-    except _SYMPY_NUMERIC_ERRORS:
-        return _NO_VALUE_MESSAGE
-    return _decide(exact)
-
-
-def _approximations_of(arg: sympy.Expr, known: dict):
-    """*arg* at each of ``_CHECK_DIGITS``: known, exact (a number), or None (not evaluated yet)."""
-    if arg in known:
-        return known[arg][1]
-    if arg.is_Number:
-        return tuple(arg for _ in _CHECK_DIGITS)
-    if arg.is_NumberSymbol:
-        return tuple(sympy.N(arg, digits) for digits in _CHECK_DIGITS)
-    return None
-
-
-def evaluate_constant(expr: sympy.Expr, known: dict | None = None) -> float | str:
-    """The double value of the constant expression *expr*, or the message that refuses it.
-
-    Every sub-expression is evaluated once, bottom up (``_evaluate_constant``);
-    *known* (sub-expression -> (value, approximations)) is filled as it goes
-    and may be shared between calls.  The grammar refuses with the message;
-    lowering folds constants with the value, so both agree (``sign`` of an
-    exact zero hidden in radicals is 0 for both).
-    """
-    known = {} if known is None else known
-    stack: list[tuple[sympy.Expr, bool]] = [(expr, False)]
-    while stack:
-        node, ready = stack.pop()
-        if node in known:
-            continue
-        if not ready:
-            stack.append((node, True))
-            stack.extend((arg, False) for arg in node.args
-                         if arg not in known and not arg.is_Number and not arg.is_NumberSymbol)
-            continue
-        decided = _evaluate_constant(node, known)
-        if isinstance(decided, str):
-            return decided
-        known[node] = decided
-    return known[expr][0]
 
 
 def _largest_exact_digits(expr: sympy.Expr) -> float:

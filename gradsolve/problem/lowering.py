@@ -44,11 +44,11 @@ from sympy.codegen.cfunctions import log1p as _sympy_log1p
 
 import gradsolve as gs
 
+from .constants import evaluate_constant
 from .errors import ProblemError, excerpt
-from .grammar import evaluate_constant
-from .grammar import maximum as _max_node
-from .grammar import minimum as _min_node
-from .grammar import sigmoid as _sympy_sigmoid
+from .functions import maximum as _max_node
+from .functions import minimum as _min_node
+from .functions import sigmoid as _sympy_sigmoid
 from .spec import ProblemSpec
 
 __all__ = ["LOWERING", "Program", "compile_program", "LoweredProblem", "lower", "unlowerable"]

@@ -28,7 +28,8 @@ import numpy as np
 import sympy
 
 from .errors import Issue, ProblemError, escape, excerpt
-from .grammar import FUNCTIONS, Origin, ParsedExpression, is_valid_name, parse_equation, parse_expression
+from .functions import FUNCTIONS
+from .grammar import Origin, ParsedExpression, is_valid_name, parse_equation, parse_expression
 
 __all__ = ["Unknown", "ProblemSpec", "build_spec", "bounds_problem", "KINDS", "MAX_UNKNOWNS", "MAX_EXPRESSIONS",
            "MAX_TOTAL_CHARS", "DEFAULT_SEED", "INIT_ORIGIN"]
