@@ -271,7 +271,7 @@ def build_spec(
     if not items and not issues:
         what = {"equations": "equations", "residuals": "residuals", "minimize": "expression to minimize"}[kind]
         issues.append(_issue_at(file_origin, f"the problem has no {what}"))
-    from .lowering import unlowerable  # the lowering table (lower imports this module, so not at the top)
+    from .lowering import unlowerable  # the lowering table; here, so that importing spec does not load the engine
 
     for item in items:
         missing = unlowerable(item.expr)
