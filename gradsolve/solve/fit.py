@@ -389,11 +389,11 @@ def prepare_fit(path: str, *, degree=None, model=None, x_columns=(), y_column=No
                               + ([sigma_idx] if sigma_idx is not None else [])))
     import sympy
 
-    from gradsolve.problem.analysis import _affine_in
+    from gradsolve.problem.analysis import is_affine_in
 
     expr = spec.residuals[0]
     symbols = [sympy.Symbol(p, real=True) for p in params]
-    linear = _affine_in(expr, set(symbols))
+    linear = is_affine_in(expr, set(symbols))
     kind = "linear" if linear else "nonlinear"
     data = FitData(table, read, drop_invalid=drop_invalid,
                    in_memory=(not linear) or table.data is not None or table.size <= IN_MEMORY_BYTES)
@@ -874,14 +874,14 @@ def _linear_params(expr, symbols):
     """Parameters that enter the model linearly, jointly (greedy, in order)."""
     import sympy
 
-    from gradsolve.problem.analysis import _is_zero
+    from gradsolve.problem.analysis import is_identically_zero
 
     chosen = []
     for s in symbols:
         d = sympy.diff(expr, s)
-        if not _is_zero(sympy.diff(d, s)):
+        if not is_identically_zero(sympy.diff(d, s)):
             continue
-        if all(_is_zero(sympy.diff(d, t)) for t in chosen):
+        if all(is_identically_zero(sympy.diff(d, t)) for t in chosen):
             chosen.append(s)
     return chosen
 
