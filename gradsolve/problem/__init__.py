@@ -9,7 +9,8 @@ Public names:
 * ``from_file``, ``from_text``, ``from_yaml_text``  (gradsolve.problem.files)
 * ``ProblemSpec``, ``Unknown``                      (gradsolve.problem.spec)
 * ``ProblemError``, ``Issue``                       (gradsolve.problem.errors)
-* ``parse_expression``, ``parse_equation``, ``FUNCTIONS``, ``CONSTANTS`` (grammar)
+* ``parse_expression``, ``parse_equation``          (gradsolve.problem.grammar)
+* ``FUNCTIONS``, ``CONSTANTS``                      (gradsolve.problem.functions, .constants)
 * ``read_columns``                                  (gradsolve.problem.data)
 * ``lower``, ``LoweredProblem``                     (gradsolve.problem.lowering; needs the engine)
 * ``is_linear``, ``jacobian_rank``, ``linear_solution`` (gradsolve.problem.analysis)
@@ -30,8 +31,8 @@ _LAZY = {
     "Unknown": "spec",
     "parse_expression": "grammar",
     "parse_equation": "grammar",
-    "FUNCTIONS": "grammar",
-    "CONSTANTS": "grammar",
+    "FUNCTIONS": "functions",
+    "CONSTANTS": "constants",
     "read_columns": "data",
     "lower": "lowering",
     "LoweredProblem": "lowering",

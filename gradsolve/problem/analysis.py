@@ -28,6 +28,8 @@ import sympy
 from .spec import ProblemSpec
 
 __all__ = [
+    "is_affine_in",
+    "is_identically_zero",
     "is_linear",
     "is_nonnegative",
     "nonlinear_expressions",
@@ -52,7 +54,7 @@ _SAMPLES = 3
 _SAMPLE_DIGITS = 30
 
 
-def _affine_in(expr: sympy.Expr, unknowns: set[sympy.Symbol]) -> bool:
+def is_affine_in(expr: sympy.Expr, unknowns: set[sympy.Symbol]) -> bool:
     """True when *expr* is proven affine in *unknowns* (other symbols count as constants).
 
     Cached: the solver asks about the same expressions more than once.
@@ -148,7 +150,7 @@ def _rewrite_shows(expr: sympy.Expr, holds) -> bool:
     return False
 
 
-def _is_zero(expr: sympy.Expr) -> bool:
+def is_identically_zero(expr: sympy.Expr) -> bool:
     """True when *expr* is proven identically zero (structurally, or after rewriting within the budget).
 
     A value clearly away from zero at a random point answers False at once,
@@ -185,7 +187,7 @@ def is_nonnegative(expr: sympy.Expr | None) -> bool:
 def nonlinear_expressions(spec: ProblemSpec) -> list[int]:
     """Indices (0-based) of the expressions that are not affine in the unknowns."""
     unknowns = set(spec.unknown_symbols)
-    return [i for i, expr in enumerate(spec.expressions) if not _affine_in(expr, unknowns)]
+    return [i for i, expr in enumerate(spec.expressions) if not is_affine_in(expr, unknowns)]
 
 
 def is_linear(spec: ProblemSpec) -> bool:

@@ -1,10 +1,11 @@
 """Reading data tables (CSV) into named float64 columns.
 
-``read_columns(path)`` is the one reader used by problem files (``data:``) and,
-later, by the ``fit`` command.  It returns ``{column name: numpy float64 array}``
-in file order and raises :class:`ProblemError` with the row (1-based data row;
-the error's ``line`` is the physical line in the file) and the column name for
-every cell that is missing or not a finite number.
+``read_columns(path)`` is the reader of problem files' ``data:`` (``gradsolve
+fit`` reads with table.py; both make the checks of data_checks.py).  It returns
+``{column name: numpy float64 array}`` in file order and raises
+:class:`ProblemError` with the row (1-based data row; the error's ``line`` is
+the physical line in the file) and the column name for every cell that is
+missing or not a finite number.
 
 pyarrow is imported inside the functions so importing this module stays cheap.
 """
@@ -12,11 +13,18 @@ pyarrow is imported inside the functions so importing this module stays cheap.
 from __future__ import annotations
 
 import math
-import os
-import re
 
 import numpy as np
 
+from .data_checks import (
+    NUMBER_CELL,
+    arrow_error_parts,
+    cell_error,
+    check_header_names,
+    line_of_row,
+    not_a_number_message,
+    regular_file_size,
+)
 from .errors import ProblemError, excerpt
 
 __all__ = ["read_columns", "read_header", "MAX_DATA_BYTES"]
@@ -24,46 +32,19 @@ __all__ = ["read_columns", "read_header", "MAX_DATA_BYTES"]
 #: Largest data file accepted (bytes).
 MAX_DATA_BYTES = 512 * 1024 * 1024
 
-_FLOAT_RE = re.compile(r"\s*[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?\s*")
-
 
 def _check_file(path: str) -> None:
-    if not os.path.exists(path):
-        raise ProblemError(f"data file not found: {excerpt(path)!r}", file=path)
-    if not os.path.isfile(path):
-        raise ProblemError(f"data path is not a regular file: {excerpt(path)!r}", file=path)
-    size = os.path.getsize(path)
+    size = regular_file_size(path)
     if size > MAX_DATA_BYTES:
         raise ProblemError(
             f"data file is too large ({size:,} bytes; the limit is {MAX_DATA_BYTES:,})", file=path
         )
 
 
-def _data_lines(path: str) -> list[int]:
-    """1-based physical line number of every non-empty line after the header.
-
-    Used only to turn a data-row index into a file line for error messages
-    (pyarrow skips empty lines, so row i is not always line i + 2).
-    """
-    lines: list[int] = []
-    with open(path, "rb") as fh:
-        seen_header = False
-        for number, raw in enumerate(fh, start=1):
-            if not raw.strip(b"\r\n"):
-                continue
-            if not seen_header:
-                seen_header = True
-                continue
-            lines.append(number)
-    return lines
-
-
 def _row_error(path: str, row: int, column: str, message: str) -> ProblemError:
-    lines = _data_lines(path)
-    line = lines[row] if row < len(lines) else None
-    return ProblemError(
-        f"row {row + 1}, column {excerpt(column, 30)!r}: {message}", file=path, line=line
-    )
+    with open(path, "rb") as fh:
+        line = line_of_row(fh, row)
+    return cell_error(row, column, message, file=path, line=line)
 
 
 def _ragged_line(path: str) -> int | None:
@@ -85,17 +66,9 @@ def _ragged_line(path: str) -> int | None:
 
 
 def _arrow_error(path: str, exc: Exception) -> ProblemError:
-    text = str(exc)
-    match = re.search(r"[Rr]ow #(\d+)", text)
-    line = int(match.group(1)) if match else None
-    if line is None and "Expected" in text:
+    first, line, _ = arrow_error_parts(exc)  # a row's text is cut: with --allow-data-outside it may be a secret
+    if line is None and "Expected" in str(exc):
         line = _ragged_line(path)
-    first = text.splitlines()[0] if text else type(exc).__name__
-    # pyarrow quotes the whole offending row after "Expected N columns, got M:"; the row is the
-    # file's content (a secret, with --allow-data-outside), so keep only the counts
-    counts = re.search(r"Expected \d+ columns?, got \d+", first)
-    if counts:
-        first = counts.group(0)
     return ProblemError(f"cannot read the data file: {excerpt(first)}", file=path, line=line)
 
 
@@ -129,13 +102,8 @@ def read_columns(path: str, columns: list[str] | None = None) -> dict[str, np.nd
     header = read_header(path)
     if not header or header == [""]:
         raise ProblemError("data file has no header line", file=path, line=1)
-    seen: set[str] = set()
-    for name in header:
-        if name == "":
-            raise ProblemError("data file has an empty column name in its header", file=path, line=1)
-        if name in seen:
-            raise ProblemError(f"column {excerpt(name, 30)!r} appears twice in the header", file=path, line=1)
-        seen.add(name)
+    check_header_names(header, path, empty_message="data file has an empty column name in its header")
+    seen = set(header)
     wanted = list(header) if columns is None else list(columns)
     for name in wanted:
         if name not in seen:
@@ -171,10 +139,8 @@ def read_columns(path: str, columns: list[str] | None = None) -> dict[str, np.nd
         cells = column.to_pylist()  # slow path: find the first bad cell
         values = np.empty(len(cells), dtype=np.float64)
         for row, cell in enumerate(cells):
-            if cell is None or cell.strip() == "":
-                raise _row_error(path, row, name, "missing value")
-            if not _FLOAT_RE.fullmatch(cell):
-                raise _row_error(path, row, name, f"{excerpt(cell, 30)!r} is not a number")
+            if cell is None or not NUMBER_CELL.fullmatch(cell):
+                raise _row_error(path, row, name, not_a_number_message(cell))
             value = float(cell)
             if not math.isfinite(value):
                 raise _row_error(path, row, name, f"{excerpt(cell, 30)!r} is too large for double precision")

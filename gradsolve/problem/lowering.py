@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from typing import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Callable, Mapping, Sequence
 
 import numpy as np
 import sympy
@@ -44,12 +44,14 @@ from sympy.codegen.cfunctions import log1p as _sympy_log1p
 
 import gradsolve as gs
 
+from .constants import evaluate_constant
 from .errors import ProblemError, excerpt
-from .grammar import evaluate_constant
-from .grammar import maximum as _max_node
-from .grammar import minimum as _min_node
-from .grammar import sigmoid as _sympy_sigmoid
-from .spec import ProblemSpec
+from .functions import maximum as _max_node
+from .functions import minimum as _min_node
+from .functions import sigmoid as _sympy_sigmoid
+
+if TYPE_CHECKING:  # annotations only: spec.py imports this module (for unlowerable), never the reverse
+    from .spec import ProblemSpec
 
 __all__ = ["LOWERING", "Program", "compile_program", "LoweredProblem", "lower", "unlowerable"]
 

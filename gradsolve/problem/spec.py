@@ -28,7 +28,8 @@ import numpy as np
 import sympy
 
 from .errors import Issue, ProblemError, escape, excerpt
-from .grammar import FUNCTIONS, Origin, ParsedExpression, is_valid_name, parse_equation, parse_expression
+from .functions import FUNCTIONS
+from .grammar import Origin, ParsedExpression, is_valid_name, parse_equation, parse_expression
 
 __all__ = ["Unknown", "ProblemSpec", "build_spec", "bounds_problem", "KINDS", "MAX_UNKNOWNS", "MAX_EXPRESSIONS",
            "MAX_TOTAL_CHARS", "DEFAULT_SEED", "INIT_ORIGIN"]
@@ -270,7 +271,7 @@ def build_spec(
     if not items and not issues:
         what = {"equations": "equations", "residuals": "residuals", "minimize": "expression to minimize"}[kind]
         issues.append(_issue_at(file_origin, f"the problem has no {what}"))
-    from .lowering import unlowerable  # the lowering table (lower imports this module, so not at the top)
+    from .lowering import unlowerable  # the lowering table; here, so that importing spec does not load the engine
 
     for item in items:
         missing = unlowerable(item.expr)

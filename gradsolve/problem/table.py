@@ -15,7 +15,8 @@ Both return float64 NumPy arrays and check every cell: a missing value, text,
 NaN or infinity is a :class:`ProblemError` naming the data row (1-based), the
 file line (text files) and the column, or, with ``drop_invalid=True``, the row
 is left out and counted in ``Table.dropped``.  A Parquet column of strings is
-read as text is: its numbers parsed, any other cell a bad one.
+read as text is: its numbers parsed, any other cell a bad one.  The checks it
+shares with data.py (a problem file's ``data:``) are in data_checks.py.
 
 pyarrow is imported inside the functions, so importing this module is cheap.
 """
@@ -29,6 +30,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .data_checks import (
+    NUMBER_CELL,
+    arrow_error_parts,
+    cell_error,
+    check_header_names,
+    line_of_row,
+    not_a_number_message,
+    regular_file_size,
+)
 from .errors import ProblemError, excerpt
 
 __all__ = ["Table", "open_table", "DELIMITERS", "PARQUET_SUFFIXES", "TEXT_SUFFIXES"]
@@ -40,13 +50,12 @@ TEXT_SUFFIXES = (".csv", ".tsv", ".tab", ".txt")
 PARQUET_MAGIC = b"PAR1"  # the first and the last four bytes of a Parquet file
 #: Bytes per streamed chunk (pyarrow block size): about 400,000 rows of two columns.
 BLOCK_SIZE = 16 << 20
-_NUMBER = re.compile(r"\s*[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?\s*")
 # what pyarrow reads as a number besides plain decimals (non-finite: rejected afterwards)
 _ARROW_NUMBER = re.compile(r"\s*[+-]?(?:(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?|nan|NaN|inf|Inf|infinity)\s*")
 
 
 def _is_number(cell: str) -> bool:
-    return bool(_NUMBER.fullmatch(cell))
+    return bool(NUMBER_CELL.fullmatch(cell))
 
 
 @dataclass
@@ -239,8 +248,8 @@ class Table:
                     if texts[k] is not None:
                         cell = texts[k][row].as_py()
                         missing = cell is None or not cell.strip()
-                        message = ("missing value" if missing else "not a finite number"
-                                   if _ARROW_NUMBER.fullmatch(cell) else f"{excerpt(cell, 30)!r} is not a number")
+                        message = ("not a finite number" if not missing and _ARROW_NUMBER.fullmatch(cell)
+                                   else not_a_number_message(cell))
                     else:
                         message = "missing value" if values[k].is_null()[row].as_py() else "not a finite number"
                     raise self._row_error(offset + row, columns[k], message)
@@ -303,21 +312,18 @@ class Table:
             first = None
             for i in columns:
                 text = batch.column(batch.schema.get_field_index(self._arrow_name(i)))
-                ok = pc.fill_null(pc.match_substring_regex(text, r"^" + _NUMBER.pattern + r"$"), False)
+                ok = pc.fill_null(pc.match_substring_regex(text, r"^" + NUMBER_CELL.pattern + r"$"), False)
                 bad = pc.index(ok, False).as_py()
                 if bad >= 0 and (first is None or bad < first[0]):
                     first = (bad, i, text[bad].as_py())
             if first is not None:
                 row, i, cell = first
-                message = "missing value" if cell is None or not cell.strip() else \
-                    f"{excerpt(cell, 30)!r} is not a number"
-                raise self._row_error(offset + row, i, message)
+                raise self._row_error(offset + row, i, not_a_number_message(cell))
             offset += batch.num_rows
 
     def _row_error(self, row: int, column: int, message: str) -> ProblemError:
-        return ProblemError(f"row {row + 1}, column {excerpt(self.names[column], 30)!r}: {message}",
-                            file=self.label, line=self._line_of(row),
-                            hint="fix the cell, or pass --drop-invalid to skip such rows")
+        return cell_error(row, self.names[column], message, file=self.label, line=self._line_of(row),
+                          hint="fix the cell, or pass --drop-invalid to skip such rows")
 
     def _line_of(self, row: int) -> int | None:
         """Physical line (1-based) of data row *row* (0-based); pyarrow skips empty lines."""
@@ -328,14 +334,7 @@ class Table:
         except OSError:
             return None
         with stream:
-            seen = -1 if self.has_header else 0
-            for number, raw in enumerate(stream, start=1):
-                if not raw.strip(b"\r\n"):
-                    continue
-                if seen == row:
-                    return number
-                seen += 1
-        return None
+            return line_of_row(stream, row, self.has_header)
 
     def _arrow_error(self, exc) -> ProblemError:
         """pyarrow's error in one line, naming the file line where it can be found.
@@ -343,14 +342,9 @@ class Table:
         A ragged row gets pyarrow's counts only: pyarrow quotes the whole offending row after
         "Expected N columns, got M:", and a row is the file's content (it may hold secrets).
         """
-        text = str(exc)
-        first = text.splitlines()[0] if text else type(exc).__name__
-        match = re.search(r"[Rr]ow #(\d+)", text)
-        line = int(match.group(1)) if match else None
+        first, line, wrong_count = arrow_error_parts(exc)
         hint = None
-        counts = re.search(r"Expected \d+ columns?, got \d+", first)
-        if counts:
-            first = counts.group(0)
+        if wrong_count:
             hint = f"every row needs {len(self.names)} cells, as many as the first row"
             if line is None:
                 line = self._ragged_line()
@@ -432,11 +426,7 @@ def open_table(path: str, *, header: bool | None = None, stdin=None) -> Table:
         label = "<stdin>"
         size = len(data)
     else:
-        if not os.path.exists(path):
-            raise ProblemError(f"data file not found: {excerpt(path)!r}", file=path)
-        if not os.path.isfile(path):
-            raise ProblemError(f"data path is not a regular file: {excerpt(path)!r}", file=path)
-        size = os.path.getsize(path)
+        size = regular_file_size(path)
     if suffix in PARQUET_SUFFIXES or (suffix not in TEXT_SUFFIXES and _has_parquet_magic(path, data)):
         import pyarrow as pa
         import pyarrow.parquet as pq
@@ -460,14 +450,8 @@ def open_table(path: str, *, header: bool | None = None, stdin=None) -> Table:
     has_header = detected if header is None else header
     if has_header:
         names = first
-        seen = set()
-        for name in names:
-            if not name:
-                raise ProblemError("the header has an empty column name", file=label, line=1,
-                                   hint="name every column, or pass --no-header")
-            if name in seen:
-                raise ProblemError(f"column {excerpt(name, 30)!r} appears twice in the header", file=label, line=1)
-            seen.add(name)
+        check_header_names(names, label, empty_message="the header has an empty column name",
+                           empty_hint="name every column, or pass --no-header")
     else:
         names = ["x", "y"] if len(first) == 2 else [f"col{i}" for i in range(len(first))]
     return Table(path, label, "csv", names, delimiter=delimiter, has_header=has_header, size=size, data=data)

@@ -298,6 +298,3 @@ def _iterate(point, opt, method, lr, rates, watch, lower, upper, bounded, steps)
     return step, None
 
 
-# Transitional names for gradsolve/solve/fit.py until it imports from the new homes.
-from gradsolve.methods import NAMES as METHODS  # noqa: E402,F401
-from gradsolve.solve.options import SolveError, choose_method  # noqa: E402,F401

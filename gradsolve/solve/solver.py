@@ -6,7 +6,7 @@ import sympy
 
 import gradsolve as gs
 from gradsolve.problem import analysis
-from gradsolve.problem.grammar import maximum, minimum
+from gradsolve.problem.functions import maximum, minimum
 from gradsolve.problem.lowering import lower
 from gradsolve.problem.spec import ProblemSpec
 from gradsolve.solve.bounds import is_bounded, optional

@@ -6,15 +6,11 @@ import os
 import pytest
 import sympy
 
+from gradsolve.problem.constants import CONSTANTS
 from gradsolve.problem.errors import ProblemError
-from gradsolve.problem.grammar import (
-    CONSTANTS,
-    FUNCTIONS,
-    MAX_DEPTH,
-    Origin,
-    parse_equation,
-    parse_expression,
-)
+from gradsolve.problem.functions import FUNCTIONS
+from gradsolve.problem.grammar import Origin, parse_equation, parse_expression
+from gradsolve.problem.limits import MAX_DEPTH
 
 DOCS = os.path.join(os.path.dirname(__file__), os.pardir, os.pardir, "docs", "problem-language.md")
 

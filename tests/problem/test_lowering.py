@@ -98,7 +98,7 @@ def test_every_function_lowers_like_sympy(text):
 
 
 def test_table_covers_every_grammar_function():
-    from gradsolve.problem.grammar import FUNCTIONS
+    from gradsolve.problem.functions import FUNCTIONS
 
     for name in FUNCTIONS:
         args = ", ".join(["x", "y", "x"][: FUNCTIONS[name].min_args])

@@ -132,7 +132,7 @@ def test_public_names_stay_functions_once_the_solver_has_run():
 
 def _function_calls():
     """Random expressions over x and y built from every function of the grammar's table."""
-    from gradsolve.problem.grammar import FUNCTIONS
+    from gradsolve.problem.functions import FUNCTIONS
 
     names = sorted(FUNCTIONS)
     leaf = st.sampled_from(["x", "y", "2", "0.5", "3", "pi", "e", "1.5"])

@@ -9,7 +9,8 @@ import gradsolve as gs
 from gradsolve.problem.errors import ProblemError
 from gradsolve.solve.fit.linear import run_linear
 from gradsolve.solve.fit.task import FitTask, prepare_fit
-from gradsolve.solve.loop import FIRST_ORDER, METHODS, SolveError, SolveOptions
+from gradsolve.methods import FIRST_ORDER
+from gradsolve.solve.options import SolveError, build_options
 
 __all__ = ["fit", "run_fit"]
 
@@ -30,17 +31,11 @@ def fit(path, *, degree=None, model=None, x_columns=(), y_column=None, init=None
         if not (isinstance(weight_decay, (int, float)) and math.isfinite(weight_decay) and weight_decay >= 0):
             raise ProblemError(f"weight_decay must be a finite number >= 0, got {weight_decay!r}")
         task.weight_decay = float(weight_decay)
-    opts = SolveOptions()
-    for key, value in options.items():
-        if value is not None:
-            setattr(opts, key, value)
-    return run_fit(task, opts, on_progress=on_progress, every=every)
+    return run_fit(task, build_options(None, options), on_progress=on_progress, every=every)
 
 
 def run_fit(task: FitTask, options, *, on_progress=None, every=1, on_start=None):
     """Solve the fit and return a Result with ``model``, ``statistics`` and ``fit`` in its extra fields."""
-    if options.optimizer not in METHODS:
-        raise SolveError(f"unknown optimizer {options.optimizer!r}: choose one of {', '.join(METHODS)}")
     if task.weight_decay and options.optimizer not in FIRST_ORDER:
         raise SolveError(f"weight_decay applies to the first-order optimizers ({', '.join(FIRST_ORDER)}), "
                          f"not to {options.optimizer}")

@@ -22,7 +22,8 @@ from gradsolve.solve.fit.columns import ColumnProgram
 from gradsolve.solve.fit.methods import PRECONDITIONED_LR, fit_device, fit_method, optimizer_point
 from gradsolve.solve.fit.report import fit_result
 from gradsolve.solve.fit.statistics import fit_statistics, reduction_K
-from gradsolve.solve.loop import ProgressRow, run
+from gradsolve.solve.loop import run
+from gradsolve.solve.records import ProgressRow
 
 __all__ = ["run_linear"]
 

@@ -7,17 +7,16 @@ uses the optimizers' own, with weight decay 0 (a fit minimizes the sum of square
 from __future__ import annotations
 
 import gradsolve as gs
-from gradsolve.solve.loop import FIRST_ORDER, EagerPoint, choose_method
+from gradsolve.methods import FIRST_ORDER, PRECONDITIONED_LR
+from gradsolve.solve.options import choose_method
+from gradsolve.solve.points import EagerPoint
 
 __all__ = ["PRECONDITIONED_LR", "PRECONDITIONED_SETTINGS", "fit_device", "fit_method", "GroupPoint",
            "optimizer_point"]
 
-#: Learning rates for the preconditioned linear problem (Hessian 2I, |z| = 1): the steps a method
-#: takes there are of order lr, so these reach the minimum in tens to hundreds of steps; SGD uses
-#: 1/L = 1/2 (one step). The plateau halving of the solve loop then settles each on the minimum.
-#: Adadelta: see PRECONDITIONED_SETTINGS; there its step is lr * g, and 0.5 is the Newton step 1/2.
-PRECONDITIONED_LR = {"adam": 0.1, "adamw": 0.1, "nadam": 0.1, "rmsprop": 0.01, "adagrad": 0.5, "adadelta": 0.5,
-                     "lbfgs": 1.0}
+# PRECONDITIONED_LR (the optimizer table's rates for that problem, gradsolve.methods): the steps a method
+# takes there are of order lr, so these reach the minimum in tens to hundreds of steps; SGD uses 1/L = 1/2
+# (one step). The plateau halving of the solve loop then settles each on the minimum.
 #: Hyperparameters other than the rate for the preconditioned linear problem.
 #:
 #: * Adadelta's step is lr * sqrt(acc_delta + eps) / sqrt(acc_grad + eps) * g.  Once both running

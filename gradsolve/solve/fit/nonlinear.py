@@ -16,7 +16,7 @@ import sympy
 
 import gradsolve as gs
 from gradsolve._tensor import _wrap
-from gradsolve.problem.analysis import _is_zero
+from gradsolve.problem.analysis import is_identically_zero
 from gradsolve.problem.errors import ProblemError
 from gradsolve.problem.grammar import Origin
 from gradsolve.problem.lowering import compile_program, lower
@@ -157,9 +157,9 @@ def _linear_params(expr, symbols):
     chosen = []
     for s in symbols:
         d = sympy.diff(expr, s)
-        if not _is_zero(sympy.diff(d, s)):
+        if not is_identically_zero(sympy.diff(d, s)):
             continue
-        if all(_is_zero(sympy.diff(d, t)) for t in chosen):
+        if all(is_identically_zero(sympy.diff(d, t)) for t in chosen):
             chosen.append(s)
     return chosen
 

@@ -277,11 +277,11 @@ def prepare_fit(path: str, *, degree=None, model=None, x_columns=(), y_column=No
                               + ([sigma_idx] if sigma_idx is not None else [])))
     import sympy
 
-    from gradsolve.problem.analysis import _affine_in
+    from gradsolve.problem.analysis import is_affine_in
 
     expr = spec.residuals[0]
     symbols = [sympy.Symbol(p, real=True) for p in params]
-    linear = _affine_in(expr, set(symbols))
+    linear = is_affine_in(expr, set(symbols))
     kind = "linear" if linear else "nonlinear"
     data = FitData(table, read, drop_invalid=drop_invalid,
                    in_memory=(not linear) or table.data is not None or table.size <= IN_MEMORY_BYTES)
