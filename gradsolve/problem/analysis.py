@@ -35,7 +35,6 @@ __all__ = [
     "nonlinear_expressions",
     "jacobian_matrix",
     "jacobian_rank",
-    "loss_hessian",
     "null_space",
     "JacobianRank",
     "LinearSolution",
@@ -288,28 +287,6 @@ def jacobian_matrix(lowered, values=None) -> np.ndarray:
             grads = gs.autograd.grad([r[i]], params, retain_graph=True, allow_unused=True)
             rows.append([0.0 if g is None else float(g.item()) for g in grads])
         return np.array(rows, dtype=np.float64).reshape(r.shape[0], len(params))
-    finally:
-        lowered.set_values(saved)
-
-
-def loss_hessian(lowered, values=None) -> np.ndarray:
-    """The n x n Hessian of the loss at *values* (default: current parameters), one column per
-    Hessian-vector product (n double-backward passes: meant for a verdict, not a loop)."""
-    import gradsolve as gs
-
-    saved = lowered.values()
-    try:
-        if values is not None:
-            lowered.set_values(values)
-        params = lowered.params
-        n = len(params)
-        columns = []
-        for k in range(n):
-            basis = [gs.tensor(1.0 if j == k else 0.0, dtype=p.dtype, device=p.device) for j, p in enumerate(params)]
-            column = gs.autograd.functional.hvp(lowered.loss, params, basis)
-            columns.append([float(c.item()) for c in column])
-        H = np.array(columns, dtype=np.float64).reshape(n, n).T
-        return (H + H.T) / 2.0
     finally:
         lowered.set_values(saved)
 

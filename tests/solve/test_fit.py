@@ -712,3 +712,16 @@ def test_no_rows_is_one_wording_for_a_file_and_for_stdin(tmp_path, where):
     with pytest.raises(ProblemError) as info:
         prepare_fit("-", degree=1, stdin=io.StringIO(""))
     assert info.value.message == "the data has no rows"
+
+
+@pytest.mark.parametrize("options", [{"bogus_option": 3}, {"steps": 0}, {"tol": -1}, {"lr": float("nan")},
+                                     {"optimizer": "newton"}, {"starts": 0}, {"dtype": "float16"}])
+def test_fit_refuses_options_that_cannot_work_as_solve_does(options):
+    # options are built in one place (gradsolve.solve.options) for gs.solve, fit and the command alike
+    import gradsolve as gs
+    from gradsolve.solve.options import SolveError
+
+    with pytest.raises(SolveError):
+        fit(POLY, degree=2, **options)
+    with pytest.raises(SolveError):
+        gs.solve(gs.Problem.from_text("x + y = 3\nx - y = 1"), **options)
