@@ -9,7 +9,7 @@ once and replay it as straight-line code.
 What is recorded.  Tracing works on the lowered ``Program`` of
 :mod:`gradsolve.problem.lowering` -- our own instruction list, never user text.
 Each instruction's engine function is looked up *by identity* in ``DECOMPOSE``
-(an allowlist: ``lowering._sum``, ``gs.exp``, ...) and broken into primitive tape
+(an allowlist: ``lowering.nary_sum``, ``gs.exp``, ...) and broken into primitive tape
 operations (``add``, ``mul``, ``pow_scalar``, ``exp``, ...) in exactly the order
 the engine applies its ``Op`` primitives (``functools.reduce`` order for sums and
 products, ``1.0 / x`` as a division by a number).  A function that is not in
@@ -72,7 +72,7 @@ import gradsolve as gs
 from gradsolve import optim
 from gradsolve.solve.loop import projected_max_abs
 
-from gradsolve.problem import lowering as _lower
+from gradsolve.problem import lowering
 
 __all__ = ["Trace", "TraceUnavailable", "trace_problem", "TracedPoint", "TracedLM", "ArraySlot", "MAX_JACOBIAN_LINES"]
 
@@ -146,21 +146,21 @@ def _unary(name):
 
 #: Lowered-program function (by identity) -> builder of tape operations.  The allowlist.
 DECOMPOSE = {
-    _lower._sum: _chain("add"),
-    _lower._product: _chain("mul"),
-    _lower._reciprocal: lambda tape, args: tape.add("div", (tape.const(1.0), args[0])),
-    _lower._reciprocal_sqrt: lambda tape, args: tape.add("div", (tape.const(1.0), tape.add("sqrt", args))),
-    _lower._identity: lambda tape, args: args[0],
-    _lower._zero_like: lambda tape, args: tape.add("mul", (args[0], tape.const(0.0))),  # im() of a real value
-    _lower._minimum: _chain("min2"),
-    _lower._maximum: _chain("max2"),
+    lowering.nary_sum: _chain("add"),
+    lowering.nary_product: _chain("mul"),
+    lowering.reciprocal: lambda tape, args: tape.add("div", (tape.const(1.0), args[0])),
+    lowering.reciprocal_sqrt: lambda tape, args: tape.add("div", (tape.const(1.0), tape.add("sqrt", args))),
+    lowering.identity: lambda tape, args: args[0],
+    lowering.zero_like: lambda tape, args: tape.add("mul", (args[0], tape.const(0.0))),  # im() of a real value
+    lowering.nary_minimum: _chain("min2"),
+    lowering.nary_maximum: _chain("max2"),
     gs.pow: _gs_pow,
     gs.atan2: lambda tape, args: tape.add("atan2", args),
 }
 UNARY = ("exp", "log", "log1p", "expm1", "sqrt", "sin", "cos", "tan", "asin", "acos", "atan", "sinh", "cosh",
          "tanh", "asinh", "acosh", "atanh", "sigmoid", "abs", "sign")
 DECOMPOSE.update({getattr(gs, name): _unary(name) for name in UNARY})
-PARTIALS = {_lower._quotient: _quotient, _lower._int_power: _power, _lower._float_power: _power}
+PARTIALS = {lowering.quotient: _quotient, lowering.int_power: _power, lowering.float_power: _power}
 
 
 def _record(lowered) -> _Tape:
