@@ -15,12 +15,13 @@ the engine applies its ``Op`` primitives (``functools.reduce`` order for sums an
 products, ``1.0 / x`` as a division by a number).  A function that is not in
 the table stops tracing, and the solve runs eagerly and says why.
 
-Derivatives.  The reverse sweep over the tape is ours (``_vjp``), one rule per
-primitive, each written as the same arithmetic, in the same order, as that
-primitive's ``backward`` in ``gradsolve/ops`` (``Div``: ``-g * a / (b * b)``;
+Derivatives.  The reverse sweep over the tape is ours, but its rules are not:
+each primitive's derivative is declared once, in :mod:`gradsolve.ops.derivatives`,
+and the code generator evaluates the very rules the engine's ``backward`` runs,
+on symbolic operands that write source text (``Div``: ``-g * a / (b * b)``;
 ``PowScalar``: ``g * c * x ** (c - 1)`` with ``x * x`` for the square; ties of
-``maximum`` share the gradient), and adjoints are summed per node as the
-engine's ``pending`` dict sums them.  So traced values equal eager ones to the
+``maximum`` share the gradient).  Adjoints are summed per node as the engine's
+``pending`` dict sums them.  So traced values equal eager ones to the
 last bit in nearly all cases, and to a few ulps where NumPy's summation order
 or SIMD transcendental functions differ from ``math``'s; the tests hold them to
 1e-12 and compare 100-step trajectories of every example.  Every trace is also
@@ -70,6 +71,7 @@ import numpy as np
 
 import gradsolve as gs
 from gradsolve import optim
+from gradsolve.ops.derivatives import DERIVATIVES
 from gradsolve.solve.loop import projected_max_abs
 
 from gradsolve.problem import lowering
@@ -152,8 +154,8 @@ DECOMPOSE = {
     lowering.reciprocal_sqrt: lambda tape, args: tape.add("div", (tape.const(1.0), tape.add("sqrt", args))),
     lowering.identity: lambda tape, args: args[0],
     lowering.zero_like: lambda tape, args: tape.add("mul", (args[0], tape.const(0.0))),  # im() of a real value
-    lowering.nary_minimum: _chain("min2"),
-    lowering.nary_maximum: _chain("max2"),
+    lowering.nary_minimum: _chain("minimum"),
+    lowering.nary_maximum: _chain("maximum"),
     gs.pow: _gs_pow,
     gs.atan2: lambda tape, args: tape.add("atan2", args),
 }
@@ -216,6 +218,128 @@ def _literal(value: float) -> str:
     return f"({text})" if text.startswith("-") else text
 
 
+class _Source:
+    """A symbolic operand of a derivative rule: its arithmetic writes source text, fully parenthesised.
+
+    ``a5 * _Source("x1")`` is ``(a5 * x1)``: the grouping Python evaluates is the
+    grouping written, so the generated line does the rule's operations in the
+    rule's order.  ``**`` is the math namespace's ``power``.
+    """
+
+    __slots__ = ("text", "math")
+
+    def __init__(self, text: str, math):
+        self.text, self.math = text, math
+
+    def _binary(self, left, op, right):
+        return _Source(f"({_text(left)} {op} {_text(right)})", self.math)
+
+    def __add__(self, other):
+        return self._binary(self, "+", other)
+
+    def __radd__(self, other):
+        return self._binary(other, "+", self)
+
+    def __sub__(self, other):
+        return self._binary(self, "-", other)
+
+    def __rsub__(self, other):
+        return self._binary(other, "-", self)
+
+    def __mul__(self, other):
+        return self._binary(self, "*", other)
+
+    def __rmul__(self, other):
+        return self._binary(other, "*", self)
+
+    def __truediv__(self, other):
+        return self._binary(self, "/", other)
+
+    def __rtruediv__(self, other):
+        return self._binary(other, "/", self)
+
+    def __neg__(self):
+        return _Source(f"(-{self.text})", self.math)
+
+    def __pow__(self, exponent):
+        return self.math.power(self, exponent)
+
+
+def _text(value) -> str:
+    return value.text if isinstance(value, _Source) else _number(value)
+
+
+class _SourceMath:
+    """The namespace ``M`` of the derivative rules (:mod:`gradsolve.ops.derivatives`) in generated code.
+
+    Float code calls ``math`` (``_m``) and the float helpers, array code the array
+    namespace (``_np``) and the array helpers.  A value a rule names (``let``, the
+    weights of min/max) becomes one line ``t<i> = ...`` / ``w<i> = ...`` for tape
+    node i, written once however many of the node's inputs read it.
+    """
+
+    def __init__(self, emitter, node: int):
+        self.emitter, self.node = emitter, node
+        self.float = emitter.flavour == _FLOAT
+        self.prefix = "_m" if self.float else "_np"
+        self.bound = {}
+
+    def call(self, function: str, *args) -> _Source:
+        return _Source(f"{function}({', '.join(_text(a) for a in args)})", self)
+
+    def bind(self, letter: str, value: _Source) -> _Source:
+        name = f"{letter}{self.node}"
+        if name not in self.bound:
+            self.emitter.lines.append(f"{name} = {value.text}")
+            self.bound[name] = value.text
+        elif self.bound[name] != value.text:  # pragma: no cover - two values of one kind in one rule
+            raise TraceUnavailable(f"internal: {name} bound twice")
+        return _Source(name, self)
+
+    def power(self, x: _Source, exponent) -> _Source:
+        """x ** exponent as the power primitives compute it: x * x for the square, math.pow for float powers."""
+        if isinstance(exponent, _Source):
+            return self.call("_pow", x, exponent) if self.float else _Source(f"({x.text} ** {exponent.text})", self)
+        if exponent == 2:
+            return x * x
+        if isinstance(exponent, int) or not self.float:
+            return _Source(f"({x.text} ** {_number(exponent)})", self)
+        return self.call("_pow", x, exponent)
+
+    def cos(self, x):
+        return self.call(f"{self.prefix}.cos", x)
+
+    def sin(self, x):
+        return self.call(f"{self.prefix}.sin", x)
+
+    def cosh(self, x):
+        return self.call(f"{self.prefix}.cosh", x)
+
+    def sinh(self, x):
+        return self.call(f"{self.prefix}.sinh", x)
+
+    def sqrt(self, x):
+        return self.call(f"{self.prefix}.sqrt", x)
+
+    def sign(self, x):
+        return self.call("_sign" if self.float else "_np.sign", x)
+
+    def log_positive(self, a):
+        return self.call("_logpos" if self.float else "_logpos_a", a)
+
+    def max_weight(self, a, b, g):
+        return self.bind("w", self.call("_wmax" if self.float else "_wmax_a", a, b))
+
+    def min_weight(self, a, b, g):
+        return self.bind("w", self.call("_wmin" if self.float else "_wmin_a", a, b))
+
+    def zero_at_origin(self, a, b, formula):
+        return formula(a)  # no guard for 0 ** 0 in generated code (see gradsolve.ops.derivatives)
+
+    def let(self, value):
+        return self.bind("t", value)
+
+
 class _Emitter:
     """Straight-line source for one tape in one flavour."""
 
@@ -248,24 +372,21 @@ class _Emitter:
         if op in binary:
             return f"{a[0]} {binary[op]} {a[1]}"
         if op == "pow_scalar":
-            c = node.attr
-            if c == 2:
-                return f"{a[0]} * {a[0]}"
-            if isinstance(c, int) or not flt:
-                return f"{a[0]} ** {_number(c)}"
-            return f"_pow({a[0]}, {_number(c)})"
+            math_ = _SourceMath(self, i)
+            return math_.power(_Source(a[0], math_), node.attr).text
         if op == "pow":
-            return f"_pow({a[0]}, {a[1]})" if flt else f"{a[0]} ** {a[1]}"
+            math_ = _SourceMath(self, i)
+            return math_.power(_Source(a[0], math_), _Source(a[1], math_)).text
         if op == "abs":
             return f"abs({a[0]})" if flt else f"_np.abs({a[0]})"
         if op == "sign":
             return f"_sign({a[0]})" if flt else f"_np.sign({a[0]})"
         if op == "sigmoid":
             return f"_sigmoid({a[0]})" if flt else f"_sigmoid_a({a[0]})"
-        if op in ("max2", "min2"):
+        if op in ("maximum", "minimum"):
             if flt:
                 return f"_{op[:3]}({a[0]}, {a[1]})"
-            return f"_np.{'maximum' if op == 'max2' else 'minimum'}({a[0]}, {a[1]})"
+            return f"_np.{op}({a[0]}, {a[1]})"
         if op == "atan2":
             return f"{M}.atan2({a[0]}, {a[1]})"
         if op in UNARY:
@@ -278,64 +399,27 @@ class _Emitter:
                 self.lines.append(f"v{i} = {self.forward_expr(i)}")
 
     # -- reverse -----------------------------------------------------------------------
-    def vjp(self, i: int, g: str) -> list:
-        """Contributions to each input's adjoint: the engine's backward formula of the primitive."""
-        node = self.tape.nodes[i]
-        op, M, flt = node.op, self.M, self.flavour == _FLOAT
-        a = [self.ref(j) for j in node.args]
-        o = f"v{i}"
-        if op == "add":
-            return [g, g]
-        if op == "sub":
-            return [g, f"-{g}"]
-        if op == "mul":
-            return [f"{g} * {a[1]}", f"{g} * {a[0]}"]
-        if op == "div":
-            return [f"{g} / {a[1]}", f"-{g} * {a[0]} / ({a[1]} * {a[1]})"]
-        if op == "pow_scalar":
-            c = node.attr
-            if c == 0:
-                return [f"{g} * 0.0"]
-            if c == 1:
-                return [g]
-            if c == 2:
-                return [f"{g} * 2.0 * {a[0]}"]
-            d = c - 1
-            if d == 2:
-                power = f"({a[0]} * {a[0]})"
-            elif isinstance(d, int) or not flt:
-                power = f"{a[0]} ** {_number(d)}"
-            else:
-                power = f"_pow({a[0]}, {_number(d)})"
-            return [f"{g} * {_number(c)} * {power}"]
-        if op == "pow":
-            power = f"_pow({a[0]}, {a[1]} - 1)" if flt else f"{a[0]} ** ({a[1]} - 1)"
-            logpos = "_logpos" if flt else "_logpos_a"
-            return [f"{g} * {a[1]} * {power}", f"{g} * {o} * {logpos}({a[0]})"]
-        if op in ("max2", "min2"):
-            w = f"w{i}"
-            helper = ("_w" + op[:3]) + ("" if flt else "_a")
-            self.lines.append(f"{w} = {helper}({a[0]}, {a[1]})")
-            return [f"{g} * {w}", f"{g} * (1.0 - {w})"]
-        if op == "atan2":
-            t = f"t{i}"
-            self.lines.append(f"{t} = {a[1]} * {a[1]} + {a[0]} * {a[0]}")
-            return [f"{g} * {a[1]} / {t}", f"-{g} * {a[0]} / {t}"]
-        x = a[0] if a else ""
-        sign = "_sign" if flt else "_np.sign"
-        rules = {
-            "exp": f"{g} * {o}", "log": f"{g} / {x}", "log1p": f"{g} / ({x} + 1.0)",
-            "expm1": f"{g} * ({o} + 1.0)", "sqrt": f"{g} / (2.0 * {o})",
-            "sin": f"{g} * {M}.cos({x})", "cos": f"-{g} * {M}.sin({x})", "tan": f"{g} * (1.0 + {o} * {o})",
-            "asin": f"{g} / {M}.sqrt(1.0 - {x} * {x})", "acos": f"-{g} / {M}.sqrt(1.0 - {x} * {x})",
-            "atan": f"{g} / (1.0 + {x} * {x})", "sinh": f"{g} * {M}.cosh({x})", "cosh": f"{g} * {M}.sinh({x})",
-            "tanh": f"{g} * (1.0 - {o} * {o})", "asinh": f"{g} / {M}.sqrt({x} * {x} + 1.0)",
-            "acosh": f"{g} / {M}.sqrt({x} * {x} - 1.0)", "atanh": f"{g} / (1.0 - {x} * {x})",
-            "sigmoid": f"{g} * {o} * (1.0 - {o})", "abs": f"{g} * {sign}({x})",
-        }
-        if op == "sign":
-            return [None]
-        return [rules[op]]
+    def input_adjoints(self, i: int):
+        """(input node, contribution to its adjoint) for node i's active inputs, by the declared rules.
+
+        A generator: a rule's own lines (``w<i>``, ``t<i>``) are written when it is
+        evaluated, before the caller writes the contribution it yields.
+        """
+        node, nodes = self.tape.nodes[i], self.tape.nodes
+        math_ = _SourceMath(self, i)
+        operands = [_Source(self.ref(j), math_) for j in node.args]
+        if node.op == "pow_scalar":
+            operands.append(node.attr)  # the exponent, PowScalar's second input
+        g, out = _Source(f"a{i}", math_), _Source(f"v{i}", math_)
+        rules = DERIVATIVES[node.op]
+        if callable(rules):  # one rule for every input
+            for j, contribution in zip(node.args, rules(math_, g, *operands, out)):
+                if nodes[j].active:
+                    yield j, contribution
+            return
+        for j, rule in zip(node.args, rules):
+            if rule is not None and nodes[j].active:
+                yield j, rule(math_, g, *operands, out)
 
     def emit_reverse(self, seeds: dict, reduce_rows: bool) -> dict:
         """Adjoints from `seeds` {node: expression}; returns {param index: adjoint expression}.
@@ -359,13 +443,11 @@ class _Emitter:
             node = nodes[i]
             if i not in defined or node.op in ("param", "data", "const"):
                 continue
-            contributions = self.vjp(i, f"a{i}")
-            for j, expr in zip(node.args, contributions):
-                if expr is None or not nodes[j].active:
-                    continue
+            for j, contribution in self.input_adjoints(i):
+                expr = _text(contribution)
                 if reduce_rows and node.rows and not nodes[j].rows:
                     expr = f"_np.sum({expr}, axis=1, keepdims=True)"
-                accumulate(j, f"({expr})")
+                accumulate(j, expr)
         return {nodes[j].attr: f"a{j}" for j in defined if nodes[j].op == "param"}
 
 
