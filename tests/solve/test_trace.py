@@ -16,10 +16,10 @@ from gradsolve.problem.files import from_file
 from gradsolve.problem.grammar import Origin
 from gradsolve.problem.lowering import lower
 from gradsolve.problem.spec import build_spec
-from gradsolve.solve import trace as trace_module
 from gradsolve.solve.loop import FIRST_ORDER
 from gradsolve.solve.solver import merged_options, solve_spec
 from gradsolve.solve.trace import Trace, TraceUnavailable, trace_problem
+from gradsolve.solve.trace.codegen import check_source, float_literal
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted(p.name for p in (ROOT / "problems").iterdir() if p.suffix in (".yaml", ".txt"))
@@ -190,7 +190,7 @@ def test_non_finite_constants_are_bound_by_name_not_written_as_source(value):
     # In float32 a constant beyond 3.4e38 folds to -inf at lowering (constants fold from their exact
     # value, so no expression of the grammar yields a NaN constant: that one is put in by hand): the
     # generated code refers to it by a name bound in its namespace; repr() would write "-inf" or "nan",
-    # names that do not exist there (and that _check_source refuses).
+    # names that do not exist there (and that check_source refuses).
     lowered = lower(spec_of("(x - 2)**2 + max(x, 1e39 - 2e39)", x=0.5), dtype="float32")
     if value != -math.inf:
         slot = next(i for i, leaf in enumerate(lowered.program.leaves)
@@ -230,7 +230,7 @@ def test_non_finite_constants_in_float_code_are_bound_by_name():
         loss, grad = trace.loss_grad(x)
         np.testing.assert_allclose([loss, *grad], [want_loss, *want_grad], equal_nan=True, **TOL)
     with pytest.raises(ValueError):
-        trace_module._literal(math.inf)
+        float_literal(math.inf)
 
 
 def host(array):
@@ -307,10 +307,10 @@ def test_the_solver_can_trace_on_a_device(device, overrides, monkeypatch):
 
 
 def test_generated_code_admits_only_allowlisted_names():
-    trace_module._check_source("def _loss_grad(x0):\n    v1 = _m.exp(x0) * 2.5\n    return (v1,)\n")
+    check_source("def _loss_grad(x0):\n    v1 = _m.exp(x0) * 2.5\n    return (v1,)\n")
     for bad in ("__import__('os')", "x0.__class__", "open(x0)", "'text'"):
         with pytest.raises(TraceUnavailable):
-            trace_module._check_source(f"def _loss_grad(x0):\n    return {bad}\n")
+            check_source(f"def _loss_grad(x0):\n    return {bad}\n")
     lowered = lower(from_file(str(ROOT / "problems" / "four-unknowns.yaml")))
     source = Trace(lowered).float_source
     assert "exec" not in source and "import" not in source
