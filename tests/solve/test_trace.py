@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 import gradsolve as gs
+from gradsolve.ops.derivatives import DERIVATIVES
 from gradsolve.problem.files import from_file
 from gradsolve.problem.grammar import Origin
 from gradsolve.problem.lowering import lower
@@ -20,6 +21,7 @@ from gradsolve.solve.loop import FIRST_ORDER
 from gradsolve.solve.solver import merged_options, solve_spec
 from gradsolve.solve.trace import Trace, TraceUnavailable, trace_problem
 from gradsolve.solve.trace.codegen import check_source, float_literal
+from gradsolve.solve.trace.tape import UNARY
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted(p.name for p in (ROOT / "problems").iterdir() if p.suffix in (".yaml", ".txt"))
@@ -115,6 +117,22 @@ def test_every_function_loss_and_gradient_match_the_engine():
         loss, grad = trace.loss_grad(x)
         np.testing.assert_allclose([loss, *grad], [want_loss, *want_grad], **TOL)
         np.testing.assert_allclose([batch_loss[k], *batch_grad[k]], [want_loss, *want_grad], **TOL)
+
+
+def test_every_traced_primitive_has_one_declared_derivative():
+    recorded = {"add", "mul", "div", "pow_scalar", "pow", "maximum", "minimum", "atan2", *UNARY}
+    assert recorded <= set(DERIVATIVES)
+
+
+def test_the_engine_and_the_trace_read_the_same_declaration(monkeypatch):
+    # change one rule: the engine's backward and the generated code both follow it
+    monkeypatch.setitem(DERIVATIVES, "sin", (lambda M, g, x, out: g * 3.0 * M.cos(x),))
+    want = 3.0 * math.cos(0.3)
+    x = gs.tensor(0.3, requires_grad=True)
+    gs.sin(x).backward()
+    trace = trace_problem(lower(spec_of("sin(x)", x=0.3)), verify=False)
+    got = [x.grad.item(), *trace.loss_grad([0.3])[1], trace.batch_loss_grad(np.array([[0.3]]))[1][0, 0]]
+    np.testing.assert_allclose(got, [want] * 3, **TOL)
 
 
 def test_residuals_and_jacobian_match_the_engine():
