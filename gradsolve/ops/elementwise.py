@@ -1,7 +1,10 @@
 """Elementwise primitives: forward on backend arrays, backward on tensors, side by side.
 
 Each backward returns one gradient per positional input (None for inputs that
-are plain numbers); the engine sums broadcast dimensions away afterwards.
+are plain numbers); the engine sums broadcast dimensions away afterwards.  The
+primitives that the trace also differentiates take their derivative from the
+rules of :mod:`gradsolve.ops.derivatives` (``declared_gradients``), evaluated
+with ``TensorMath``; the rest (masks, casts, copies) write theirs here.
 """
 from __future__ import annotations
 
@@ -15,6 +18,7 @@ import numpy as np
 from gradsolve.autograd.function import Op
 from gradsolve.backend import foreign_array_error, xp_dtype
 from gradsolve._tensor import Tensor, _wrap
+from gradsolve.ops.derivatives import DERIVATIVES
 
 
 def _const(array, like: Tensor) -> Tensor:
@@ -174,7 +178,7 @@ class Add(Op):
         return a + b
 
     def backward(self, g):
-        return g, g
+        return declared_gradients(self, g, "add")
 
 
 class Sub(Op):
@@ -185,7 +189,7 @@ class Sub(Op):
         return a - b
 
     def backward(self, g):
-        return g, (-g if self.needs_input_grad[1] else None)  # x - 9: no negation for the constant
+        return declared_gradients(self, g, "sub")
 
 
 class Mul(Op):
@@ -194,9 +198,7 @@ class Mul(Op):
         return a * b
 
     def backward(self, g):
-        a, b = self.inputs
-        need_a, need_b = self.needs_input_grad
-        return (g * b if need_a else None), (g * a if need_b else None)
+        return declared_gradients(self, g, "mul")
 
 
 class Div(Op):
@@ -205,9 +207,7 @@ class Div(Op):
         return a / b
 
     def backward(self, g):
-        a, b = self.inputs
-        need_a, need_b = self.needs_input_grad
-        return (g / b if need_a else None), (-g * a / (b * b) if need_b else None)
+        return declared_gradients(self, g, "div")
 
 
 class Neg(Op):
@@ -224,22 +224,13 @@ class PowScalar(Op):
     """x ** c for a constant exponent c."""
 
     def forward(self, x, exponent):
-        self.exponent = exponent
         x, exponent = _operands(x, exponent)  # an int tensor to a float power is a float
         if exponent == 2:
             return x * x
         return x ** exponent
 
     def backward(self, g):
-        x = self.inputs[0]
-        c = self.exponent
-        if c == 0:
-            return g * 0.0, None
-        if c == 1:
-            return g, None
-        if c == 2:
-            return g * 2.0 * x, None
-        return g * c * x ** (c - 1), None
+        return declared_gradients(self, g, "pow_scalar")
 
 
 class RPowScalar(Op):
@@ -269,15 +260,7 @@ class PowTensor(Op):
         return a ** b
 
     def backward(self, g):
-        a, b = self.inputs
-        out = self.result()
-        # d/da = b a^(b-1), taken as 0 at 0 ** 0 (as in PyTorch), computed without forming 0 ** -1
-        origin = _const((a._data == 0) & (b._data == 0), a)
-        grad_a = where(origin, 0.0, g * b * where(origin, 1.0, a) ** (b - 1))
-        positive = _const(a._data > 0, a)
-        log_a = where(positive, log(where(positive, a, 1.0)), 0.0)
-        grad_b = g * out * log_a
-        return grad_a, grad_b
+        return declared_gradients(self, g, "pow")
 
 
 _NAMESPACE_BY_TYPE = {np.ndarray: np}
@@ -315,7 +298,7 @@ class Exp(Op):
         return _xp_of_array(x).exp(x)
 
     def backward(self, g):
-        return g * self.result()
+        return declared_gradients(self, g, "exp")
 
 
 class Log(Op):
@@ -323,7 +306,7 @@ class Log(Op):
         return _xp_of_array(x).log(x)
 
     def backward(self, g):
-        return g / self.inputs[0]
+        return declared_gradients(self, g, "log")
 
 
 class Log1p(Op):
@@ -331,7 +314,7 @@ class Log1p(Op):
         return _xp_of_array(x).log1p(x)
 
     def backward(self, g):
-        return g / (self.inputs[0] + 1.0)
+        return declared_gradients(self, g, "log1p")
 
 
 class Expm1(Op):
@@ -341,7 +324,7 @@ class Expm1(Op):
         return _xp_of_array(x).expm1(x)
 
     def backward(self, g):
-        return g * (self.result() + 1.0)
+        return declared_gradients(self, g, "expm1")
 
 
 class Sqrt(Op):
@@ -351,7 +334,7 @@ class Sqrt(Op):
         return _xp_of_array(x).sqrt(x)
 
     def backward(self, g):
-        return g / (2.0 * self.result())
+        return declared_gradients(self, g, "sqrt")
 
 
 class Sin(Op):
@@ -359,7 +342,7 @@ class Sin(Op):
         return _xp_of_array(x).sin(x)
 
     def backward(self, g):
-        return g * self.inputs[0].cos()
+        return declared_gradients(self, g, "sin")
 
 
 class Cos(Op):
@@ -367,7 +350,7 @@ class Cos(Op):
         return _xp_of_array(x).cos(x)
 
     def backward(self, g):
-        return -g * self.inputs[0].sin()
+        return declared_gradients(self, g, "cos")
 
 
 class Tan(Op):
@@ -377,8 +360,7 @@ class Tan(Op):
         return _xp_of_array(x).tan(x)
 
     def backward(self, g):
-        out = self.result()
-        return g * (1.0 + out * out)
+        return declared_gradients(self, g, "tan")
 
 
 class Asin(Op):
@@ -386,8 +368,7 @@ class Asin(Op):
         return _xp_of_array(x).asin(x)
 
     def backward(self, g):
-        x = self.inputs[0]
-        return g / (1.0 - x * x).sqrt()
+        return declared_gradients(self, g, "asin")
 
 
 class Acos(Op):
@@ -395,8 +376,7 @@ class Acos(Op):
         return _xp_of_array(x).acos(x)
 
     def backward(self, g):
-        x = self.inputs[0]
-        return -g / (1.0 - x * x).sqrt()
+        return declared_gradients(self, g, "acos")
 
 
 class Atan(Op):
@@ -404,8 +384,7 @@ class Atan(Op):
         return _xp_of_array(x).atan(x)
 
     def backward(self, g):
-        x = self.inputs[0]
-        return g / (1.0 + x * x)
+        return declared_gradients(self, g, "atan")
 
 
 class Sinh(Op):
@@ -413,7 +392,7 @@ class Sinh(Op):
         return _xp_of_array(x).sinh(x)
 
     def backward(self, g):
-        return g * self.inputs[0].cosh()
+        return declared_gradients(self, g, "sinh")
 
 
 class Cosh(Op):
@@ -421,7 +400,7 @@ class Cosh(Op):
         return _xp_of_array(x).cosh(x)
 
     def backward(self, g):
-        return g * self.inputs[0].sinh()
+        return declared_gradients(self, g, "cosh")
 
 
 class Tanh(Op):
@@ -431,8 +410,7 @@ class Tanh(Op):
         return _xp_of_array(x).tanh(x)
 
     def backward(self, g):
-        out = self.result()
-        return g * (1.0 - out * out)
+        return declared_gradients(self, g, "tanh")
 
 
 class Asinh(Op):
@@ -440,8 +418,7 @@ class Asinh(Op):
         return _xp_of_array(x).asinh(x)
 
     def backward(self, g):
-        x = self.inputs[0]
-        return g / (x * x + 1.0).sqrt()
+        return declared_gradients(self, g, "asinh")
 
 
 class Acosh(Op):
@@ -449,8 +426,7 @@ class Acosh(Op):
         return _xp_of_array(x).acosh(x)
 
     def backward(self, g):
-        x = self.inputs[0]
-        return g / (x * x - 1.0).sqrt()
+        return declared_gradients(self, g, "acosh")
 
 
 class Atanh(Op):
@@ -458,8 +434,7 @@ class Atanh(Op):
         return _xp_of_array(x).atanh(x)
 
     def backward(self, g):
-        x = self.inputs[0]
-        return g / (1.0 - x * x)
+        return declared_gradients(self, g, "atanh")
 
 
 class Sigmoid(Op):
@@ -471,8 +446,7 @@ class Sigmoid(Op):
         return xp.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
 
     def backward(self, g):
-        out = self.result()
-        return g * out * (1.0 - out)
+        return declared_gradients(self, g, "sigmoid")
 
 
 class Relu(Op):
@@ -490,8 +464,7 @@ class Abs(Op):
         return _xp_of_array(x).abs(x)
 
     def backward(self, g):
-        x = self.inputs[0]
-        return g * _const(_xp_of_array(x._data).sign(x._data), x)
+        return declared_gradients(self, g, "abs")
 
 
 class Clamp(Op):
@@ -529,7 +502,7 @@ class Maximum(Op):
         return xp.maximum(a_arr, b_arr)
 
     def backward(self, g):
-        return _select_grads(self.inputs, g, operator.gt)
+        return declared_gradients(self, g, "maximum")
 
 
 class Minimum(Op):
@@ -543,21 +516,18 @@ class Minimum(Op):
         return xp.minimum(a_arr, b_arr)
 
     def backward(self, g):
-        return _select_grads(self.inputs, g, operator.lt)
+        return declared_gradients(self, g, "minimum")
 
 
-def _select_grads(inputs, g, wins):
-    a, b = inputs
+def _weight_of_first(a, b, g, wins):
+    """a's share of the gradient of max(a, b) (wins: >) or min(a, b) (wins: <): 1, 1/2 at a tie, 0."""
     like = a if isinstance(a, Tensor) else b
     xp = like._backend.xp
     ra, rb = _raw(a), _raw(b)
     dt = g._data.dtype
     weight_a = xp.where(wins(ra, rb), xp.asarray(1.0, dtype=dt),
                         xp.where(ra == rb, xp.asarray(0.5, dtype=dt), xp.asarray(0.0, dtype=dt)))
-    wa = _const(weight_a, like)
-    grad_a = g * wa if isinstance(a, Tensor) else None
-    grad_b = g * (1.0 - wa) if isinstance(b, Tensor) else None
-    return grad_a, grad_b
+    return _const(weight_a, like)
 
 
 class Where(Op):
@@ -590,9 +560,7 @@ class Atan2(Op):
         return xp.atan2(y, x)
 
     def backward(self, g):
-        y, x = self.inputs
-        denom = x * x + y * y
-        return g * x / denom, -g * y / denom
+        return declared_gradients(self, g, "atan2")
 
 
 class Cast(Op):
@@ -704,3 +672,60 @@ def logical_not(a):
 
 def sign(x):
     return _wrap(x._backend.xp.sign(x._data), x._backend)
+
+
+# ------------------------------------------------- declared derivatives ----
+class TensorMath:
+    """The namespace ``M`` of the rules in :mod:`gradsolve.ops.derivatives`, in the engine: tensor operations.
+
+    Differentiable functions are the engine's primitives, so a backward run with
+    create_graph records the graph of the gradient; masks and weights are
+    untracked constants.
+    """
+
+    cos = staticmethod(Cos.apply)
+    sin = staticmethod(Sin.apply)
+    cosh = staticmethod(Cosh.apply)
+    sinh = staticmethod(Sinh.apply)
+    sqrt = staticmethod(Sqrt.apply)
+
+    @staticmethod
+    def sign(x):
+        return _const(_xp_of_array(x._data).sign(x._data), x)
+
+    @staticmethod
+    def max_weight(a, b, g):
+        return _weight_of_first(a, b, g, operator.gt)
+
+    @staticmethod
+    def min_weight(a, b, g):
+        return _weight_of_first(a, b, g, operator.lt)
+
+    @staticmethod
+    def log_positive(a):
+        positive = _const(a._data > 0, a)
+        return where(positive, log(where(positive, a, 1.0)), 0.0)
+
+    @staticmethod
+    def zero_at_origin(a, b, formula):
+        origin = _const((a._data == 0) & (b._data == 0), a)
+        return where(origin, 0.0, formula(where(origin, 1.0, a)))
+
+    @staticmethod
+    def let(value):
+        return value
+
+
+def declared_gradients(op, g, name):
+    """The gradients of `op`'s inputs by the rules ``DERIVATIVES[name]``, for the inputs that need one."""
+    rules = DERIVATIVES[name]
+    out = op.result() if op.saves_result else None
+    operands = op.inputs if op.saves_inputs else (None, None)
+    if callable(rules):  # one rule for every input
+        return rules(TensorMath, g, *operands, out)
+    if len(rules) == 1:
+        return rules[0](TensorMath, g, operands[0], out)
+    a, b = operands
+    (rule_a, rule_b), (need_a, need_b) = rules, op.needs_input_grad
+    return (rule_a(TensorMath, g, a, b, out) if need_a and rule_a is not None else None,
+            rule_b(TensorMath, g, a, b, out) if need_b and rule_b is not None else None)

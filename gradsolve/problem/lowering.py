@@ -59,52 +59,52 @@ __all__ = ["LOWERING", "Program", "compile_program", "LoweredProblem", "lower", 
 # ----------------------------------------------------------------------------- engine helpers
 
 
-def _sum(*terms):
+def nary_sum(*terms):
     return functools.reduce(lambda a, b: a + b, terms)
 
 
-def _product(*factors):
+def nary_product(*factors):
     return functools.reduce(lambda a, b: a * b, factors)
 
 
-def _quotient(n_numerator: int, *operands):
+def quotient(n_numerator: int, *operands):
     """prod(operands[:n]) / prod(operands[n:]); an empty numerator is 1."""
     numerator, denominator = operands[:n_numerator], operands[n_numerator:]
-    below = _product(*denominator)
+    below = nary_product(*denominator)
     if not numerator:
         return 1.0 / below
-    return _product(*numerator) / below
+    return nary_product(*numerator) / below
 
 
-def _int_power(n: int, x):
+def int_power(n: int, x):
     return x**n
 
 
-def _float_power(p: float, x):
+def float_power(p: float, x):
     return x**p
 
 
-def _reciprocal(x):
+def reciprocal(x):
     return 1.0 / x
 
 
-def _reciprocal_sqrt(x):
+def reciprocal_sqrt(x):
     return 1.0 / gs.sqrt(x)
 
 
-def _minimum(*args):
+def nary_minimum(*args):
     return functools.reduce(gs.minimum, args)
 
 
-def _maximum(*args):
+def nary_maximum(*args):
     return functools.reduce(gs.maximum, args)
 
 
-def _identity(x):
+def identity(x):
     return x
 
 
-def _zero_like(x):
+def zero_like(x):
     """0 with x's shape, and NaN where x is NaN (the imaginary part of a real value)."""
     return x * 0.0
 
@@ -140,7 +140,7 @@ def _constants_together(args, op) -> list:
 
 
 def _add_rule(node):
-    return _sum, _constants_together(node.args, sympy.Add)
+    return nary_sum, _constants_together(node.args, sympy.Add)
 
 
 def _mul_rule(node):
@@ -156,8 +156,8 @@ def _mul_rule(node):
         else:
             numerator.append(factor)
     if not denominator:
-        return _product, numerator
-    return functools.partial(_quotient, len(numerator)), numerator + denominator
+        return nary_product, numerator
+    return functools.partial(quotient, len(numerator)), numerator + denominator
 
 
 def _pow_rule(node):
@@ -165,16 +165,16 @@ def _pow_rule(node):
     if exponent.is_Integer:
         n = int(exponent)
         if n == 1:
-            return _identity, [base]
+            return identity, [base]
         if n == -1:
-            return _reciprocal, [base]
-        return functools.partial(_int_power, n), [base]
+            return reciprocal, [base]
+        return functools.partial(int_power, n), [base]
     if exponent == sympy.Rational(1, 2):
         return gs.sqrt, [base]
     if exponent == sympy.Rational(-1, 2):
-        return _reciprocal_sqrt, [base]
+        return reciprocal_sqrt, [base]
     if exponent.is_Number:
-        return functools.partial(_float_power, float(exponent)), [base]
+        return functools.partial(float_power, float(exponent)), [base]
     return gs.pow, [base, exponent]
 
 
@@ -203,14 +203,14 @@ LOWERING: dict[type, Rule] = {
     _sympy_sigmoid: _call(gs.sigmoid),
     sympy.Abs: _call(gs.abs),
     sympy.sign: _call(gs.sign),
-    _min_node: _call(_minimum),
-    _max_node: _call(_maximum),
-    sympy.Min: _call(_minimum),
-    sympy.Max: _call(_maximum),
+    _min_node: _call(nary_minimum),
+    _max_node: _call(nary_maximum),
+    sympy.Min: _call(nary_minimum),
+    sympy.Max: _call(nary_maximum),
     # Every symbol is real, but sympy rewrites some real expressions through re/im
     # (abs(2^z) becomes 2^re(z)); on real values re is the identity and im is 0.
-    sympy.re: _call(_identity),
-    sympy.im: _call(_zero_like),
+    sympy.re: _call(identity),
+    sympy.im: _call(zero_like),
 }
 
 

@@ -12,14 +12,16 @@ import numpy as np
 import pytest
 
 import gradsolve as gs
+from gradsolve.methods import FIRST_ORDER
+from gradsolve.ops.derivatives import DERIVATIVES
 from gradsolve.problem.files import from_file
 from gradsolve.problem.grammar import Origin
 from gradsolve.problem.lowering import lower
 from gradsolve.problem.spec import build_spec
-from gradsolve.solve import trace as trace_module
-from gradsolve.methods import FIRST_ORDER
 from gradsolve.solve.solver import merged_options, solve_spec
 from gradsolve.solve.trace import Trace, TraceUnavailable, trace_problem
+from gradsolve.solve.trace.codegen import check_source, float_literal
+from gradsolve.solve.trace.tape import UNARY
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted(p.name for p in (ROOT / "problems").iterdir() if p.suffix in (".yaml", ".txt"))
@@ -117,6 +119,22 @@ def test_every_function_loss_and_gradient_match_the_engine():
         np.testing.assert_allclose([batch_loss[k], *batch_grad[k]], [want_loss, *want_grad], **TOL)
 
 
+def test_every_traced_primitive_has_one_declared_derivative():
+    recorded = {"add", "mul", "div", "pow_scalar", "pow", "maximum", "minimum", "atan2", *UNARY}
+    assert recorded <= set(DERIVATIVES)
+
+
+def test_the_engine_and_the_trace_read_the_same_declaration(monkeypatch):
+    # change one rule: the engine's backward and the generated code both follow it
+    monkeypatch.setitem(DERIVATIVES, "sin", (lambda M, g, x, out: g * 3.0 * M.cos(x),))
+    want = 3.0 * math.cos(0.3)
+    x = gs.tensor(0.3, requires_grad=True)
+    gs.sin(x).backward()
+    trace = trace_problem(lower(spec_of("sin(x)", x=0.3)), verify=False)
+    got = [x.grad.item(), *trace.loss_grad([0.3])[1], trace.batch_loss_grad(np.array([[0.3]]))[1][0, 0]]
+    np.testing.assert_allclose(got, [want] * 3, **TOL)
+
+
 def test_residuals_and_jacobian_match_the_engine():
     for path in ("intersection.txt", "four-unknowns.yaml", "circuit.yaml", "polynomial.yaml"):
         lowered = lower(from_file(str(ROOT / "problems" / path)))
@@ -190,7 +208,7 @@ def test_non_finite_constants_are_bound_by_name_not_written_as_source(value):
     # In float32 a constant beyond 3.4e38 folds to -inf at lowering (constants fold from their exact
     # value, so no expression of the grammar yields a NaN constant: that one is put in by hand): the
     # generated code refers to it by a name bound in its namespace; repr() would write "-inf" or "nan",
-    # names that do not exist there (and that _check_source refuses).
+    # names that do not exist there (and that check_source refuses).
     lowered = lower(spec_of("(x - 2)**2 + max(x, 1e39 - 2e39)", x=0.5), dtype="float32")
     if value != -math.inf:
         slot = next(i for i, leaf in enumerate(lowered.program.leaves)
@@ -230,7 +248,7 @@ def test_non_finite_constants_in_float_code_are_bound_by_name():
         loss, grad = trace.loss_grad(x)
         np.testing.assert_allclose([loss, *grad], [want_loss, *want_grad], equal_nan=True, **TOL)
     with pytest.raises(ValueError):
-        trace_module._literal(math.inf)
+        float_literal(math.inf)
 
 
 def host(array):
@@ -307,10 +325,10 @@ def test_the_solver_can_trace_on_a_device(device, overrides, monkeypatch):
 
 
 def test_generated_code_admits_only_allowlisted_names():
-    trace_module._check_source("def _loss_grad(x0):\n    v1 = _m.exp(x0) * 2.5\n    return (v1,)\n")
+    check_source("def _loss_grad(x0):\n    v1 = _m.exp(x0) * 2.5\n    return (v1,)\n")
     for bad in ("__import__('os')", "x0.__class__", "open(x0)", "'text'"):
         with pytest.raises(TraceUnavailable):
-            trace_module._check_source(f"def _loss_grad(x0):\n    return {bad}\n")
+            check_source(f"def _loss_grad(x0):\n    return {bad}\n")
     lowered = lower(from_file(str(ROOT / "problems" / "four-unknowns.yaml")))
     source = Trace(lowered).float_source
     assert "exec" not in source and "import" not in source
