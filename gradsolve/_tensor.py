@@ -14,74 +14,15 @@ from __future__ import annotations
 
 import builtins
 import math
-import numbers
 import weakref
 
 import numpy as np
 
-from gradsolve.backend import (  # noqa: F401 - manual_seed re-exported
-    Backend, array_device, get_backend, manual_seed, to_host, xp_dtype,
+from gradsolve._dtypes import (
+    TYPED_TENSOR_NAMES, TypedTensor, as_dtype, bool_, dtype, dtype_of_array, float32, float64, inferred_dtype, int32,
+    int64,
 )
-
-# ---------------------------------------------------------------- dtypes ----
-class dtype:
-    """A tensor element type, the same object whatever the backend."""
-
-    __slots__ = ("name", "is_floating_point", "itemsize")
-
-    def __init__(self, name, is_floating_point, itemsize):
-        self.name = name
-        self.is_floating_point = is_floating_point
-        self.itemsize = itemsize
-
-    def __repr__(self):
-        return f"gradsolve.{self.name}"
-
-    def __reduce__(self):
-        return (_dtype_from_name, (self.name,))
-
-
-float32 = dtype("float32", True, 4)
-float64 = dtype("float64", True, 8)
-int64 = dtype("int64", False, 8)
-int32 = dtype("int32", False, 4)
-bool_ = dtype("bool", False, 1)
-# PyTorch's aliases, meaning what they mean there: gs.float is float32 (as torch.float and
-# Tensor.float() are), although gradsolve's *default* float dtype is float64.
-float = float32  # noqa: A001
-double = float64
-long = int64
-_DTYPES = {d.name: d for d in (float32, float64, int64, int32, bool_)}
-
-
-def _dtype_from_name(name):
-    return _DTYPES[name]
-
-
-def _dtype_of_array(array) -> dtype:
-    name = getattr(array.dtype, "name", None) or str(array.dtype).rsplit(".", 1)[-1]
-    found = _DTYPES.get(name)
-    if found is None:
-        raise TypeError(f"unsupported dtype {array.dtype}: gradsolve tensors hold float32, float64, int64, int32 or bool")
-    return found
-
-
-def _to_dtype(d):
-    """Accept gradsolve dtypes, their names, NumPy dtypes and the typed-tensor factories."""
-    if d is None or isinstance(d, dtype):
-        return d
-    if isinstance(d, _TypedTensor):
-        return d.dtype
-    if d is builtins.float:
-        return float64
-    if d is builtins.int:
-        return int64
-    if d is builtins.bool:
-        return bool_
-    name = np.dtype(d).name if not isinstance(d, str) else d
-    if name in _DTYPES:
-        return _DTYPES[name]
-    raise TypeError(f"unsupported dtype {d!r}: use gradsolve.float64, float32, int64 or bool")
+from gradsolve.backend import Backend, array_device, get_backend, to_host, xp_dtype
 
 
 def _xp_dtype(backend: Backend, d: dtype):
@@ -170,7 +111,7 @@ class Tensor:
 
     @property
     def dtype(self) -> dtype:
-        return _dtype_of_array(self._data)
+        return dtype_of_array(self._data)
 
     @property
     def device(self) -> device:
@@ -285,7 +226,7 @@ class Tensor:
 
     def _set_requires_grad(self, requires_grad):
         requires_grad = builtins.bool(requires_grad)
-        if requires_grad and not _dtype_of_array(self._data).is_floating_point:
+        if requires_grad and not dtype_of_array(self._data).is_floating_point:
             raise RuntimeError("only Tensors of floating point dtype can require gradients")
         self._requires_grad = requires_grad
 
@@ -451,7 +392,7 @@ class Tensor:
     # -- conversions between devices and dtypes ----------------------------------
     def to(self, *args, dtype=None, device=None, copy=False):
         for a in args:
-            if isinstance(a, (dtype_cls, _TypedTensor)) or (isinstance(a, type) and a in (builtins.float, builtins.int)):
+            if isinstance(a, (dtype_cls, TypedTensor)) or (isinstance(a, type) and a in (builtins.float, builtins.int)):
                 dtype = a
             elif isinstance(a, Tensor):
                 dtype, device = a.dtype, a.device
@@ -463,7 +404,7 @@ class Tensor:
             if backend is not self._backend:
                 out = _ops.ToDevice.apply(out, backend=backend)
         if dtype is not None:
-            d = _to_dtype(dtype)
+            d = as_dtype(dtype)
             if d is not out.dtype:
                 out = _ops.Cast.apply(out, dtype=d)
         if copy and out is self:
@@ -478,7 +419,7 @@ class Tensor:
 
     def type(self, dtype=None):
         if dtype is None:
-            return f"gradsolve.{_TYPE_NAMES[self.dtype.name]}"
+            return f"gradsolve.{TYPED_TENSOR_NAMES[self.dtype.name]}"
         return self.to(dtype=dtype)
 
     def float(self):
@@ -1005,7 +946,7 @@ def _tensor_repr(t: "Tensor") -> str:
     prefix = "tensor("
     indent = len(prefix)
     host = t._backend.to_numpy(t._data)
-    dt = _dtype_of_array(t._data)
+    dt = dtype_of_array(t._data)
     suffixes = []
     if t._backend.name != "cpu":
         suffixes.append(f"device='{t._backend.name}'")
@@ -1037,50 +978,7 @@ def _tensor_repr(t: "Tensor") -> str:
     return text + ")"
 
 
-# ----------------------------------------------------------- typed factories --
-class _TypedTensor:
-    """``gs.FloatTensor``-style factories: call to build, pass to ``.type()`` to convert."""
-
-    def __init__(self, name, dt):
-        self.__name__ = name
-        self.dtype = dt
-
-    def __call__(self, *data):
-        if len(data) == 1 and not isinstance(data[0], numbers.Number):
-            return tensor(data[0], dtype=self.dtype)
-        return zeros(*data, dtype=self.dtype) if data else tensor([], dtype=self.dtype)
-
-    def __repr__(self):
-        return f"gradsolve.{self.__name__}"
-
-    def __instancecheck__(self, obj):
-        return isinstance(obj, Tensor) and obj.dtype is self.dtype
-
-
-FloatTensor = _TypedTensor("FloatTensor", float32)
-DoubleTensor = _TypedTensor("DoubleTensor", float64)
-LongTensor = _TypedTensor("LongTensor", int64)
-IntTensor = _TypedTensor("IntTensor", int32)
-BoolTensor = _TypedTensor("BoolTensor", bool_)
-_TYPE_NAMES = {"float32": "FloatTensor", "float64": "DoubleTensor", "int64": "LongTensor",
-               "int32": "IntTensor", "bool": "BoolTensor"}
-
-
 # ------------------------------------------------------------------ creation --
-def _infer_dtype(data) -> dtype:
-    arr = np.asarray(data)
-    kind = arr.dtype.kind
-    if kind == "f":
-        return float32 if arr.dtype == np.float32 else float64
-    if kind in "iu":
-        return int64 if arr.dtype.itemsize > 4 or kind == "u" or arr.dtype == np.int64 else _DTYPES.get(arr.dtype.name, int64)
-    if kind == "b":
-        return bool_
-    if arr.size == 0:
-        return float64
-    raise TypeError(f"cannot make a tensor from data of type {arr.dtype}: give numbers")
-
-
 def tensor(data, dtype=None, device="cpu", requires_grad=False) -> Tensor:
     """A new leaf tensor holding a copy of `data` (numbers, nested lists, arrays).
 
@@ -1088,7 +986,7 @@ def tensor(data, dtype=None, device="cpu", requires_grad=False) -> Tensor:
     (gradsolve.int64, gradsolve.float64)
     """
     backend = get_backend(device)
-    d = _to_dtype(dtype)
+    d = as_dtype(dtype)
     if isinstance(data, Tensor):
         src = data._data if data._backend is backend else backend.from_numpy(data.numpy())
         d = d or data.dtype
@@ -1100,7 +998,7 @@ def tensor(data, dtype=None, device="cpu", requires_grad=False) -> Tensor:
         if d is None:
             if isinstance(data, (list, tuple)) and any(isinstance(x, Tensor) for x in _flatten_list(data)):
                 data = [x.tolist() if isinstance(x, Tensor) else x for x in data]
-            d = _infer_dtype(data if not hasattr(data, "__dlpack__") or isinstance(data, np.ndarray)
+            d = inferred_dtype(data if not hasattr(data, "__dlpack__") or isinstance(data, np.ndarray)
                              else backend.to_numpy(data))
         if backend.is_numpy:
             arr = np.array(data, dtype=d.name)
@@ -1125,7 +1023,7 @@ def _flatten_list(data):
 
 
 def as_tensor(data, dtype=None, device="cpu") -> Tensor:
-    if isinstance(data, Tensor) and (dtype is None or _to_dtype(dtype) is data.dtype) and data.device == str(device):
+    if isinstance(data, Tensor) and (dtype is None or as_dtype(dtype) is data.dtype) and data.device == str(device):
         return data
     return tensor(data, dtype=dtype, device=device)
 
@@ -1134,7 +1032,7 @@ def from_numpy(array: np.ndarray) -> Tensor:
     """A CPU tensor sharing memory with a NumPy array."""
     if not isinstance(array, np.ndarray):
         raise TypeError(f"from_numpy expects a numpy.ndarray, got {type(array).__name__}")
-    _dtype_of_array(array)
+    dtype_of_array(array)
     return _wrap(array, get_backend("cpu"))
 
 
@@ -1146,7 +1044,7 @@ def _size(size):
 
 def _factory(fill, size, dtype, device, requires_grad, default=None):
     backend = get_backend(device)
-    d = _to_dtype(dtype) or default or float64
+    d = as_dtype(dtype) or default or float64
     arr = fill(backend, _size(size), _xp_dtype(backend, d))
     t = _wrap(arr, backend)
     if requires_grad:
@@ -1167,7 +1065,7 @@ def empty(*size, dtype=None, device="cpu", requires_grad=False) -> Tensor:
 
 
 def full(size, fill_value, dtype=None, device="cpu", requires_grad=False) -> Tensor:
-    default = _infer_dtype(fill_value)
+    default = inferred_dtype(fill_value)
     return _factory(lambda b, s, d: b.xp.full(s, fill_value, dtype=d), (tuple(size),), dtype, device,
                     requires_grad, default)
 

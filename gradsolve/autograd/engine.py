@@ -7,6 +7,7 @@ as each node finishes unless `retain_graph`.
 """
 from __future__ import annotations
 
+from gradsolve._dtypes import dtype_from_array_dtype
 from gradsolve.autograd.grad_mode import _State
 from gradsolve._tensor import Tensor, _wrap
 
@@ -290,9 +291,9 @@ def _leads_to_inputs(node, n_out, wanted):
 
 
 def _cast(grad, array_dtype):
-    from gradsolve.ops.elementwise import Cast, _dtype_named
+    from gradsolve.ops.elementwise import Cast
 
-    return Cast.apply(grad, dtype=_dtype_named(array_dtype))
+    return Cast.apply(grad, dtype=dtype_from_array_dtype(array_dtype))
 
 
 def _sum_to(grad, shape):

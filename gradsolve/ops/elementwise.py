@@ -12,6 +12,7 @@ import operator
 
 import numpy as np
 
+from gradsolve._dtypes import dtype_from_array_dtype as _dtype_named
 from gradsolve.autograd.function import Op
 from gradsolve.backend import foreign_array_error, xp_dtype
 from gradsolve._tensor import Tensor, _wrap
@@ -654,15 +655,6 @@ def _grad_on():
     from gradsolve.autograd.grad_mode import _State
 
     return _State.enabled
-
-
-def _dtype_named(array_dtype):
-    from gradsolve._tensor import _dtype_of_array
-
-    class _A:
-        dtype = array_dtype
-
-    return _dtype_of_array(_A)
 
 
 # ------------------------------------------------------- helper functions ----

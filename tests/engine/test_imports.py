@@ -14,6 +14,7 @@ FIRST_IMPORTS = [
     "import gradsolve.ops",
     "import gradsolve.ops.shape",
     "import gradsolve._tensor",
+    "import gradsolve._dtypes",
     "import gradsolve.nn.functional",
 ]
 
