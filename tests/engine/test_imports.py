@@ -15,6 +15,7 @@ FIRST_IMPORTS = [
     "import gradsolve.ops.shape",
     "import gradsolve._tensor",
     "import gradsolve._dtypes",
+    "import gradsolve._tensor_str",
     "import gradsolve.nn.functional",
 ]
 
