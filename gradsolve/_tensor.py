@@ -48,7 +48,7 @@ class device(str):
 
 
 # ---------------------------------------------------------------- tensor ----
-def _wrap(data, backend: Backend) -> "Tensor":
+def wrap_array(data, backend: Backend) -> "Tensor":
     """A new untracked tensor around a backend array (the fast internal constructor)."""
     t = Tensor.__new__(Tensor)
     if backend.is_numpy and type(data) is not np.ndarray:
@@ -78,7 +78,7 @@ class Tensor:
 
     @staticmethod
     def _shallow(other: "Tensor") -> "Tensor":
-        t = _wrap(other._data, other._backend)
+        t = wrap_array(other._data, other._backend)
         t._version = other._version
         return t
 
@@ -184,7 +184,7 @@ class Tensor:
     @property
     def data(self) -> "Tensor":
         """The same storage, detached: changes through it are not recorded."""
-        t = _wrap(self._data, self._backend)
+        t = wrap_array(self._data, self._backend)
         t._version = self._version
         return t
 
@@ -536,10 +536,10 @@ class Tensor:
         return self >= other
 
     def any(self):
-        return _wrap(self._backend.xp.any(self._data), self._backend)
+        return wrap_array(self._backend.xp.any(self._data), self._backend)
 
     def all(self):
-        return _wrap(self._backend.xp.all(self._data), self._backend)
+        return wrap_array(self._backend.xp.all(self._data), self._backend)
 
     # -- elementwise functions -----------------------------------------------
     def add(self, other, alpha=1):
@@ -893,7 +893,7 @@ def tensor(data, dtype=None, device="cpu", requires_grad=False) -> Tensor:
             host = np.array(data, dtype=d.name) if not hasattr(data, "__dlpack__") else data
             arr = backend.xp.asarray(host.tolist() if isinstance(host, np.ndarray) and host.ndim == 0 else host,
                                      dtype=_xp_dtype(backend, d))
-    t = _wrap(arr, backend)
+    t = wrap_array(arr, backend)
     if requires_grad:
         t.requires_grad_(True)
     return t
@@ -918,7 +918,7 @@ def from_numpy(array: np.ndarray) -> Tensor:
     if not isinstance(array, np.ndarray):
         raise TypeError(f"from_numpy expects a numpy.ndarray, got {type(array).__name__}")
     dtype_of_array(array)
-    return _wrap(array, get_backend("cpu"))
+    return wrap_array(array, get_backend("cpu"))
 
 
 def _size(size):
@@ -931,7 +931,7 @@ def _factory(fill, size, dtype, device, requires_grad, default=None):
     backend = get_backend(device)
     d = as_dtype(dtype) or default or float64
     arr = fill(backend, _size(size), _xp_dtype(backend, d))
-    t = _wrap(arr, backend)
+    t = wrap_array(arr, backend)
     if requires_grad:
         t.requires_grad_(True)
     return t

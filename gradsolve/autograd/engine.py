@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from gradsolve._dtypes import dtype_from_array_dtype
 from gradsolve.autograd.grad_mode import _State
-from gradsolve._tensor import Tensor, _wrap
+from gradsolve._tensor import Tensor, wrap_array
 
 
 def _topological_counts(root_nodes):
@@ -154,7 +154,7 @@ def _add_recorded(a, b):
 def _add_raw(a, b):
     if a._backend is not b._backend or a._data.shape != b._data.shape:
         return a + b  # pragma: no cover - the engine sums every gradient to its input's shape first
-    return _wrap(a._data + b._data, a._backend)
+    return wrap_array(a._data + b._data, a._backend)
 
 
 def _add(pending, pending_other, node, nr, grad):
@@ -193,7 +193,7 @@ def _accumulate(t, grad, create_graph):
         return
     if existing is None:
         # A fresh array: a pass-through gradient may alias another tensor's or the user's seed.
-        t.grad = _wrap(t._backend.xp.asarray(grad._data, copy=True), t._backend)
+        t.grad = wrap_array(t._backend.xp.asarray(grad._data, copy=True), t._backend)
         return
     data = existing._data
     if existing._requires_grad or data.shape != grad._data.shape or data.dtype != grad._data.dtype:
@@ -218,7 +218,7 @@ def seed_gradient(output, gradient, hint="backward(gradient=...)"):
                 f"grad can be implicitly created only for scalar outputs; this one has shape {output.shape}: "
                 f"pass {hint} with a tensor of that shape"
             )
-        return _wrap(backend.xp.ones(output._data.shape, dtype=output._data.dtype), backend)
+        return wrap_array(backend.xp.ones(output._data.shape, dtype=output._data.dtype), backend)
     if not isinstance(gradient, Tensor):
         from gradsolve._tensor import tensor
 

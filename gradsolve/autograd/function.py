@@ -13,7 +13,7 @@ from numpy import asarray as _np_asarray, ndarray as _ndarray
 
 from gradsolve.autograd.grad_mode import _State
 from gradsolve.backend import foreign_array_error
-from gradsolve._tensor import Tensor, _wrap
+from gradsolve._tensor import Tensor, wrap_array
 
 _new_tensor = Tensor.__new__
 
@@ -144,7 +144,7 @@ class Op(Node):
         return op._output(op.forward(raw_a, raw_b), backend, requires, (a, b), None)
 
     def _output(self, out_data, backend, requires, args, kwargs):
-        """The result tensor around `out_data` (_wrap, inlined: the hot path of every operation), recorded."""
+        """The result tensor around `out_data` (wrap_array, inlined: the hot path of every operation), recorded."""
         if backend.is_numpy and type(out_data) is not _ndarray:
             out_data = _np_asarray(out_data)  # NumPy returns scalars from 0-d arithmetic; keep arrays
         out = _new_tensor(Tensor)
@@ -214,7 +214,7 @@ class Op(Node):
         """The forward output: recomputed (and so differentiable) under create_graph."""
         if _State.enabled:
             return type(self).apply(*self.inputs, **getattr(self, "_kwargs", {}))
-        return _wrap(self._out, self._backend_of_inputs())
+        return wrap_array(self._out, self._backend_of_inputs())
 
     def _backend_of_inputs(self):
         for a in self.inputs:

@@ -15,7 +15,7 @@ import numpy as np
 from gradsolve._dtypes import dtype_from_array_dtype as _dtype_named
 from gradsolve.autograd.function import Op
 from gradsolve.backend import foreign_array_error, xp_dtype
-from gradsolve._tensor import Tensor, _wrap
+from gradsolve._tensor import Tensor, wrap_array as _wrap
 
 
 def _const(array, like: Tensor) -> Tensor:

@@ -6,7 +6,7 @@ import collections
 from gradsolve.autograd.function import Op
 from gradsolve.autograd.grad_mode import _State
 from gradsolve.ops.elementwise import Clone, _category_of, _const, _xp_of_array, sign, where
-from gradsolve._tensor import Tensor, _wrap
+from gradsolve._tensor import Tensor, wrap_array
 
 
 def _axes(dim, ndim):
@@ -266,12 +266,12 @@ def reduce_extreme(x: Tensor, dim, keepdim, which):
     if x.ndim == 0:
         if dim not in (0, -1):
             raise IndexError(f"dimension out of range (expected to be in range of [-1, 0], but got {dim})")
-        return result(Clone.apply(x), _wrap(xp.zeros((), dtype=xp.int64), x._backend))
+        return result(Clone.apply(x), wrap_array(xp.zeros((), dtype=xp.int64), x._backend))
     axis = dim % x.ndim
     index = getattr(xp, "arg" + which)(x._data, axis=axis, keepdims=True)
     values = (Max if which == "max" else Min).apply(x, index=index, dim=axis, keepdim=keepdim)
     indices = index if keepdim else xp.squeeze(index, axis=axis)
-    return result(values, _wrap(indices, x._backend))
+    return result(values, wrap_array(indices, x._backend))
 
 
 def argextreme(x: Tensor, dim, keepdim, which):
@@ -279,5 +279,5 @@ def argextreme(x: Tensor, dim, keepdim, which):
     fn = getattr(xp, which)
     if dim is None or x.ndim == 0:
         _axes(None if dim is None else (dim,), x.ndim)  # checks the dim of a 0-d tensor
-        return _wrap(fn(xp.reshape(x._data, (-1,))), x._backend)
-    return _wrap(fn(x._data, axis=dim % x.ndim, keepdims=keepdim), x._backend)
+        return wrap_array(fn(xp.reshape(x._data, (-1,))), x._backend)
+    return wrap_array(fn(x._data, axis=dim % x.ndim, keepdims=keepdim), x._backend)

@@ -176,7 +176,7 @@ class _Bound:
 
     def raw(self, arrays: dict):
         """Arrays of the device's namespace in and out (0-d for an output that is a constant)."""
-        from gradsolve._tensor import _wrap
+        from gradsolve._tensor import wrap_array as _wrap
 
         backend = self.backend
         if backend.is_numpy:
@@ -757,7 +757,7 @@ class _WeightedObjective:
 
     def set_weights(self, sw):
         """sqrt(weights): a host (NumPy) array, an array of the device's namespace, or None."""
-        from gradsolve._tensor import _wrap
+        from gradsolve._tensor import wrap_array as _wrap
 
         if sw is None:
             self._sw = None
