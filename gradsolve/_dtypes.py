@@ -103,7 +103,7 @@ class TypedTensor:
         self.dtype = dt
 
     def __call__(self, *data):
-        from gradsolve._tensor import tensor, zeros  # here: _tensor imports this module
+        from gradsolve._creation import tensor, zeros  # here: _creation imports this module
 
         if len(data) == 1 and not isinstance(data[0], numbers.Number):
             return tensor(data[0], dtype=self.dtype)

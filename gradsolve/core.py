@@ -6,9 +6,10 @@ from gradsolve._dtypes import (  # noqa: F401
     BoolTensor, DoubleTensor, FloatTensor, IntTensor, LongTensor, bool_, double, dtype, float, float32, float64, int32,
     int64, long,
 )
-from gradsolve._tensor import (  # noqa: F401
-    Tensor, arange, as_tensor, device, empty, eye, from_numpy, full, full_like, is_tensor, linspace, ones, ones_like,
-    rand, rand_like, randn, randn_like, tensor, zeros, zeros_like,
+from gradsolve._tensor import Tensor, device  # noqa: F401
+from gradsolve._creation import (  # noqa: F401
+    arange, as_tensor, empty, eye, from_numpy, full, full_like, is_tensor, linspace, ones, ones_like, rand, rand_like,
+    randn, randn_like, tensor, zeros, zeros_like,
 )
 from gradsolve.autograd.grad_mode import enable_grad, is_grad_enabled, no_grad, set_grad_enabled  # noqa: F401
 from gradsolve import autograd  # noqa: F401

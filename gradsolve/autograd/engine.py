@@ -220,7 +220,7 @@ def seed_gradient(output, gradient, hint="backward(gradient=...)"):
             )
         return wrap_array(backend.xp.ones(output._data.shape, dtype=output._data.dtype), backend)
     if not isinstance(gradient, Tensor):
-        from gradsolve._tensor import tensor
+        from gradsolve._creation import tensor
 
         return tensor(gradient, dtype=output.dtype, device=backend)
     if gradient._data.shape != output._data.shape:

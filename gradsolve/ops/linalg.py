@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from gradsolve.autograd.function import Op
 from gradsolve.ops.elementwise import _xp_of_array
-from gradsolve._tensor import Tensor, tensor
+from gradsolve._creation import tensor
+from gradsolve._tensor import Tensor
 
 
 class MatMul(Op):

@@ -16,6 +16,7 @@ FIRST_IMPORTS = [
     "import gradsolve._tensor",
     "import gradsolve._dtypes",
     "import gradsolve._tensor_str",
+    "import gradsolve._creation",
     "import gradsolve.nn.functional",
 ]
 
