@@ -59,6 +59,11 @@ def wrap_array(data, backend: Backend) -> "Tensor":
     return t
 
 
+def constant_like(array, like: "Tensor") -> "Tensor":
+    """An untracked tensor on `like`'s device (masks and other constants in backward formulas)."""
+    return wrap_array(array, like._backend)
+
+
 class Tensor:
     """An n-dimensional array that can record the operations applied to it."""
 

@@ -13,6 +13,8 @@ FIRST_IMPORTS = [
     "import gradsolve.autograd.engine",
     "import gradsolve.ops",
     "import gradsolve.ops.shape",
+    "import gradsolve.ops.promotion",
+    "import gradsolve.ops.array_namespace",
     "import gradsolve._tensor",
     "import gradsolve._dtypes",
     "import gradsolve._tensor_str",
