@@ -268,7 +268,7 @@ class Tensor:
 
     # -- in place ------------------------------------------------------------
     def _check_inplace(self):
-        if self._requires_grad and _State.enabled:
+        if self._requires_grad and GradMode.enabled:
             if self.grad_fn is None:
                 raise RuntimeError(
                     "a leaf tensor that requires grad is being used in an in-place operation: "
@@ -865,5 +865,5 @@ def _clip(xp, data, lo, hi):
 
 # Imported last: the creation functions, autograd and ops build on the Tensor class defined above.
 from gradsolve._creation import tensor  # noqa: E402
-from gradsolve.autograd.grad_mode import _State  # noqa: E402
+from gradsolve.autograd.grad_mode import GradMode  # noqa: E402
 from gradsolve import ops as _ops  # noqa: E402

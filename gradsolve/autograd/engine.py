@@ -8,7 +8,7 @@ as each node finishes unless `retain_graph`.
 from __future__ import annotations
 
 from gradsolve._dtypes import dtype_from_array_dtype
-from gradsolve.autograd.grad_mode import _State
+from gradsolve.autograd.grad_mode import GradMode
 from gradsolve._tensor import Tensor, wrap_array
 
 
@@ -69,8 +69,8 @@ def run_backward(roots, root_grads, *, retain_graph, create_graph, inputs=None, 
 
     dependencies = _topological_counts(root_nodes)
     ready = [n for n in root_nodes if dependencies.get(n, 0) == 0]
-    prev_mode = _State.enabled
-    _State.enabled = bool(create_graph)
+    prev_mode = GradMode.enabled
+    GradMode.enabled = bool(create_graph)
     # Without create_graph, gradients meeting at a node are summed on the raw arrays: the sum
     # needs no node of its own, and a solver runs this loop thousands of times.
     add = _add_recorded if create_graph else _add_raw
@@ -131,7 +131,7 @@ def run_backward(roots, root_grads, *, retain_graph, create_graph, inputs=None, 
                 if remaining == 0:
                     ready.append(child)
     finally:
-        _State.enabled = prev_mode
+        GradMode.enabled = prev_mode
 
     if captured is None:
         return None
@@ -248,14 +248,14 @@ def accumulate_into(inputs, roots, seeds, *, retain_graph, create_graph):
             unique.append(t)
     grads = run_backward(roots, seeds, retain_graph=retain_graph, create_graph=create_graph, inputs=unique,
                          allow_unused=True)
-    prev = _State.enabled
-    _State.enabled = bool(create_graph)
+    prev = GradMode.enabled
+    GradMode.enabled = bool(create_graph)
     try:
         for t, g in zip(unique, grads):
             if g is not None:
                 _accumulate(t, g, create_graph)
     finally:
-        _State.enabled = prev
+        GradMode.enabled = prev
 
 
 def _fill_retained(node, grad_outputs, create_graph):

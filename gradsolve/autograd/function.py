@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from numpy import asarray as _np_asarray, ndarray as _ndarray
 
-from gradsolve.autograd.grad_mode import _State
+from gradsolve.autograd.grad_mode import GradMode
 from gradsolve.backend import foreign_array_error
 from gradsolve._tensor import Tensor, wrap_array
 
@@ -156,7 +156,7 @@ class Op(Node):
         out._version = [0]
         out._output_nr = 0
         out._retains_grad = False
-        if requires and _State.enabled:
+        if requires and GradMode.enabled:
             self._record(args, out, kwargs)
         return out
 
@@ -212,7 +212,7 @@ class Op(Node):
     # -- used by backward formulas ---------------------------------------
     def result(self) -> Tensor:
         """The forward output: recomputed (and so differentiable) under create_graph."""
-        if _State.enabled:
+        if GradMode.enabled:
             return type(self).apply(*self.inputs, **getattr(self, "_kwargs", {}))
         return wrap_array(self._out, self._backend_of_inputs())
 
@@ -369,13 +369,13 @@ class Function(metaclass=FunctionMeta):
         ctx = BackwardCFunction(cls)
         tensor_args = [a for a in args if isinstance(a, Tensor)]
         ctx.needs_input_grad = tuple(isinstance(a, Tensor) and a.requires_grad for a in args)
-        record = _State.enabled and any(ctx.needs_input_grad)
-        prev = _State.enabled
-        _State.enabled = False
+        record = GradMode.enabled and any(ctx.needs_input_grad)
+        prev = GradMode.enabled
+        GradMode.enabled = False
         try:
             outputs = cls.forward(ctx, *args, **kwargs)
         finally:
-            _State.enabled = prev
+            GradMode.enabled = prev
         if not record:
             return outputs
         single = not isinstance(outputs, tuple)

@@ -485,9 +485,9 @@ class ToDevice(Op):
 
 
 def _grad_on():
-    from gradsolve.autograd.grad_mode import _State
+    from gradsolve.autograd.grad_mode import GradMode
 
-    return _State.enabled
+    return GradMode.enabled
 
 
 # ------------------------------------------------------- helper functions ----

@@ -4,7 +4,7 @@ from __future__ import annotations
 import collections
 
 from gradsolve.autograd.function import Op
-from gradsolve.autograd.grad_mode import _State
+from gradsolve.autograd.grad_mode import GradMode
 from gradsolve.ops.array_namespace import xp_of_array
 from gradsolve.ops.elementwise import Clone, sign, where
 from gradsolve.ops.promotion import category_of
@@ -78,7 +78,7 @@ class Prod(_Reduction):
             out = self.result().reshape(self.keep_shape)
             return g_full * out / x
         # With zeros, out / x is 0/0: the gradient is the product of the other elements.
-        if _State.enabled:  # create_graph: a formula whose own derivatives are right at the zeros
+        if GradMode.enabled:  # create_graph: a formula whose own derivatives are right at the zeros
             return g_full * _products_of_others(x, self.axes)
         data = x._data
         zero = data == 0
