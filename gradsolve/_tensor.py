@@ -76,12 +76,6 @@ class Tensor:
         for slot in Tensor.__slots__[:-1]:
             setattr(self, slot, getattr(made, slot))
 
-    @staticmethod
-    def _shallow(other: "Tensor") -> "Tensor":
-        t = wrap_array(other._data, other._backend)
-        t._version = other._version
-        return t
-
     # -- basic facts ---------------------------------------------------------
     @property
     def shape(self):

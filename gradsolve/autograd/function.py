@@ -400,7 +400,7 @@ class Function(metaclass=FunctionMeta):
                 wrapped.append(o)
                 continue
             if any(o is t for t in tensor_args) or o.grad_fn is not None or o.requires_grad:
-                o = Tensor._shallow(o)  # a fresh tensor that shares storage
+                o = o.detach()  # a fresh tensor that shares storage (and version counter)
             o._requires_grad = True
             o.grad_fn = ctx
             o._output_nr = nr
