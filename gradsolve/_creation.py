@@ -1,11 +1,10 @@
 """Creation functions: `tensor`, `zeros`, `arange`, `rand`, the `*_like` forms, ...
 
-Each makes a new leaf tensor on the device asked for (the CPU by default), float64
-unless `dtype` says otherwise or the data are integers or bools:
+They build on the CPU unless `device` says otherwise, and floats as float64 unless `dtype` does:
 
 >>> import gradsolve as gs
->>> gs.zeros(2, 3).shape, gs.arange(3).dtype
-((2, 3), gradsolve.int64)
+>>> gs.zeros(2, 3).dtype, gs.arange(3.0).dtype, gs.arange(3).dtype
+(gradsolve.float64, gradsolve.float64, gradsolve.int64)
 """
 from __future__ import annotations
 
