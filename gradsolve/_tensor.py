@@ -13,79 +13,15 @@ tensor([2., 4.])
 from __future__ import annotations
 
 import builtins
-import math
-import numbers
 import weakref
 
 import numpy as np
 
-from gradsolve.backend import (  # noqa: F401 - manual_seed re-exported
-    Backend, array_device, get_backend, manual_seed, to_host, xp_dtype,
+from gradsolve._dtypes import (
+    TYPED_TENSOR_NAMES, TypedTensor, as_dtype, bool_, dtype, dtype_of_array, float32, float64, int32, int64,
 )
-
-# ---------------------------------------------------------------- dtypes ----
-class dtype:
-    """A tensor element type, the same object whatever the backend."""
-
-    __slots__ = ("name", "is_floating_point", "itemsize")
-
-    def __init__(self, name, is_floating_point, itemsize):
-        self.name = name
-        self.is_floating_point = is_floating_point
-        self.itemsize = itemsize
-
-    def __repr__(self):
-        return f"gradsolve.{self.name}"
-
-    def __reduce__(self):
-        return (_dtype_from_name, (self.name,))
-
-
-float32 = dtype("float32", True, 4)
-float64 = dtype("float64", True, 8)
-int64 = dtype("int64", False, 8)
-int32 = dtype("int32", False, 4)
-bool_ = dtype("bool", False, 1)
-# PyTorch's aliases, meaning what they mean there: gs.float is float32 (as torch.float and
-# Tensor.float() are), although gradsolve's *default* float dtype is float64.
-float = float32  # noqa: A001
-double = float64
-long = int64
-_DTYPES = {d.name: d for d in (float32, float64, int64, int32, bool_)}
-
-
-def _dtype_from_name(name):
-    return _DTYPES[name]
-
-
-def _dtype_of_array(array) -> dtype:
-    name = getattr(array.dtype, "name", None) or str(array.dtype).rsplit(".", 1)[-1]
-    found = _DTYPES.get(name)
-    if found is None:
-        raise TypeError(f"unsupported dtype {array.dtype}: gradsolve tensors hold float32, float64, int64, int32 or bool")
-    return found
-
-
-def _to_dtype(d):
-    """Accept gradsolve dtypes, their names, NumPy dtypes and the typed-tensor factories."""
-    if d is None or isinstance(d, dtype):
-        return d
-    if isinstance(d, _TypedTensor):
-        return d.dtype
-    if d is builtins.float:
-        return float64
-    if d is builtins.int:
-        return int64
-    if d is builtins.bool:
-        return bool_
-    name = np.dtype(d).name if not isinstance(d, str) else d
-    if name in _DTYPES:
-        return _DTYPES[name]
-    raise TypeError(f"unsupported dtype {d!r}: use gradsolve.float64, float32, int64 or bool")
-
-
-def _xp_dtype(backend: Backend, d: dtype):
-    return xp_dtype(backend.xp, d.name)
+from gradsolve._tensor_str import tensor_repr
+from gradsolve.backend import Backend, get_backend
 
 
 # ---------------------------------------------------------------- devices ---
@@ -107,7 +43,7 @@ class device(str):
 
 
 # ---------------------------------------------------------------- tensor ----
-def _wrap(data, backend: Backend) -> "Tensor":
+def wrap_array(data, backend: Backend) -> "Tensor":
     """A new untracked tensor around a backend array (the fast internal constructor)."""
     t = Tensor.__new__(Tensor)
     if backend.is_numpy and type(data) is not np.ndarray:
@@ -123,6 +59,11 @@ def _wrap(data, backend: Backend) -> "Tensor":
     return t
 
 
+def constant_like(array, like: "Tensor") -> "Tensor":
+    """An untracked tensor on `like`'s device (masks and other constants in backward formulas)."""
+    return wrap_array(array, like._backend)
+
+
 class Tensor:
     """An n-dimensional array that can record the operations applied to it."""
 
@@ -134,12 +75,6 @@ class Tensor:
         made = tensor(data, dtype=dtype, device=device, requires_grad=requires_grad)
         for slot in Tensor.__slots__[:-1]:
             setattr(self, slot, getattr(made, slot))
-
-    @staticmethod
-    def _shallow(other: "Tensor") -> "Tensor":
-        t = _wrap(other._data, other._backend)
-        t._version = other._version
-        return t
 
     # -- basic facts ---------------------------------------------------------
     @property
@@ -170,7 +105,7 @@ class Tensor:
 
     @property
     def dtype(self) -> dtype:
-        return _dtype_of_array(self._data)
+        return dtype_of_array(self._data)
 
     @property
     def device(self) -> device:
@@ -235,7 +170,7 @@ class Tensor:
         return (self[i] for i in range(self._data.shape[0]))
 
     def __repr__(self):
-        return _tensor_repr(self)
+        return tensor_repr(self)
 
     __str__ = __repr__
 
@@ -243,7 +178,7 @@ class Tensor:
     @property
     def data(self) -> "Tensor":
         """The same storage, detached: changes through it are not recorded."""
-        t = _wrap(self._data, self._backend)
+        t = wrap_array(self._data, self._backend)
         t._version = self._version
         return t
 
@@ -285,7 +220,7 @@ class Tensor:
 
     def _set_requires_grad(self, requires_grad):
         requires_grad = builtins.bool(requires_grad)
-        if requires_grad and not _dtype_of_array(self._data).is_floating_point:
+        if requires_grad and not dtype_of_array(self._data).is_floating_point:
             raise RuntimeError("only Tensors of floating point dtype can require gradients")
         self._requires_grad = requires_grad
 
@@ -327,7 +262,7 @@ class Tensor:
 
     # -- in place ------------------------------------------------------------
     def _check_inplace(self):
-        if self._requires_grad and _State.enabled:
+        if self._requires_grad and GradMode.enabled:
             if self.grad_fn is None:
                 raise RuntimeError(
                     "a leaf tensor that requires grad is being used in an in-place operation: "
@@ -451,7 +386,7 @@ class Tensor:
     # -- conversions between devices and dtypes ----------------------------------
     def to(self, *args, dtype=None, device=None, copy=False):
         for a in args:
-            if isinstance(a, (dtype_cls, _TypedTensor)) or (isinstance(a, type) and a in (builtins.float, builtins.int)):
+            if isinstance(a, (dtype_cls, TypedTensor)) or (isinstance(a, type) and a in (builtins.float, builtins.int)):
                 dtype = a
             elif isinstance(a, Tensor):
                 dtype, device = a.dtype, a.device
@@ -463,7 +398,7 @@ class Tensor:
             if backend is not self._backend:
                 out = _ops.ToDevice.apply(out, backend=backend)
         if dtype is not None:
-            d = _to_dtype(dtype)
+            d = as_dtype(dtype)
             if d is not out.dtype:
                 out = _ops.Cast.apply(out, dtype=d)
         if copy and out is self:
@@ -478,7 +413,7 @@ class Tensor:
 
     def type(self, dtype=None):
         if dtype is None:
-            return f"gradsolve.{_TYPE_NAMES[self.dtype.name]}"
+            return f"gradsolve.{TYPED_TENSOR_NAMES[self.dtype.name]}"
         return self.to(dtype=dtype)
 
     def float(self):
@@ -595,10 +530,10 @@ class Tensor:
         return self >= other
 
     def any(self):
-        return _wrap(self._backend.xp.any(self._data), self._backend)
+        return wrap_array(self._backend.xp.any(self._data), self._backend)
 
     def all(self):
-        return _wrap(self._backend.xp.all(self._data), self._backend)
+        return wrap_array(self._backend.xp.all(self._data), self._backend)
 
     # -- elementwise functions -----------------------------------------------
     def add(self, other, alpha=1):
@@ -922,305 +857,7 @@ def _clip(xp, data, lo, hi):
     return data
 
 
-# ------------------------------------------------------------------ printing --
-# PyTorch's layout (torch/_tensor_str.py): one format for all elements of a tensor, chosen
-# from its nonzero finite values: integral floats as `1.`, otherwise 4 decimals, and
-# scientific notation when the values span more than 1000x or leave [1e-4, 1e8]. Elements
-# are right-aligned to one width, lines wrap at 80 columns, and tensors of more than 1000
-# elements show the first and last 3 along each dim.
-_PRECISION, _THRESHOLD, _EDGEITEMS, _LINEWIDTH = 4, 1000, 3, 80
-
-
-class _Formatter:
-    def __init__(self, values: np.ndarray, floating: bool):
-        self.floating = floating
-        self.int_mode = True
-        self.sci_mode = False
-        self.width = 1
-        flat = values.reshape(-1)
-        if not floating:
-            for v in flat.tolist():
-                self.width = builtins.max(self.width, len(str(v)))
-            return
-        shown = flat[np.isfinite(flat) & (flat != 0)]
-        if shown.size == 0:
-            return
-        self.int_mode = builtins.bool(np.all(shown == np.ceil(shown)))
-        magnitude = np.abs(shown.astype(np.float64))
-        low, high = magnitude.min(), magnitude.max()
-        self.sci_mode = builtins.bool(high / low > 1000.0 or high > 1.0e8 or low < 1.0e-4)
-        if self.sci_mode:
-            texts = [f"{v:.{_PRECISION}e}" for v in shown.tolist()]
-        elif self.int_mode:
-            texts = [f"{v:.0f}." for v in shown.tolist()]
-        else:
-            texts = [f"{v:.{_PRECISION}f}" for v in shown.tolist()]
-        self.width = builtins.max(len(t) for t in texts)
-
-    def format(self, value) -> str:
-        if not self.floating:
-            text = str(value)
-        elif self.sci_mode:
-            text = f"{value:.{_PRECISION}e}"
-        elif self.int_mode:
-            text = f"{value:.0f}" + ("" if math.isinf(value) or math.isnan(value) else ".")
-        else:
-            text = f"{value:.{_PRECISION}f}"
-        return " " * (self.width - len(text)) + text
-
-
-def _summarized(host: np.ndarray) -> np.ndarray:
-    """The elements a summarized print shows (edge items along every dim), for choosing the format."""
-    if host.ndim == 0:
-        return host
-    n, e = host.shape[0], _EDGEITEMS
-    if host.ndim == 1:
-        return np.concatenate([host[:e], host[-e:]]) if n > 2 * e else host
-    rows = list(range(e)) + list(range(n - e, n)) if n > 2 * e else range(n)
-    return np.stack([_summarized(host[i]) for i in rows])
-
-
-def _array_str(host: np.ndarray, indent: int, summarize: bool, fmt: _Formatter) -> str:
-    if host.ndim == 0:
-        return fmt.format(host.item())
-    n, e = host.shape[0], _EDGEITEMS
-    cut = summarize and n > 2 * e
-    if host.ndim == 1:
-        if cut:
-            items = [fmt.format(v) for v in host[:e].tolist()] + [" ..."] + [fmt.format(v) for v in host[-e:].tolist()]
-        else:
-            items = [fmt.format(v) for v in host.tolist()]
-        per_line = builtins.max(1, (_LINEWIDTH - indent) // (fmt.width + 2))
-        lines = [", ".join(items[i:i + per_line]) for i in range(0, len(items), per_line)]
-        return "[" + (",\n" + " " * (indent + 1)).join(lines) + "]"
-    if cut:
-        parts = ([_array_str(host[i], indent + 1, summarize, fmt) for i in range(e)] + ["..."]
-                 + [_array_str(host[i], indent + 1, summarize, fmt) for i in range(n - e, n)])
-    else:
-        parts = [_array_str(host[i], indent + 1, summarize, fmt) for i in range(n)]
-    return "[" + ("," + "\n" * (host.ndim - 1) + " " * (indent + 1)).join(parts) + "]"
-
-
-def _tensor_repr(t: "Tensor") -> str:
-    prefix = "tensor("
-    indent = len(prefix)
-    host = t._backend.to_numpy(t._data)
-    dt = _dtype_of_array(t._data)
-    suffixes = []
-    if t._backend.name != "cpu":
-        suffixes.append(f"device='{t._backend.name}'")
-    if host.size == 0:
-        if host.ndim != 1:
-            suffixes.append(f"size={tuple(host.shape)}")
-        if dt is not float64:  # nothing shows what kind of numbers an empty tensor holds
-            suffixes.append(f"dtype={dt!r}")
-        body = "[]"
-    else:
-        if dt not in (float64, int64, bool_):  # the defaults go unsaid
-            suffixes.append(f"dtype={dt!r}")
-        summarize = host.size > _THRESHOLD
-        fmt = _Formatter(_summarized(host) if summarize else host, dt.is_floating_point)
-        body = _array_str(host, indent, summarize, fmt)
-    if t.grad_fn is not None:
-        suffixes.append(f"grad_fn=<{t.grad_fn.name()}>")
-    elif t._requires_grad:
-        suffixes.append("requires_grad=True")
-    text = prefix + body
-    last_line = len(text) - text.rfind("\n") + 1  # PyTorch's count, which it wraps suffixes by
-    for suffix in suffixes:
-        if last_line + len(suffix) + 2 > _LINEWIDTH:
-            text += ",\n" + " " * indent + suffix
-            last_line = indent + len(suffix)
-        else:
-            text += ", " + suffix
-            last_line += len(suffix) + 2
-    return text + ")"
-
-
-# ----------------------------------------------------------- typed factories --
-class _TypedTensor:
-    """``gs.FloatTensor``-style factories: call to build, pass to ``.type()`` to convert."""
-
-    def __init__(self, name, dt):
-        self.__name__ = name
-        self.dtype = dt
-
-    def __call__(self, *data):
-        if len(data) == 1 and not isinstance(data[0], numbers.Number):
-            return tensor(data[0], dtype=self.dtype)
-        return zeros(*data, dtype=self.dtype) if data else tensor([], dtype=self.dtype)
-
-    def __repr__(self):
-        return f"gradsolve.{self.__name__}"
-
-    def __instancecheck__(self, obj):
-        return isinstance(obj, Tensor) and obj.dtype is self.dtype
-
-
-FloatTensor = _TypedTensor("FloatTensor", float32)
-DoubleTensor = _TypedTensor("DoubleTensor", float64)
-LongTensor = _TypedTensor("LongTensor", int64)
-IntTensor = _TypedTensor("IntTensor", int32)
-BoolTensor = _TypedTensor("BoolTensor", bool_)
-_TYPE_NAMES = {"float32": "FloatTensor", "float64": "DoubleTensor", "int64": "LongTensor",
-               "int32": "IntTensor", "bool": "BoolTensor"}
-
-
-# ------------------------------------------------------------------ creation --
-def _infer_dtype(data) -> dtype:
-    arr = np.asarray(data)
-    kind = arr.dtype.kind
-    if kind == "f":
-        return float32 if arr.dtype == np.float32 else float64
-    if kind in "iu":
-        return int64 if arr.dtype.itemsize > 4 or kind == "u" or arr.dtype == np.int64 else _DTYPES.get(arr.dtype.name, int64)
-    if kind == "b":
-        return bool_
-    if arr.size == 0:
-        return float64
-    raise TypeError(f"cannot make a tensor from data of type {arr.dtype}: give numbers")
-
-
-def tensor(data, dtype=None, device="cpu", requires_grad=False) -> Tensor:
-    """A new leaf tensor holding a copy of `data` (numbers, nested lists, arrays).
-
-    >>> tensor([1, 2]).dtype, tensor([1.0, 2.0]).dtype
-    (gradsolve.int64, gradsolve.float64)
-    """
-    backend = get_backend(device)
-    d = _to_dtype(dtype)
-    if isinstance(data, Tensor):
-        src = data._data if data._backend is backend else backend.from_numpy(data.numpy())
-        d = d or data.dtype
-        arr = backend.xp.asarray(src, dtype=_xp_dtype(backend, d), copy=True)
-    else:
-        if (hasattr(data, "__dlpack__") and not isinstance(data, np.ndarray)
-                and array_device(data) != backend.name):
-            data = to_host(data)  # another backend's array (CuPy's refuses implicit conversion): copy explicitly
-        if d is None:
-            if isinstance(data, (list, tuple)) and any(isinstance(x, Tensor) for x in _flatten_list(data)):
-                data = [x.tolist() if isinstance(x, Tensor) else x for x in data]
-            d = _infer_dtype(data if not hasattr(data, "__dlpack__") or isinstance(data, np.ndarray)
-                             else backend.to_numpy(data))
-        if backend.is_numpy:
-            arr = np.array(data, dtype=d.name)
-        elif backend.name == "cuda":  # pragma: no cover - needs a GPU
-            arr = backend.xp.array(data, dtype=d.name)
-        else:
-            host = np.array(data, dtype=d.name) if not hasattr(data, "__dlpack__") else data
-            arr = backend.xp.asarray(host.tolist() if isinstance(host, np.ndarray) and host.ndim == 0 else host,
-                                     dtype=_xp_dtype(backend, d))
-    t = _wrap(arr, backend)
-    if requires_grad:
-        t.requires_grad_(True)
-    return t
-
-
-def _flatten_list(data):
-    for x in data:
-        if isinstance(x, (list, tuple)):
-            yield from _flatten_list(x)
-        else:
-            yield x
-
-
-def as_tensor(data, dtype=None, device="cpu") -> Tensor:
-    if isinstance(data, Tensor) and (dtype is None or _to_dtype(dtype) is data.dtype) and data.device == str(device):
-        return data
-    return tensor(data, dtype=dtype, device=device)
-
-
-def from_numpy(array: np.ndarray) -> Tensor:
-    """A CPU tensor sharing memory with a NumPy array."""
-    if not isinstance(array, np.ndarray):
-        raise TypeError(f"from_numpy expects a numpy.ndarray, got {type(array).__name__}")
-    _dtype_of_array(array)
-    return _wrap(array, get_backend("cpu"))
-
-
-def _size(size):
-    if len(size) == 1 and isinstance(size[0], (tuple, list)):
-        return tuple(size[0])
-    return tuple(size)
-
-
-def _factory(fill, size, dtype, device, requires_grad, default=None):
-    backend = get_backend(device)
-    d = _to_dtype(dtype) or default or float64
-    arr = fill(backend, _size(size), _xp_dtype(backend, d))
-    t = _wrap(arr, backend)
-    if requires_grad:
-        t.requires_grad_(True)
-    return t
-
-
-def zeros(*size, dtype=None, device="cpu", requires_grad=False) -> Tensor:
-    return _factory(lambda b, s, d: b.xp.zeros(s, dtype=d), size, dtype, device, requires_grad)
-
-
-def ones(*size, dtype=None, device="cpu", requires_grad=False) -> Tensor:
-    return _factory(lambda b, s, d: b.xp.ones(s, dtype=d), size, dtype, device, requires_grad)
-
-
-def empty(*size, dtype=None, device="cpu", requires_grad=False) -> Tensor:
-    return _factory(lambda b, s, d: b.xp.empty(s, dtype=d), size, dtype, device, requires_grad)
-
-
-def full(size, fill_value, dtype=None, device="cpu", requires_grad=False) -> Tensor:
-    default = _infer_dtype(fill_value)
-    return _factory(lambda b, s, d: b.xp.full(s, fill_value, dtype=d), (tuple(size),), dtype, device,
-                    requires_grad, default)
-
-
-def rand(*size, dtype=None, device="cpu", requires_grad=False) -> Tensor:
-    """Uniform on [0, 1), from the generator `manual_seed` sets."""
-    return _factory(lambda b, s, d: b.random_uniform(s, d), size, dtype, device, requires_grad)
-
-
-def randn(*size, dtype=None, device="cpu", requires_grad=False) -> Tensor:
-    """Standard normal, from the generator `manual_seed` sets."""
-    return _factory(lambda b, s, d: b.random_normal(s, d), size, dtype, device, requires_grad)
-
-
-def arange(start, end=None, step=1, dtype=None, device="cpu", requires_grad=False) -> Tensor:
-    if end is None:
-        start, end = 0, start
-    default = float64 if any(isinstance(v, builtins.float) for v in (start, end, step)) else int64
-    return _factory(lambda b, s, d: b.xp.arange(start, end, step, dtype=d), (), dtype, device, requires_grad, default)
-
-
-def linspace(start, end, steps, dtype=None, device="cpu", requires_grad=False) -> Tensor:
-    return _factory(lambda b, s, d: b.xp.linspace(start, end, steps, dtype=d), (), dtype, device, requires_grad)
-
-
-def eye(n, m=None, dtype=None, device="cpu", requires_grad=False) -> Tensor:
-    return _factory(lambda b, s, d: b.xp.eye(n, m, dtype=d), (), dtype, device, requires_grad)
-
-
-def zeros_like(t: Tensor, dtype=None, requires_grad=False) -> Tensor:
-    return zeros(t.shape, dtype=dtype or t.dtype, device=t._backend, requires_grad=requires_grad)
-
-
-def ones_like(t: Tensor, dtype=None, requires_grad=False) -> Tensor:
-    return ones(t.shape, dtype=dtype or t.dtype, device=t._backend, requires_grad=requires_grad)
-
-
-def full_like(t: Tensor, fill_value, dtype=None, requires_grad=False) -> Tensor:
-    return full(t.shape, fill_value, dtype=dtype or t.dtype, device=t._backend, requires_grad=requires_grad)
-
-
-def rand_like(t: Tensor, dtype=None) -> Tensor:
-    return rand(t.shape, dtype=dtype or t.dtype, device=t._backend)
-
-
-def randn_like(t: Tensor, dtype=None) -> Tensor:
-    return randn(t.shape, dtype=dtype or t.dtype, device=t._backend)
-
-
-def is_tensor(obj) -> bool:
-    return isinstance(obj, Tensor)
-
-
-# Imported last: autograd and ops build on the Tensor class defined above.
-from gradsolve.autograd.grad_mode import _State  # noqa: E402
+# Imported last: the creation functions, autograd and ops build on the Tensor class defined above.
+from gradsolve._creation import tensor  # noqa: E402
+from gradsolve.autograd.grad_mode import GradMode  # noqa: E402
 from gradsolve import ops as _ops  # noqa: E402

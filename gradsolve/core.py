@@ -2,10 +2,14 @@
 from __future__ import annotations
 
 from gradsolve.backend import DeviceError, cuda_available, manual_seed  # noqa: F401
-from gradsolve._tensor import (  # noqa: F401
-    BoolTensor, DoubleTensor, FloatTensor, IntTensor, LongTensor, Tensor, arange, as_tensor, bool_, device, double,
-    dtype, empty, eye, float, float32, float64, from_numpy, full, full_like, int32, int64, is_tensor, linspace, long,
-    ones, ones_like, rand, rand_like, randn, randn_like, tensor, zeros, zeros_like,
+from gradsolve._dtypes import (  # noqa: F401
+    BoolTensor, DoubleTensor, FloatTensor, IntTensor, LongTensor, bool_, double, dtype, float, float32, float64, int32,
+    int64, long,
+)
+from gradsolve._tensor import Tensor, device  # noqa: F401
+from gradsolve._creation import (  # noqa: F401
+    arange, as_tensor, empty, eye, from_numpy, full, full_like, is_tensor, linspace, ones, ones_like, rand, rand_like,
+    randn, randn_like, tensor, zeros, zeros_like,
 )
 from gradsolve.autograd.grad_mode import enable_grad, is_grad_enabled, no_grad, set_grad_enabled  # noqa: F401
 from gradsolve import autograd  # noqa: F401

@@ -9,7 +9,8 @@ from gradsolve.autograd.grad_mode import enable_grad, is_grad_enabled, no_grad, 
 from gradsolve.autograd.function import Function, InplaceFunction, once_differentiable  # noqa: F401
 from gradsolve.autograd.gradcheck import GradcheckError, gradcheck, gradgradcheck  # noqa: F401
 from gradsolve.autograd import functional  # noqa: F401
-from gradsolve._tensor import Tensor, tensor
+from gradsolve._creation import tensor
+from gradsolve._tensor import Tensor
 
 
 def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=False, allow_unused=False,
@@ -48,7 +49,7 @@ def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=Fal
     grads = run_backward(roots, seeds, retain_graph=retain_graph, create_graph=create_graph, inputs=inputs,
                          allow_unused=allow_unused or materialize_grads)
     if materialize_grads:
-        from gradsolve._tensor import zeros_like
+        from gradsolve._creation import zeros_like
 
         grads = tuple(zeros_like(t) if g is None else g for g, t in zip(grads, inputs))
     return grads

@@ -7,8 +7,9 @@ as each node finishes unless `retain_graph`.
 """
 from __future__ import annotations
 
-from gradsolve.autograd.grad_mode import _State
-from gradsolve._tensor import Tensor, _wrap
+from gradsolve._dtypes import dtype_from_array_dtype
+from gradsolve.autograd.grad_mode import GradMode
+from gradsolve._tensor import Tensor, wrap_array
 
 
 def _topological_counts(root_nodes):
@@ -68,8 +69,8 @@ def run_backward(roots, root_grads, *, retain_graph, create_graph, inputs=None, 
 
     dependencies = _topological_counts(root_nodes)
     ready = [n for n in root_nodes if dependencies.get(n, 0) == 0]
-    prev_mode = _State.enabled
-    _State.enabled = bool(create_graph)
+    prev_mode = GradMode.enabled
+    GradMode.enabled = bool(create_graph)
     # Without create_graph, gradients meeting at a node are summed on the raw arrays: the sum
     # needs no node of its own, and a solver runs this loop thousands of times.
     add = _add_recorded if create_graph else _add_raw
@@ -130,7 +131,7 @@ def run_backward(roots, root_grads, *, retain_graph, create_graph, inputs=None, 
                 if remaining == 0:
                     ready.append(child)
     finally:
-        _State.enabled = prev_mode
+        GradMode.enabled = prev_mode
 
     if captured is None:
         return None
@@ -153,7 +154,7 @@ def _add_recorded(a, b):
 def _add_raw(a, b):
     if a._backend is not b._backend or a._data.shape != b._data.shape:
         return a + b  # pragma: no cover - the engine sums every gradient to its input's shape first
-    return _wrap(a._data + b._data, a._backend)
+    return wrap_array(a._data + b._data, a._backend)
 
 
 def _add(pending, pending_other, node, nr, grad):
@@ -192,7 +193,7 @@ def _accumulate(t, grad, create_graph):
         return
     if existing is None:
         # A fresh array: a pass-through gradient may alias another tensor's or the user's seed.
-        t.grad = _wrap(t._backend.xp.asarray(grad._data, copy=True), t._backend)
+        t.grad = wrap_array(t._backend.xp.asarray(grad._data, copy=True), t._backend)
         return
     data = existing._data
     if existing._requires_grad or data.shape != grad._data.shape or data.dtype != grad._data.dtype:
@@ -217,9 +218,9 @@ def seed_gradient(output, gradient, hint="backward(gradient=...)"):
                 f"grad can be implicitly created only for scalar outputs; this one has shape {output.shape}: "
                 f"pass {hint} with a tensor of that shape"
             )
-        return _wrap(backend.xp.ones(output._data.shape, dtype=output._data.dtype), backend)
+        return wrap_array(backend.xp.ones(output._data.shape, dtype=output._data.dtype), backend)
     if not isinstance(gradient, Tensor):
-        from gradsolve._tensor import tensor
+        from gradsolve._creation import tensor
 
         return tensor(gradient, dtype=output.dtype, device=backend)
     if gradient._data.shape != output._data.shape:
@@ -247,14 +248,14 @@ def accumulate_into(inputs, roots, seeds, *, retain_graph, create_graph):
             unique.append(t)
     grads = run_backward(roots, seeds, retain_graph=retain_graph, create_graph=create_graph, inputs=unique,
                          allow_unused=True)
-    prev = _State.enabled
-    _State.enabled = bool(create_graph)
+    prev = GradMode.enabled
+    GradMode.enabled = bool(create_graph)
     try:
         for t, g in zip(unique, grads):
             if g is not None:
                 _accumulate(t, g, create_graph)
     finally:
-        _State.enabled = prev
+        GradMode.enabled = prev
 
 
 def _fill_retained(node, grad_outputs, create_graph):
@@ -290,9 +291,9 @@ def _leads_to_inputs(node, n_out, wanted):
 
 
 def _cast(grad, array_dtype):
-    from gradsolve.ops.elementwise import Cast, _dtype_named
+    from gradsolve.ops.elementwise import Cast
 
-    return Cast.apply(grad, dtype=_dtype_named(array_dtype))
+    return Cast.apply(grad, dtype=dtype_from_array_dtype(array_dtype))
 
 
 def _sum_to(grad, shape):

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from numpy import asarray as _np_asarray, ndarray as _ndarray
 
-from gradsolve.autograd.grad_mode import _State
+from gradsolve.autograd.grad_mode import GradMode
 from gradsolve.backend import foreign_array_error
-from gradsolve._tensor import Tensor, _wrap
+from gradsolve._tensor import Tensor, wrap_array
 
 _new_tensor = Tensor.__new__
 
@@ -144,7 +144,7 @@ class Op(Node):
         return op._output(op.forward(raw_a, raw_b), backend, requires, (a, b), None)
 
     def _output(self, out_data, backend, requires, args, kwargs):
-        """The result tensor around `out_data` (_wrap, inlined: the hot path of every operation), recorded."""
+        """The result tensor around `out_data` (wrap_array, inlined: the hot path of every operation), recorded."""
         if backend.is_numpy and type(out_data) is not _ndarray:
             out_data = _np_asarray(out_data)  # NumPy returns scalars from 0-d arithmetic; keep arrays
         out = _new_tensor(Tensor)
@@ -156,7 +156,7 @@ class Op(Node):
         out._version = [0]
         out._output_nr = 0
         out._retains_grad = False
-        if requires and _State.enabled:
+        if requires and GradMode.enabled:
             self._record(args, out, kwargs)
         return out
 
@@ -212,9 +212,9 @@ class Op(Node):
     # -- used by backward formulas ---------------------------------------
     def result(self) -> Tensor:
         """The forward output: recomputed (and so differentiable) under create_graph."""
-        if _State.enabled:
+        if GradMode.enabled:
             return type(self).apply(*self.inputs, **getattr(self, "_kwargs", {}))
-        return _wrap(self._out, self._backend_of_inputs())
+        return wrap_array(self._out, self._backend_of_inputs())
 
     def _backend_of_inputs(self):
         for a in self.inputs:
@@ -369,13 +369,13 @@ class Function(metaclass=FunctionMeta):
         ctx = BackwardCFunction(cls)
         tensor_args = [a for a in args if isinstance(a, Tensor)]
         ctx.needs_input_grad = tuple(isinstance(a, Tensor) and a.requires_grad for a in args)
-        record = _State.enabled and any(ctx.needs_input_grad)
-        prev = _State.enabled
-        _State.enabled = False
+        record = GradMode.enabled and any(ctx.needs_input_grad)
+        prev = GradMode.enabled
+        GradMode.enabled = False
         try:
             outputs = cls.forward(ctx, *args, **kwargs)
         finally:
-            _State.enabled = prev
+            GradMode.enabled = prev
         if not record:
             return outputs
         single = not isinstance(outputs, tuple)
@@ -400,7 +400,7 @@ class Function(metaclass=FunctionMeta):
                 wrapped.append(o)
                 continue
             if any(o is t for t in tensor_args) or o.grad_fn is not None or o.requires_grad:
-                o = Tensor._shallow(o)  # a fresh tensor that shares storage
+                o = o.detach()  # a fresh tensor that shares storage (and version counter)
             o._requires_grad = True
             o.grad_fn = ctx
             o._output_nr = nr

@@ -7,7 +7,7 @@ backward pass.
 """
 from __future__ import annotations
 
-from gradsolve._tensor import Tensor, _wrap
+from gradsolve._tensor import Tensor, wrap_array
 
 
 def _as_list(x):
@@ -29,7 +29,7 @@ def jvp(output: Tensor, params, tangents, create_graph=False):
     params = _as_list(params)
     tangents = _as_list(tangents)
     xp = output._backend.xp
-    dummy = _wrap(xp.zeros(output._data.shape, dtype=output._data.dtype), output._backend)
+    dummy = wrap_array(xp.zeros(output._data.shape, dtype=output._data.dtype), output._backend)
     dummy.requires_grad = True
     g = grad([output], params, grad_outputs=[dummy], retain_graph=True, create_graph=True, allow_unused=True,
              materialize_grads=True)
@@ -39,7 +39,7 @@ def jvp(output: Tensor, params, tangents, create_graph=False):
             term = (gi * ui).sum()
             inner = term if inner is None else inner + term
     if inner is None:
-        return _wrap(xp.zeros(output._data.shape, dtype=output._data.dtype), output._backend)
+        return wrap_array(xp.zeros(output._data.shape, dtype=output._data.dtype), output._backend)
     (ju,) = grad([inner], [dummy], retain_graph=True, create_graph=create_graph, allow_unused=True,
                  materialize_grads=True)
     return ju
@@ -66,19 +66,20 @@ def jacobian(fn, params):
     xp = backend.xp
     n_total = sum(p.numel() for p in params)
     if not out.requires_grad:
-        return [_wrap(xp.zeros((m,) + p.shape, dtype=out._data.dtype), backend) for p in params]
+        return [wrap_array(xp.zeros((m,) + p.shape, dtype=out._data.dtype), backend) for p in params]
     if m <= n_total:
         rows = [[] for _ in params]
         for i in range(m):
             seed = xp.zeros((m,), dtype=out._data.dtype)
             seed[i] = 1.0
-            gs_ = grad([out], params, grad_outputs=[_wrap(seed, backend)], retain_graph=True, allow_unused=True,
+            gs_ = grad([out], params, grad_outputs=[wrap_array(seed, backend)], retain_graph=True, allow_unused=True,
                        materialize_grads=True)
             for k, g in enumerate(gs_):
                 rows[k].append(g._data)
-        return [_wrap(xp.stack(r, axis=0), backend) if r else _wrap(xp.zeros((0,) + p.shape, dtype=out._data.dtype), backend)
+        return [wrap_array(xp.stack(r, axis=0), backend) if r
+                else wrap_array(xp.zeros((0,) + p.shape, dtype=out._data.dtype), backend)
                 for r, p in zip(rows, params)]
-    dummy = _wrap(xp.zeros((m,), dtype=out._data.dtype), backend)
+    dummy = wrap_array(xp.zeros((m,), dtype=out._data.dtype), backend)
     dummy.requires_grad = True
     with enable_grad():
         g = grad([out], params, grad_outputs=[dummy], retain_graph=True, create_graph=True, allow_unused=True,
@@ -95,7 +96,7 @@ def jacobian(fn, params):
             (col,) = grad([comp], [dummy], retain_graph=True, allow_unused=True, materialize_grads=True)
             cols.append(col._data)
         jac = xp.stack(cols, axis=1) if cols else xp.zeros((m, 0), dtype=out._data.dtype)
-        result.append(_wrap(xp.reshape(jac, (m,) + p.shape), backend))
+        result.append(wrap_array(xp.reshape(jac, (m,) + p.shape), backend))
     return result
 
 
@@ -115,7 +116,7 @@ def hvp(fn, params, vectors):
                 term = (g * v).sum()
                 inner = term if inner is None else inner + term
     if inner is None:
-        return tuple(_wrap(p._backend.xp.zeros_like(p._data), p._backend) for p in params)
+        return tuple(wrap_array(p._backend.xp.zeros_like(p._data), p._backend) for p in params)
     return grad([inner], params, allow_unused=True, materialize_grads=True)
 
 
@@ -133,4 +134,4 @@ def hessian(fn, param: Tensor):
     for i in range(n):
         (row,) = grad([g.reshape(-1)[i]], [param], retain_graph=True, allow_unused=True, materialize_grads=True)
         rows.append(xp.reshape(row._data, (-1,)))
-    return _wrap(xp.stack(rows, axis=0), param._backend)
+    return wrap_array(xp.stack(rows, axis=0), param._backend)

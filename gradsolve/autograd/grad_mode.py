@@ -15,13 +15,15 @@ import functools
 import inspect
 
 
-class _State:
+class GradMode:
+    """Whether operations record the graph now; the classes below switch it."""
+
     # A class attribute read on every operation: the cheapest global flag in CPython.
     enabled = True
 
 
 def is_grad_enabled() -> bool:
-    return _State.enabled
+    return GradMode.enabled
 
 
 class _GradModeContext:
@@ -42,12 +44,12 @@ class _GradModeContext:
         return self(func)
 
     def __enter__(self):
-        self._prev = _State.enabled
-        _State.enabled = self._mode
+        self._prev = GradMode.enabled
+        GradMode.enabled = self._mode
         return self
 
     def __exit__(self, *exc):
-        _State.enabled = self._prev
+        GradMode.enabled = self._prev
         return False
 
     def __call__(self, func):
@@ -57,12 +59,12 @@ class _GradModeContext:
 
         @functools.wraps(func)
         def wrapper(*args, **kwargs):
-            prev = _State.enabled
-            _State.enabled = mode
+            prev = GradMode.enabled
+            GradMode.enabled = mode
             try:
                 return func(*args, **kwargs)
             finally:
-                _State.enabled = prev
+                GradMode.enabled = prev
 
         return wrapper
 
@@ -102,11 +104,11 @@ class _Mode:
         self.mode = mode
 
     def __enter__(self):
-        self.prev = _State.enabled
-        _State.enabled = self.mode
+        self.prev = GradMode.enabled
+        GradMode.enabled = self.mode
 
     def __exit__(self, *exc):
-        _State.enabled = self.prev
+        GradMode.enabled = self.prev
         return False
 
 
@@ -134,13 +136,13 @@ class set_grad_enabled(_GradModeContext):
 
     def __init__(self, mode: bool):
         self._mode = bool(mode)
-        self._prev = _State.enabled
-        _State.enabled = self._mode
+        self._prev = GradMode.enabled
+        GradMode.enabled = self._mode
 
     def __enter__(self):
-        _State.enabled = self._mode
+        GradMode.enabled = self._mode
         return self
 
     def __call__(self, func):
-        _State.enabled = self._prev  # decorating is not a call: undo what __init__ switched
+        GradMode.enabled = self._prev  # decorating is not a call: undo what __init__ switched
         return super().__call__(func)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from gradsolve._tensor import Tensor, _wrap
+from gradsolve._tensor import Tensor, wrap_array
 
 
 class GradcheckError(AssertionError):
@@ -50,7 +50,7 @@ def _analytic_jacobian(fn, inputs, index):
         for k in range(o.numel()):
             seed = np.zeros(o.numel())
             seed[k] = 1.0
-            seed_t = _wrap(o._backend.from_numpy(seed.reshape(o.shape).astype(o.numpy().dtype)), o._backend)
+            seed_t = wrap_array(o._backend.from_numpy(seed.reshape(o.shape).astype(o.numpy().dtype)), o._backend)
             if not o.requires_grad:
                 rows.append(np.zeros(x.numel()))
                 continue
@@ -101,7 +101,7 @@ def gradgradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3) -> bool:
     diff = [x for x in inputs if isinstance(x, Tensor) and x.requires_grad]
     rng = np.random.default_rng(0)
     outs = _as_outputs(fn(*inputs))
-    weights = [_wrap(o._backend.from_numpy(rng.standard_normal(o.shape)), o._backend) for o in outs]
+    weights = [wrap_array(o._backend.from_numpy(rng.standard_normal(o.shape)), o._backend) for o in outs]
 
     def first_grad(*xs):
         outs_ = _as_outputs(fn(*xs))

@@ -8,22 +8,16 @@ with ``TensorMath``; the rest (masks, casts, copies) write theirs here.
 """
 from __future__ import annotations
 
-import builtins
 import math
-import numbers
 import operator
-
-import numpy as np
 
 from gradsolve.autograd.function import Op
 from gradsolve.backend import foreign_array_error, xp_dtype
-from gradsolve._tensor import Tensor, _wrap
+from gradsolve._dtypes import dtype_from_array_dtype
+from gradsolve._tensor import Tensor, constant_like, wrap_array
+from gradsolve.ops.array_namespace import backend_of_array, xp_of_array
 from gradsolve.ops.derivatives import DERIVATIVES
-
-
-def _const(array, like: Tensor) -> Tensor:
-    """An untracked tensor on `like`'s device (masks and other constants in backward formulas)."""
-    return _wrap(array, like._backend)
+from gradsolve.ops.promotion import promote_operands
 
 
 def _raw(v):
@@ -34,147 +28,12 @@ def _asarray_like(xp, value, like):
     return value if hasattr(value, "shape") else xp.asarray(value, dtype=like.dtype)
 
 
-# ------------------------------------------------------- type promotion ----
-# PyTorch's rule, which NumPy (0-d arrays are not weak) and the Array API
-# (no int/float mixing) do not follow: operands fall in three groups, tensors
-# with dimensions, 0-d tensors and Python numbers, and a later group only
-# changes the result when it is of a higher category (bool < int < float).
-# So float32 + 0-d float64 stays float32, and int64 + 2.5 is the default float.
-_CATEGORY = {"bool": 0, "int32": 1, "int64": 1, "float32": 2, "float64": 2}
-_WIDTH = {"bool": 1, "int32": 4, "int64": 8, "float32": 4, "float64": 8}
-_DEFAULT_FLOAT = "float64"
-
-
-def _promote_pair(a, b):
-    if a is None or a == b:
-        return b
-    if b is None:
-        return a
-    ca, cb = _CATEGORY[a], _CATEGORY[b]
-    if ca != cb:
-        return a if ca > cb else b
-    return a if _WIDTH[a] >= _WIDTH[b] else b
-
-
-def _combine(higher, lower):
-    """The result of a higher-priority group `higher` meeting `lower` (c10's combine_categories)."""
-    if higher is None:
-        return lower
-    if lower is None or _CATEGORY[higher] >= _CATEGORY[lower]:
-        return higher
-    return _promote_pair(higher, lower)
-
-
-_NAME_OF_DTYPE = {}
-
-
-def _dtype_name(dt):
-    # NumPy builds dtype.name anew each time: remember it per dtype, one table per
-    # dtype class (NumPy's and array-api-strict's float64 hash alike but must not meet).
-    names = _NAME_OF_DTYPE.get(type(dt))
-    if names is None:
-        names = _NAME_OF_DTYPE[type(dt)] = {}
-    name = names.get(dt)
-    if name is None:
-        name = names[dt] = getattr(dt, "name", None) or str(dt).rsplit(".", 1)[-1]
-    return name
-
-
-def _array_dtype_name(x):
-    return _dtype_name(x.dtype)
-
-
-_CATEGORY_BY_ID = {}
-
-
-def _category_of(dt):
-    """0 bool, 1 int, 2 float; None for a dtype gradsolve does not hold."""
-    # Keyed by identity (every op asks, and hashing a NumPy dtype is slow); the entry keeps the
-    # dtype alive, so its id is never reused.
-    entry = _CATEGORY_BY_ID.get(id(dt))
-    if entry is None or entry[0] is not dt:
-        entry = _CATEGORY_BY_ID[id(dt)] = (dt, _CATEGORY.get(_dtype_name(dt)))
-    return entry[1]
-
-
-def _scalar_dtype_name(v):
-    if isinstance(v, (bool, np.bool_)):
-        return "bool"
-    if isinstance(v, numbers.Integral):
-        return "int64"
-    return _DEFAULT_FLOAT
-
-
-def result_dtype_name(*values):
-    """The dtype name PyTorch's promotion gives an operation on `values` (raw arrays and numbers)."""
-    dim = zero = wrapped = None
-    for v in values:
-        if hasattr(v, "dtype") and not isinstance(v, np.generic):
-            name = _array_dtype_name(v)
-            if v.ndim:
-                dim = _promote_pair(dim, name)
-            else:
-                zero = _promote_pair(zero, name)
-        else:
-            wrapped = _promote_pair(wrapped, _scalar_dtype_name(v))
-    return _combine(dim, _combine(zero, wrapped))
-
-
-def _operands(a, b, floating=False):
-    """`a` and `b` (raw arrays or numbers) brought to their promoted dtype.
-
-    Arrays are cast; numbers stay Python numbers (both backends keep an array's
-    dtype against one) of the result's kind. `floating` asks for a float result
-    whatever the inputs, as true division does.
-    """
-    da = getattr(a, "dtype", None)
-    db = getattr(b, "dtype", None)
-    # Fast paths for the common cases, which need no cast: one dtype on both sides,
-    # and a float array with a Python number (or an int array with a Python int).
-    if da is not None:
-        if db is not None:
-            if da is db and (not floating or _category_of(da) == 2):
-                return a, b
-        elif type(b) is float or type(b) is int:
-            kind = _category_of(da)
-            if kind == 2 or (kind == 1 and type(b) is int and not floating):
-                return a, b
-    elif db is not None and (type(a) is float or type(a) is int):
-        kind = _category_of(db)
-        if kind == 2 or (kind == 1 and type(a) is int and not floating):
-            return a, b
-    for v in (a, b):
-        if not hasattr(v, "dtype") and not isinstance(v, (numbers.Real, np.bool_)):
-            return a, b  # lists, None, complex...: left to the backend's own rules
-    if isinstance(a, np.generic):
-        a = a.item()  # NumPy scalars count as Python numbers, as in PyTorch
-    if isinstance(b, np.generic):
-        b = b.item()
-    try:
-        target = result_dtype_name(a, b)
-    except KeyError:  # a dtype gradsolve does not hold (raw arrays from elsewhere): the backend decides
-        return a, b
-    if floating and _CATEGORY[target] != 2:
-        target = _DEFAULT_FLOAT
-    return _to_dtype_name(a, target), _to_dtype_name(b, target)
-
-
-def _to_dtype_name(v, name):
-    if hasattr(v, "dtype"):
-        if _array_dtype_name(v) == name:
-            return v
-        xp = _xp_of_array(v)
-        return xp.astype(v, xp_dtype(xp, name))
-    kind = _CATEGORY[name]
-    return builtins.float(v) if kind == 2 else int(v) if kind == 1 else v
-
-
 # ------------------------------------------------------------ arithmetic ----
 class Add(Op):
     saves_inputs = False
 
     def forward(self, a, b):
-        a, b = _operands(a, b)
+        a, b = promote_operands(a, b)
         return a + b
 
     def backward(self, g):
@@ -185,7 +44,7 @@ class Sub(Op):
     saves_inputs = False
 
     def forward(self, a, b):
-        a, b = _operands(a, b)
+        a, b = promote_operands(a, b)
         return a - b
 
     def backward(self, g):
@@ -194,7 +53,7 @@ class Sub(Op):
 
 class Mul(Op):
     def forward(self, a, b):
-        a, b = _operands(a, b)
+        a, b = promote_operands(a, b)
         return a * b
 
     def backward(self, g):
@@ -203,7 +62,7 @@ class Mul(Op):
 
 class Div(Op):
     def forward(self, a, b):
-        a, b = _operands(a, b, floating=True)  # true division: int / int is a float
+        a, b = promote_operands(a, b, floating=True)  # true division: int / int is a float
         return a / b
 
     def backward(self, g):
@@ -224,7 +83,7 @@ class PowScalar(Op):
     """x ** c for a constant exponent c."""
 
     def forward(self, x, exponent):
-        x, exponent = _operands(x, exponent)  # an int tensor to a float power is a float
+        x, exponent = promote_operands(x, exponent)  # an int tensor to a float power is a float
         if exponent == 2:
             return x * x
         return x ** exponent
@@ -239,9 +98,9 @@ class RPowScalar(Op):
     saves_result = True
 
     def forward(self, base, x):
-        xp = _xp_of_array(x)
+        xp = xp_of_array(x)
         self.log_base = math.log(base) if base > 0 else float("nan")
-        base, x = _operands(base, x)  # 2.5 ** int_tensor is a float, not 2 ** int_tensor
+        base, x = promote_operands(base, x)  # 2.5 ** int_tensor is a float, not 2 ** int_tensor
         return xp.asarray(base, dtype=x.dtype) ** x
 
     def backward(self, g):
@@ -256,26 +115,11 @@ class PowTensor(Op):
     saves_result = True
 
     def forward(self, a, b):
-        a, b = _operands(a, b)
+        a, b = promote_operands(a, b)
         return a ** b
 
     def backward(self, g):
         return declared_gradients(self, g, "pow")
-
-
-_NAMESPACE_BY_TYPE = {np.ndarray: np}
-
-
-def _xp_of_array(x):
-    """The array namespace of a backend array (cached per array type)."""
-    xp = _NAMESPACE_BY_TYPE.get(type(x))
-    if xp is None:
-        import importlib
-
-        module = type(x).__module__.split(".")[0]
-        xp = importlib.import_module(module)
-        _NAMESPACE_BY_TYPE[type(x)] = xp
-    return xp
 
 
 def pow(a, b):
@@ -295,7 +139,7 @@ class Exp(Op):
     saves_result = True
 
     def forward(self, x):
-        return _xp_of_array(x).exp(x)
+        return xp_of_array(x).exp(x)
 
     def backward(self, g):
         return declared_gradients(self, g, "exp")
@@ -303,7 +147,7 @@ class Exp(Op):
 
 class Log(Op):
     def forward(self, x):
-        return _xp_of_array(x).log(x)
+        return xp_of_array(x).log(x)
 
     def backward(self, g):
         return declared_gradients(self, g, "log")
@@ -311,7 +155,7 @@ class Log(Op):
 
 class Log1p(Op):
     def forward(self, x):
-        return _xp_of_array(x).log1p(x)
+        return xp_of_array(x).log1p(x)
 
     def backward(self, g):
         return declared_gradients(self, g, "log1p")
@@ -321,7 +165,7 @@ class Expm1(Op):
     saves_result = True
 
     def forward(self, x):
-        return _xp_of_array(x).expm1(x)
+        return xp_of_array(x).expm1(x)
 
     def backward(self, g):
         return declared_gradients(self, g, "expm1")
@@ -331,7 +175,7 @@ class Sqrt(Op):
     saves_result = True
 
     def forward(self, x):
-        return _xp_of_array(x).sqrt(x)
+        return xp_of_array(x).sqrt(x)
 
     def backward(self, g):
         return declared_gradients(self, g, "sqrt")
@@ -339,7 +183,7 @@ class Sqrt(Op):
 
 class Sin(Op):
     def forward(self, x):
-        return _xp_of_array(x).sin(x)
+        return xp_of_array(x).sin(x)
 
     def backward(self, g):
         return declared_gradients(self, g, "sin")
@@ -347,7 +191,7 @@ class Sin(Op):
 
 class Cos(Op):
     def forward(self, x):
-        return _xp_of_array(x).cos(x)
+        return xp_of_array(x).cos(x)
 
     def backward(self, g):
         return declared_gradients(self, g, "cos")
@@ -357,7 +201,7 @@ class Tan(Op):
     saves_result = True
 
     def forward(self, x):
-        return _xp_of_array(x).tan(x)
+        return xp_of_array(x).tan(x)
 
     def backward(self, g):
         return declared_gradients(self, g, "tan")
@@ -365,7 +209,7 @@ class Tan(Op):
 
 class Asin(Op):
     def forward(self, x):
-        return _xp_of_array(x).asin(x)
+        return xp_of_array(x).asin(x)
 
     def backward(self, g):
         return declared_gradients(self, g, "asin")
@@ -373,7 +217,7 @@ class Asin(Op):
 
 class Acos(Op):
     def forward(self, x):
-        return _xp_of_array(x).acos(x)
+        return xp_of_array(x).acos(x)
 
     def backward(self, g):
         return declared_gradients(self, g, "acos")
@@ -381,7 +225,7 @@ class Acos(Op):
 
 class Atan(Op):
     def forward(self, x):
-        return _xp_of_array(x).atan(x)
+        return xp_of_array(x).atan(x)
 
     def backward(self, g):
         return declared_gradients(self, g, "atan")
@@ -389,7 +233,7 @@ class Atan(Op):
 
 class Sinh(Op):
     def forward(self, x):
-        return _xp_of_array(x).sinh(x)
+        return xp_of_array(x).sinh(x)
 
     def backward(self, g):
         return declared_gradients(self, g, "sinh")
@@ -397,7 +241,7 @@ class Sinh(Op):
 
 class Cosh(Op):
     def forward(self, x):
-        return _xp_of_array(x).cosh(x)
+        return xp_of_array(x).cosh(x)
 
     def backward(self, g):
         return declared_gradients(self, g, "cosh")
@@ -407,7 +251,7 @@ class Tanh(Op):
     saves_result = True
 
     def forward(self, x):
-        return _xp_of_array(x).tanh(x)
+        return xp_of_array(x).tanh(x)
 
     def backward(self, g):
         return declared_gradients(self, g, "tanh")
@@ -415,7 +259,7 @@ class Tanh(Op):
 
 class Asinh(Op):
     def forward(self, x):
-        return _xp_of_array(x).asinh(x)
+        return xp_of_array(x).asinh(x)
 
     def backward(self, g):
         return declared_gradients(self, g, "asinh")
@@ -423,7 +267,7 @@ class Asinh(Op):
 
 class Acosh(Op):
     def forward(self, x):
-        return _xp_of_array(x).acosh(x)
+        return xp_of_array(x).acosh(x)
 
     def backward(self, g):
         return declared_gradients(self, g, "acosh")
@@ -431,7 +275,7 @@ class Acosh(Op):
 
 class Atanh(Op):
     def forward(self, x):
-        return _xp_of_array(x).atanh(x)
+        return xp_of_array(x).atanh(x)
 
     def backward(self, g):
         return declared_gradients(self, g, "atanh")
@@ -441,7 +285,7 @@ class Sigmoid(Op):
     saves_result = True
 
     def forward(self, x):
-        xp = _xp_of_array(x)
+        xp = xp_of_array(x)
         e = xp.exp(-xp.abs(x))  # never overflows
         return xp.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
 
@@ -451,17 +295,17 @@ class Sigmoid(Op):
 
 class Relu(Op):
     def forward(self, x):
-        xp = _xp_of_array(x)
+        xp = xp_of_array(x)
         return xp.where(x > 0, x, xp.zeros_like(x))
 
     def backward(self, g):
         x = self.inputs[0]
-        return where(_const(x._data > 0, x), g, 0.0)
+        return where(constant_like(x._data > 0, x), g, 0.0)
 
 
 class Abs(Op):
     def forward(self, x):
-        return _xp_of_array(x).abs(x)
+        return xp_of_array(x).abs(x)
 
     def backward(self, g):
         return declared_gradients(self, g, "abs")
@@ -471,7 +315,7 @@ class Clamp(Op):
     """min(max(x, lo), hi); the gradient passes where lo <= x <= hi."""
 
     def forward(self, x, min=None, max=None):
-        xp = _xp_of_array(x)
+        xp = xp_of_array(x)
         self.lo, self.hi = min, max
         out = x
         if min is not None:
@@ -488,15 +332,15 @@ class Clamp(Op):
         if self.hi is not None:
             upper = x._data <= self.hi
             inside = upper if inside is None else inside & upper
-        return where(_const(inside, x), g, 0.0)
+        return where(constant_like(inside, x), g, 0.0)
 
 
 class Maximum(Op):
     """Elementwise maximum; ties share the gradient equally, as in PyTorch."""
 
     def forward(self, a, b):
-        a, b = _operands(a, b)
-        xp = _xp_of_array(a if hasattr(a, "shape") else b)
+        a, b = promote_operands(a, b)
+        xp = xp_of_array(a if hasattr(a, "shape") else b)
         a_arr = _asarray_like(xp, a, b if hasattr(b, "shape") else None) if not hasattr(a, "shape") else a
         b_arr = _asarray_like(xp, b, a_arr) if not hasattr(b, "shape") else b
         return xp.maximum(a_arr, b_arr)
@@ -509,8 +353,8 @@ class Minimum(Op):
     """Elementwise minimum; ties share the gradient equally, as in PyTorch."""
 
     def forward(self, a, b):
-        a, b = _operands(a, b)
-        xp = _xp_of_array(a if hasattr(a, "shape") else b)
+        a, b = promote_operands(a, b)
+        xp = xp_of_array(a if hasattr(a, "shape") else b)
         a_arr = _asarray_like(xp, a, b if hasattr(b, "shape") else None) if not hasattr(a, "shape") else a
         b_arr = _asarray_like(xp, b, a_arr) if not hasattr(b, "shape") else b
         return xp.minimum(a_arr, b_arr)
@@ -527,15 +371,15 @@ def _weight_of_first(a, b, g, wins):
     dt = g._data.dtype
     weight_a = xp.where(wins(ra, rb), xp.asarray(1.0, dtype=dt),
                         xp.where(ra == rb, xp.asarray(0.5, dtype=dt), xp.asarray(0.0, dtype=dt)))
-    return _const(weight_a, like)
+    return constant_like(weight_a, like)
 
 
 class Where(Op):
     """where(condition, a, b); the condition gets no gradient."""
 
     def forward(self, cond, a, b):
-        xp = _xp_of_array(cond)
-        a, b = _operands(a, b)
+        xp = xp_of_array(cond)
+        a, b = promote_operands(a, b)
         if not hasattr(a, "shape"):
             a = xp.asarray(a, dtype=b.dtype if hasattr(b, "shape") else None)
         if not hasattr(b, "shape"):
@@ -551,8 +395,8 @@ class Where(Op):
 
 class Atan2(Op):
     def forward(self, y, x):
-        y, x = _operands(y, x, floating=True)
-        xp = _xp_of_array(y if hasattr(y, "shape") else x)
+        y, x = promote_operands(y, x, floating=True)
+        xp = xp_of_array(y if hasattr(y, "shape") else x)
         if not hasattr(y, "shape"):
             y = xp.asarray(y, dtype=x.dtype)  # atan2 is a function: it takes arrays only
         if not hasattr(x, "shape"):
@@ -569,22 +413,22 @@ class Cast(Op):
     saves_inputs = False
 
     def forward(self, x, dtype):
-        xp = _xp_of_array(x)
+        xp = xp_of_array(x)
         self.src = x.dtype
         self.target_name = dtype.name
         return xp.astype(x, xp_dtype(xp, dtype.name))
 
     def backward(self, g):
         xp = g._backend.xp
-        return _wrap(xp.astype(g._data, self.src), g._backend) if not _grad_on() else Cast.apply(
-            g, dtype=_dtype_named(self.src))
+        return wrap_array(xp.astype(g._data, self.src), g._backend) if not _grad_on() else Cast.apply(
+            g, dtype=dtype_from_array_dtype(self.src))
 
 
 class Clone(Op):
     saves_inputs = False
 
     def forward(self, x):
-        return _xp_of_array(x).asarray(x, copy=True)
+        return xp_of_array(x).asarray(x, copy=True)
 
     def backward(self, g):
         return g
@@ -597,7 +441,7 @@ class ToDevice(Op):
     changes_device = True
 
     def forward(self, x, backend):
-        source = _backend_of_array(x)
+        source = backend_of_array(x)
         self.source = source
         self.target = backend
         return backend.from_numpy(source.to_numpy(x))
@@ -606,31 +450,10 @@ class ToDevice(Op):
         return g.to(self.source.name)
 
 
-def _backend_of_array(x):
-    from gradsolve.backend import get_backend
-    import numpy as np
-
-    if isinstance(x, np.ndarray):
-        return get_backend("cpu")
-    module = type(x).__module__
-    if module.startswith("cupy"):
-        return get_backend("cuda")
-    return get_backend("array-api-strict")
-
-
 def _grad_on():
-    from gradsolve.autograd.grad_mode import _State
+    from gradsolve.autograd.grad_mode import GradMode
 
-    return _State.enabled
-
-
-def _dtype_named(array_dtype):
-    from gradsolve._tensor import _dtype_of_array
-
-    class _A:
-        dtype = array_dtype
-
-    return _dtype_of_array(_A)
+    return GradMode.enabled
 
 
 # ------------------------------------------------------- helper functions ----
@@ -638,7 +461,7 @@ def where(cond, a, b):
     """Elementwise choice: `a` where `cond` is true, else `b` (numbers allowed)."""
     if not isinstance(cond, Tensor):
         like = a if isinstance(a, Tensor) else b
-        cond = _wrap(like._backend.xp.asarray(cond), like._backend)
+        cond = wrap_array(like._backend.xp.asarray(cond), like._backend)
     return Where.apply(cond, a, b)
 
 
@@ -656,22 +479,22 @@ def compare(a, b, name):
     """A bool tensor; comparisons are not differentiable."""
     like = a if isinstance(a, Tensor) else b
     try:
-        ra, rb = _operands(_raw(a), _raw(b))  # compare in the promoted dtype, as PyTorch does
+        ra, rb = promote_operands(_raw(a), _raw(b))  # compare in the promoted dtype, as PyTorch does
         result = _COMPARE[name](ra, rb)
     except TypeError:
         error = foreign_array_error([v for v in (a, b) if not isinstance(v, Tensor)], like._backend)
         if error is not None:
             raise error from None
         raise
-    return _wrap(result, like._backend)
+    return wrap_array(result, like._backend)
 
 
 def logical_not(a):
-    return _wrap(a._backend.xp.logical_not(a._data), a._backend)
+    return wrap_array(a._backend.xp.logical_not(a._data), a._backend)
 
 
 def sign(x):
-    return _wrap(x._backend.xp.sign(x._data), x._backend)
+    return wrap_array(x._backend.xp.sign(x._data), x._backend)
 
 
 # ------------------------------------------------- declared derivatives ----
@@ -691,7 +514,7 @@ class TensorMath:
 
     @staticmethod
     def sign(x):
-        return _const(_xp_of_array(x._data).sign(x._data), x)
+        return constant_like(xp_of_array(x._data).sign(x._data), x)
 
     @staticmethod
     def max_weight(a, b, g):
@@ -703,12 +526,12 @@ class TensorMath:
 
     @staticmethod
     def log_positive(a):
-        positive = _const(a._data > 0, a)
+        positive = constant_like(a._data > 0, a)
         return where(positive, log(where(positive, a, 1.0)), 0.0)
 
     @staticmethod
     def zero_at_origin(a, b, formula):
-        origin = _const((a._data == 0) & (b._data == 0), a)
+        origin = constant_like((a._data == 0) & (b._data == 0), a)
         return where(origin, 0.0, formula(where(origin, 1.0, a)))
 
     @staticmethod

@@ -2,15 +2,16 @@
 from __future__ import annotations
 
 from gradsolve.autograd.function import Op
-from gradsolve.ops.elementwise import _xp_of_array
-from gradsolve._tensor import Tensor, tensor
+from gradsolve.ops.array_namespace import xp_of_array
+from gradsolve._creation import tensor
+from gradsolve._tensor import Tensor
 
 
 class MatMul(Op):
     """a @ b for operands with at least two dims (batched dims broadcast)."""
 
     def forward(self, a, b):
-        return _xp_of_array(a).matmul(a, b)
+        return xp_of_array(a).matmul(a, b)
 
     def backward(self, g):
         a, b = self.inputs

@@ -4,9 +4,11 @@ from __future__ import annotations
 import collections
 
 from gradsolve.autograd.function import Op
-from gradsolve.autograd.grad_mode import _State
-from gradsolve.ops.elementwise import Clone, _category_of, _const, _xp_of_array, sign, where
-from gradsolve._tensor import Tensor, _wrap
+from gradsolve.autograd.grad_mode import GradMode
+from gradsolve.ops.array_namespace import xp_of_array
+from gradsolve.ops.elementwise import Clone, sign, where
+from gradsolve.ops.promotion import category_of
+from gradsolve._tensor import Tensor, constant_like, wrap_array
 
 
 def _axes(dim, ndim):
@@ -46,13 +48,13 @@ class _Reduction(Op):
 
 def _counts(xp, x):
     """Bools summed or multiplied count as int64, as in PyTorch (the Array API refuses bool sums)."""
-    return xp.astype(x, xp.int64) if _category_of(x.dtype) == 0 else x
+    return xp.astype(x, xp.int64) if category_of(x.dtype) == 0 else x
 
 
 class Sum(_Reduction):
     def forward(self, x, dim=None, keepdim=False):
         axes = self._setup(x, dim, keepdim)
-        xp = _xp_of_array(x)
+        xp = xp_of_array(x)
         return xp.sum(_counts(xp, x), axis=axes, keepdims=keepdim)
 
     def backward(self, g):
@@ -65,7 +67,7 @@ class Prod(_Reduction):
 
     def forward(self, x, dim=None, keepdim=False):
         axes = self._setup(x, dim, keepdim)
-        xp = _xp_of_array(x)
+        xp = xp_of_array(x)
         return xp.prod(_counts(xp, x), axis=axes, keepdims=keepdim)
 
     def backward(self, g):
@@ -76,7 +78,7 @@ class Prod(_Reduction):
             out = self.result().reshape(self.keep_shape)
             return g_full * out / x
         # With zeros, out / x is 0/0: the gradient is the product of the other elements.
-        if _State.enabled:  # create_graph: a formula whose own derivatives are right at the zeros
+        if GradMode.enabled:  # create_graph: a formula whose own derivatives are right at the zeros
             return g_full * _products_of_others(x, self.axes)
         data = x._data
         zero = data == 0
@@ -87,7 +89,7 @@ class Prod(_Reduction):
         safe = xp.where(zero, one, data)
         others = xp.where(zeros_count == 0, full_prod / safe,
                           xp.where((zeros_count == 1) & zero, nonzero_prod, xp.zeros_like(data)))
-        return g_full * _const(others, x)
+        return g_full * constant_like(others, x)
 
 
 def _products_of_others(x: Tensor, axes):
@@ -107,7 +109,7 @@ def _products_of_others(x: Tensor, axes):
     moved = x.permute(order) if order != tuple(range(ndim)) else x
     flat = moved.reshape(kept_shape + (n,))
     xp = x._backend.xp
-    diagonal = _const(xp.eye(n, dtype=x._data.dtype) != 0, x)
+    diagonal = constant_like(xp.eye(n, dtype=x._data.dtype) != 0, x)
     rows = where(diagonal, 1.0, flat.unsqueeze(-2).expand(kept_shape + (n, n)))  # row i: x with x_i -> 1
     others = Prod.apply(rows, dim=(len(kept_shape) + 1,)).reshape(kept_shape + tuple(shape[i] for i in axes))
     if order == tuple(range(ndim)):
@@ -131,19 +133,19 @@ class _Extreme(_Reduction):
         out_k = xp.reshape(out, self.keep_shape)
         hit = xp.astype(x._data == out_k, x._data.dtype)
         count = xp.sum(hit, axis=self.axes, keepdims=True)
-        return self._expand_grad(g) * _const(hit / count, x)
+        return self._expand_grad(g) * constant_like(hit / count, x)
 
 
 class Amax(_Extreme):
     def forward(self, x, dim=None, keepdim=False):
         axes = self._setup(x, dim, keepdim)
-        return _xp_of_array(x).max(x, axis=axes, keepdims=keepdim)
+        return xp_of_array(x).max(x, axis=axes, keepdims=keepdim)
 
 
 class Amin(_Extreme):
     def forward(self, x, dim=None, keepdim=False):
         axes = self._setup(x, dim, keepdim)
-        return _xp_of_array(x).min(x, axis=axes, keepdims=keepdim)
+        return xp_of_array(x).min(x, axis=axes, keepdims=keepdim)
 
 
 class _ExtremeAlong(_Reduction):
@@ -163,19 +165,19 @@ class _ExtremeAlong(_Reduction):
         positions = xp.reshape(xp.arange(n, dtype=self.index.dtype),
                                tuple(n if i == axis else 1 for i in range(len(self.in_shape))))
         hit = xp.astype(positions == self.index, g._data.dtype)
-        return self._expand_grad(g) * _const(hit, g)
+        return self._expand_grad(g) * constant_like(hit, g)
 
 
 class Max(_ExtremeAlong):
     def forward(self, x, index, dim, keepdim=False):
         axes = self._setup_along(x, index, dim, keepdim)
-        return _xp_of_array(x).max(x, axis=axes, keepdims=keepdim)
+        return xp_of_array(x).max(x, axis=axes, keepdims=keepdim)
 
 
 class Min(_ExtremeAlong):
     def forward(self, x, index, dim, keepdim=False):
         axes = self._setup_along(x, index, dim, keepdim)
-        return _xp_of_array(x).min(x, axis=axes, keepdims=keepdim)
+        return xp_of_array(x).min(x, axis=axes, keepdims=keepdim)
 
 
 class Norm2(_Reduction):
@@ -186,13 +188,13 @@ class Norm2(_Reduction):
 
     def forward(self, x, dim=None, keepdim=False):
         axes = self._setup(x, dim, keepdim)
-        xp = _xp_of_array(x)
+        xp = xp_of_array(x)
         return xp.sqrt(xp.sum(x * x, axis=axes, keepdims=keepdim))
 
     def backward(self, g):
         x = self.inputs[0]
         out = self.result().reshape(self.keep_shape)
-        is_zero = _const(out._data == 0, x)
+        is_zero = constant_like(out._data == 0, x)
         safe = where(is_zero, 1.0, out)
         return self._expand_grad(g) * x / safe
 
@@ -206,7 +208,7 @@ class NormP(_Reduction):
     def forward(self, x, p, dim=None, keepdim=False):
         axes = self._setup(x, dim, keepdim)
         self.p = p
-        xp = _xp_of_array(x)
+        xp = xp_of_array(x)
         return xp.sum(xp.abs(x) ** p, axis=axes, keepdims=keepdim) ** (1.0 / p)
 
     def backward(self, g):
@@ -214,8 +216,8 @@ class NormP(_Reduction):
         x = self.inputs[0]
         p = self.p
         out = self.result().reshape(self.keep_shape)
-        norm_zero = _const(out._data == 0, x)
-        x_zero = _const(x._data == 0, x)
+        norm_zero = constant_like(out._data == 0, x)
+        x_zero = constant_like(x._data == 0, x)
         magnitude = where(x_zero, 0.0, where(x_zero, 1.0, x.abs()) ** (p - 1))
         scale = self._expand_grad(g) / where(norm_zero, 1.0, out) ** (p - 1)
         return where(norm_zero, 0.0, scale * sign(x) * magnitude)
@@ -266,12 +268,12 @@ def reduce_extreme(x: Tensor, dim, keepdim, which):
     if x.ndim == 0:
         if dim not in (0, -1):
             raise IndexError(f"dimension out of range (expected to be in range of [-1, 0], but got {dim})")
-        return result(Clone.apply(x), _wrap(xp.zeros((), dtype=xp.int64), x._backend))
+        return result(Clone.apply(x), wrap_array(xp.zeros((), dtype=xp.int64), x._backend))
     axis = dim % x.ndim
     index = getattr(xp, "arg" + which)(x._data, axis=axis, keepdims=True)
     values = (Max if which == "max" else Min).apply(x, index=index, dim=axis, keepdim=keepdim)
     indices = index if keepdim else xp.squeeze(index, axis=axis)
-    return result(values, _wrap(indices, x._backend))
+    return result(values, wrap_array(indices, x._backend))
 
 
 def argextreme(x: Tensor, dim, keepdim, which):
@@ -279,5 +281,5 @@ def argextreme(x: Tensor, dim, keepdim, which):
     fn = getattr(xp, which)
     if dim is None or x.ndim == 0:
         _axes(None if dim is None else (dim,), x.ndim)  # checks the dim of a 0-d tensor
-        return _wrap(fn(xp.reshape(x._data, (-1,))), x._backend)
-    return _wrap(fn(x._data, axis=dim % x.ndim, keepdims=keepdim), x._backend)
+        return wrap_array(fn(xp.reshape(x._data, (-1,))), x._backend)
+    return wrap_array(fn(x._data, axis=dim % x.ndim, keepdims=keepdim), x._backend)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from gradsolve.autograd.function import Op
-from gradsolve.ops.elementwise import _backend_of_array, _xp_of_array
+from gradsolve.ops.array_namespace import backend_of_array, xp_of_array
 from gradsolve._tensor import Tensor
 
 
@@ -36,7 +36,7 @@ class Reshape(Op):
 
     def forward(self, x, shape):
         self.in_shape = tuple(x.shape)
-        return _xp_of_array(x).reshape(x, shape)
+        return xp_of_array(x).reshape(x, shape)
 
     def backward(self, g):
         return Reshape.apply(g, shape=self.in_shape)
@@ -53,7 +53,7 @@ class Permute(Op):
 
     def forward(self, x, dims):
         self.dims = dims
-        return _xp_of_array(x).permute_dims(x, dims)
+        return xp_of_array(x).permute_dims(x, dims)
 
     def backward(self, g):
         inverse = [0] * len(self.dims)
@@ -75,7 +75,7 @@ class Expand(Op):
 
     def forward(self, x, shape):
         self.in_shape = tuple(x.shape)
-        return _xp_of_array(x).broadcast_to(x, shape)
+        return xp_of_array(x).broadcast_to(x, shape)
 
     def backward(self, g):
         return SumTo.apply(g, shape=self.in_shape)
@@ -87,7 +87,7 @@ class SumTo(Op):
     saves_inputs = False
 
     def forward(self, g, shape):
-        xp = _xp_of_array(g)
+        xp = xp_of_array(g)
         self.in_shape = tuple(g.shape)
         lead = g.ndim - len(shape)
         if lead:
@@ -124,8 +124,8 @@ def _private_key(key):
     """`key` with its index arrays copied: changing the caller's index tensor afterwards must not
     move where backward scatters (PyTorch raises there instead; a copy gives the right gradient)."""
     if isinstance(key, tuple):
-        return tuple(_xp_of_array(k).asarray(k, copy=True) if hasattr(k, "shape") else k for k in key)
-    return _xp_of_array(key).asarray(key, copy=True)
+        return tuple(xp_of_array(k).asarray(k, copy=True) if hasattr(k, "shape") else k for k in key)
+    return xp_of_array(key).asarray(key, copy=True)
 
 
 class Index(Op):
@@ -154,7 +154,7 @@ class Index(Op):
         self.key = key
         if type(x) is np.ndarray:
             return x[key]
-        return _backend_of_array(x).getitem(x, key)
+        return backend_of_array(x).getitem(x, key)
 
     def backward(self, g):
         return IndexAdd.apply(g, key=self.key, shape=self.in_shape)
@@ -166,7 +166,7 @@ class IndexAdd(Op):
     saves_inputs = False
 
     def forward(self, g, key, shape):
-        backend = _backend_of_array(g)
+        backend = backend_of_array(g)
         self.key = key
         out = backend.xp.zeros(shape, dtype=g.dtype)
         if _has_integer_array(key):
@@ -183,7 +183,7 @@ class Cat(Op):
     saves_inputs = False
 
     def forward(self, *arrays, dim=0):
-        xp = _xp_of_array(arrays[0])
+        xp = xp_of_array(arrays[0])
         ndim = arrays[0].ndim
         self.dim = dim % ndim
         self.sizes = [a.shape[self.dim] for a in arrays]

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from .optimizer import Optimizer, _lerp
+from .optimizer import Optimizer, lerp
 
 __all__ = ["Adam"]
 
 
-def _validate_adam(lr, betas, eps, weight_decay) -> None:
+def validate_adam_hyperparameters(lr, betas, eps, weight_decay) -> None:
+    """Raise ValueError, with PyTorch's messages, for hyperparameters out of range (Adam, AdamW, NAdam)."""
     if not 0.0 <= lr:
         raise ValueError(f"Invalid learning rate: {lr}")
     if not 0.0 <= eps:
@@ -51,7 +52,7 @@ class Adam(Optimizer):
     def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-8, weight_decay: float = 0.0, amsgrad: bool = False, *,
                  maximize: bool = False, decoupled_weight_decay: bool = False) -> None:
-        _validate_adam(lr, betas, eps, weight_decay)
+        validate_adam_hyperparameters(lr, betas, eps, weight_decay)
         defaults = dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
                         amsgrad=amsgrad, maximize=maximize,
                         decoupled_weight_decay=decoupled_weight_decay)
@@ -78,7 +79,7 @@ class Adam(Optimizer):
             else:
                 g = g + weight_decay * param
 
-        exp_avg = _lerp(state["exp_avg"], g, 1 - beta1)
+        exp_avg = lerp(state["exp_avg"], g, 1 - beta1)
         exp_avg_sq = state["exp_avg_sq"] * beta2 + (1 - beta2) * g * g
         state["exp_avg"] = xp.asarray(exp_avg)
         state["exp_avg_sq"] = xp.asarray(exp_avg_sq)

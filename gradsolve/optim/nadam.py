@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from .adam import _validate_adam
-from .optimizer import Optimizer, _lerp
+from .adam import validate_adam_hyperparameters
+from .optimizer import Optimizer, lerp
 
 __all__ = ["NAdam"]
 
@@ -43,7 +43,7 @@ class NAdam(Optimizer):
     def __init__(self, params, lr: float = 2e-3, betas: tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-8, weight_decay: float = 0.0, momentum_decay: float = 4e-3,
                  decoupled_weight_decay: bool = False, *, maximize: bool = False) -> None:
-        _validate_adam(lr, betas, eps, weight_decay)
+        validate_adam_hyperparameters(lr, betas, eps, weight_decay)
         if not 0.0 <= momentum_decay:
             raise ValueError(f"Invalid momentum_decay value: {momentum_decay}")
         defaults = dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
@@ -79,7 +79,7 @@ class NAdam(Optimizer):
         mu_product_next = mu_product * mu_next
         state["mu_product"] = mu_product
 
-        exp_avg = _lerp(state["exp_avg"], g, 1 - beta1)
+        exp_avg = lerp(state["exp_avg"], g, 1 - beta1)
         exp_avg_sq = state["exp_avg_sq"] * beta2 + (1 - beta2) * g * g
         state["exp_avg"] = xp.asarray(exp_avg)
         state["exp_avg_sq"] = xp.asarray(exp_avg_sq)

@@ -260,7 +260,7 @@ def _is_tensor(obj) -> bool:
     return isinstance(obj, gs.Tensor)
 
 
-def _lerp(start, end, weight: float):
+def lerp(start, end, weight: float):
     """``start + weight * (end - start)``, rounded as PyTorch's lerp (two forms by |weight|)."""
     if abs(weight) < 0.5:
         return start + weight * (end - start)

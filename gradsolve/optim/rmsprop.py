@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .optimizer import Optimizer, _lerp
+from .optimizer import Optimizer, lerp
 
 __all__ = ["RMSprop"]
 
@@ -68,7 +68,7 @@ class RMSprop(Optimizer):
         square_avg = state["square_avg"] * alpha + (1 - alpha) * g * g
         state["square_avg"] = xp.asarray(square_avg)
         if group["centered"]:
-            grad_avg = _lerp(state["grad_avg"], g, 1 - alpha)
+            grad_avg = lerp(state["grad_avg"], g, 1 - alpha)
             state["grad_avg"] = xp.asarray(grad_avg)
             avg = xp.sqrt(square_avg - grad_avg * grad_avg) + eps
         else:

@@ -12,8 +12,9 @@ import pytest
 import gradsolve
 
 MODULES = [
-    "gradsolve", "gradsolve._tensor", "gradsolve.backend", "gradsolve.autograd", "gradsolve.autograd.function",
-    "gradsolve.autograd.grad_mode", "gradsolve.autograd.gradcheck", "gradsolve.nn.functional",
+    "gradsolve", "gradsolve._dtypes", "gradsolve._tensor", "gradsolve._tensor_str", "gradsolve._creation",
+    "gradsolve.backend", "gradsolve.autograd", "gradsolve.autograd.function", "gradsolve.autograd.grad_mode",
+    "gradsolve.autograd.gradcheck", "gradsolve.nn.functional",
 ]
 
 

@@ -13,7 +13,12 @@ FIRST_IMPORTS = [
     "import gradsolve.autograd.engine",
     "import gradsolve.ops",
     "import gradsolve.ops.shape",
+    "import gradsolve.ops.promotion",
+    "import gradsolve.ops.array_namespace",
     "import gradsolve._tensor",
+    "import gradsolve._dtypes",
+    "import gradsolve._tensor_str",
+    "import gradsolve._creation",
     "import gradsolve.nn.functional",
 ]
 

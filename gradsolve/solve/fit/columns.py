@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 import gradsolve as gs
-from gradsolve._tensor import _wrap
+from gradsolve._tensor import wrap_array
 
 __all__ = ["ColumnProgram"]
 
@@ -62,7 +62,7 @@ class ColumnProgram:
             outs = self._run(arrays, lambda v: gs.from_numpy(np.ascontiguousarray(v, dtype=np.float64)))
         else:
             # an array of the device is taken as it is (no copy, no transfer); a host one crosses over
-            outs = self._run(arrays, lambda v: _wrap(backend.from_numpy(np.ascontiguousarray(v, dtype=np.float64))
+            outs = self._run(arrays, lambda v: wrap_array(backend.from_numpy(np.ascontiguousarray(v, dtype=np.float64))
                                                      if isinstance(v, np.ndarray) else v, backend))
         xp = backend.xp
         return [o._data if isinstance(o, gs.Tensor) else xp.asarray(float(o), dtype=xp.float64)

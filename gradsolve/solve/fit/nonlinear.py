@@ -15,7 +15,7 @@ import numpy as np
 import sympy
 
 import gradsolve as gs
-from gradsolve._tensor import _wrap
+from gradsolve._tensor import wrap_array
 from gradsolve.problem.analysis import is_identically_zero
 from gradsolve.problem.errors import ProblemError
 from gradsolve.problem.grammar import Origin
@@ -55,7 +55,7 @@ class _WeightedObjective:
         elif isinstance(sw, np.ndarray) or self.backend.is_numpy:
             self._sw = gs.tensor(np.asarray(sw, dtype=np.float64), device=self.backend.name)
         else:
-            self._sw = _wrap(sw, self.backend)  # already on the device
+            self._sw = wrap_array(sw, self.backend)  # already on the device
 
     def residuals(self):
         r = self.lowered.residuals()
