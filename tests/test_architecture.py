@@ -2,11 +2,12 @@
 
 * no module imports another module's private name (``from x import _y``, or ``x._y``
   on an imported module): a private name is the business of the module that has it;
-* import cycles only inside the engine tier (``_tensor``, ``ops``, ``autograd``), where a
-  tensor's methods and the operations on tensors need each other, as in PyTorch;
+* import cycles only inside the engine tier (``_tensor`` and the modules split from it, ``ops``,
+  ``autograd``), where a tensor's methods and the operations on tensors need each other, as in PyTorch;
 * layers depend downward only: backend -> engine -> optim -> problem -> solve -> cli.
 
-Function-level (lazy) imports count: they are edges all the same.
+Function-level (lazy) imports count: they are edges all the same.  Imports under ``if TYPE_CHECKING:``
+(annotations only) never run, and do not.
 """
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "gradsolve"
-ENGINE_TIER = ("gradsolve._tensor", "gradsolve.ops", "gradsolve.autograd")
+ENGINE_TIER = ("gradsolve._tensor", "gradsolve._tensor_str", "gradsolve._dtypes", "gradsolve._creation", "gradsolve.ops",
+               "gradsolve.autograd")
 #: (layer, module prefixes), lowest first; a module may import its own layer and those below.
 LAYERS = [
     ("plain data", ("gradsolve.methods",)),
@@ -57,9 +59,23 @@ def _absolute(module: str, node: ast.ImportFrom) -> str:
     return ".".join(base + ([node.module] if node.module else []))
 
 
+def _type_checking_only(node) -> bool:
+    test = node.test
+    return isinstance(node, ast.If) and (getattr(test, "id", None) == "TYPE_CHECKING"
+                                         or getattr(test, "attr", None) == "TYPE_CHECKING")
+
+
 @functools.lru_cache(maxsize=None)
 def _tree(module: str) -> ast.Module:
-    return ast.parse(MODULES[module].read_text())
+    """The module's syntax tree, without the bodies of ``if TYPE_CHECKING:`` blocks."""
+    tree = ast.parse(MODULES[module].read_text())
+    for node in ast.walk(tree):
+        for name in ("body", "orelse"):
+            block = getattr(node, name, None)
+            if isinstance(block, list):
+                setattr(node, name, [child for child in block
+                                     if not (isinstance(child, ast.If) and _type_checking_only(child))])
+    return tree
 
 
 def _imports(module: str):
