@@ -42,7 +42,7 @@ class Adadelta(Optimizer):
         defaults = dict(lr=lr, rho=rho, eps=eps, weight_decay=weight_decay, maximize=maximize)
         super().__init__(params, defaults)
 
-    def _update(self, p, grad, state, group) -> None:
+    def apply_update(self, p, grad, state, group) -> None:
         xp = p._xp
         lr, rho, eps, weight_decay = group["lr"], group["rho"], group["eps"], group["weight_decay"]
         if not state:

@@ -46,7 +46,7 @@ class Adagrad(Optimizer):
                         initial_accumulator_value=initial_accumulator_value, maximize=maximize)
         super().__init__(params, defaults)
 
-    def _update(self, p, grad, state, group) -> None:
+    def apply_update(self, p, grad, state, group) -> None:
         xp = p._xp
         lr, lr_decay, eps, weight_decay = group["lr"], group["lr_decay"], group["eps"], group["weight_decay"]
         if not state:

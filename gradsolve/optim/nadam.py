@@ -51,7 +51,7 @@ class NAdam(Optimizer):
                         decoupled_weight_decay=decoupled_weight_decay, maximize=maximize)
         super().__init__(params, defaults)
 
-    def _update(self, p, grad, state, group) -> None:
+    def apply_update(self, p, grad, state, group) -> None:
         xp = p._xp
         lr, eps, weight_decay = group["lr"], group["eps"], group["weight_decay"]
         beta1, beta2 = group["betas"]

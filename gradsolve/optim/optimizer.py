@@ -1,12 +1,12 @@
 """The Optimizer base class: parameter groups, per-parameter state, state_dict.
 
 Subclasses declare their hyperparameters (``defaults``), validate them in
-``__init__`` and implement ``_update(p, grad, state, group)``, which updates one
+``__init__`` and implement ``apply_update(p, grad, state, group)``, which updates one
 parameter from its gradient.  The base ``step`` evaluates the closure (with
-gradients enabled), then calls ``_update`` for every parameter that has a
+gradients enabled), then calls ``apply_update`` for every parameter that has a
 gradient, under ``gs.no_grad()``.
 
-Inside ``_update`` the math runs on raw backend arrays: ``p._data`` and
+Inside ``apply_update`` the math runs on raw backend arrays: ``p._data`` and
 ``grad`` are arrays of the namespace ``p._xp`` (NumPy on cpu), only Array-API
 functions are used on them, and the result is written back with
 ``p._assign_(new)`` (in place, bumps the version counter).  Per-parameter state
@@ -198,10 +198,10 @@ class Optimizer:
                 for p in group["params"]:
                     if p.grad is None:
                         continue
-                    self._update(p, p.grad._data, self.state[p], group)
+                    self.apply_update(p, p.grad._data, self.state[p], group)
         return loss
 
-    def _update(self, p, grad, state: dict, group: dict) -> None:
+    def apply_update(self, p, grad, state: dict, group: dict) -> None:
         """Update parameter ``p`` in place from its gradient array ``grad``."""
         raise NotImplementedError
 

@@ -49,7 +49,7 @@ class RMSprop(Optimizer):
                         weight_decay=weight_decay, maximize=maximize)
         super().__init__(params, defaults)
 
-    def _update(self, p, grad, state, group) -> None:
+    def apply_update(self, p, grad, state, group) -> None:
         xp = p._xp
         lr, alpha, eps = group["lr"], group["alpha"], group["eps"]
         weight_decay, momentum = group["weight_decay"], group["momentum"]

@@ -55,7 +55,7 @@ class SGD(Optimizer):
                         weight_decay=weight_decay, nesterov=nesterov, maximize=maximize)
         super().__init__(params, defaults)
 
-    def _update(self, p, grad, state, group) -> None:
+    def apply_update(self, p, grad, state, group) -> None:
         xp = p._xp
         lr, momentum, dampening = group["lr"], group["momentum"], group["dampening"]
         weight_decay = group["weight_decay"]

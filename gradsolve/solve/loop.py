@@ -190,7 +190,6 @@ def _run(objective, options, *, method, lower, upper, on_progress, every, point,
                    smooth=smooth)
     status, reason = "max_steps", f"reached the step limit ({options.steps})"
     step = 0
-    fast = getattr(point, "fast_first_order", None)
     loss0 = math.nan
     try:
         loss0 = point.loss()
@@ -200,8 +199,8 @@ def _run(objective, options, *, method, lower, upper, on_progress, every, point,
             reason = (f"the loss is {loss0} at the starting point (a function outside its domain, such as sqrt or "
                       f"log of a negative number): start elsewhere ({flag('init')}) or bound the unknowns")
             step = 0
-        elif method in FIRST_ORDER and fast is not None:
-            step, stop = fast(opt, rates, watch, lower, upper, options.steps)
+        elif method in FIRST_ORDER:
+            step, stop = _first_order_steps(point.descent(opt), opt, rates, watch, lower, upper, options.steps)
             if stop is not None:
                 status, reason = stop
         else:
@@ -238,6 +237,43 @@ def _run(objective, options, *, method, lower, upper, on_progress, every, point,
                    atol_stop=watch.at_atol, not_minimum=not_minimum)
 
 
+def _first_order_steps(descent, opt, rates, watch, lower, upper, steps):
+    """The first-order loop, for every point: returns (steps run, (status, reason) or None).
+
+    Each step: the optimizer's rule from the gradient at x (``descent.step``, projected
+    into the bounds), then the loss and gradient at the new point from one evaluation,
+    the rate rule, and the stopping tests (``watch``).  `descent` is the point's own
+    way to do this (`points.TensorDescent` on tensors; Python floats for a float trace).
+    """
+    bounded = is_bounded(lower, upper)
+    group = opt.param_groups[0]
+    move, evaluate, distance, norm, max_abs = (descent.step, descent.loss_grad, descent.distance, descent.norm,
+                                               descent.max_abs)
+    observe, offer, isfinite = watch.observe, watch.offer, math.isfinite
+    x = descent.start()
+    loss, g = evaluate(x)
+    step = 0
+    try:
+        for step in range(1, steps + 1):
+            watch.current_step = step
+            if not isfinite(loss):
+                return step, ("diverged", f"the loss became {loss} at step {step}")
+            offer(loss, x)
+            x_new = move(g, lower, upper, bounded)
+            rate = float(group["lr"])  # the rate this step used
+            grad_norm = projected_max_abs(g, x, lower, upper) if bounded else max_abs(g)
+            loss, g = evaluate(x_new)
+            if rates is not None:
+                rates.step(loss)
+            stop = observe(step, loss, grad_norm, distance(x_new, x), norm(x_new), x_new, rate, "lr")
+            x = x_new
+            if stop is not None:
+                return step, stop
+        return step, None
+    finally:
+        descent.finish(x if all(map(isfinite, x)) else watch.last_finite_x)
+
+
 def _optional_bounds(lower, upper, n):
     """The loop's bounds as lists (None: no bound), for n unknowns."""
     free_lower, free_upper = unbounded(n)
@@ -245,7 +281,8 @@ def _optional_bounds(lower, upper, n):
 
 
 def _iterate(point, opt, method, lr, rates, watch, lower, upper, bounded, steps):
-    """The loop for every method and point: returns (steps run, (status, reason) or None)."""
+    """The loop for Levenberg-Marquardt and L-BFGS, whose optimizers evaluate the point themselves: returns
+    (steps run, (status, reason) or None)."""
     x = point.values()
     step = 0
     for step in range(1, steps + 1):
@@ -267,23 +304,6 @@ def _iterate(point, opt, method, lr, rates, watch, lower, upper, bounded, steps)
             rate, rate_name = lr, "lr"
             if watch.prev_loss is None:
                 watch.prev_loss = loss_before
-        else:
-            opt.zero_grad()
-            loss_before, g = point.loss_grad()
-            if not math.isfinite(loss_before):
-                return step, ("diverged", f"the loss became {loss_before} at step {step}")
-            watch.offer(loss_before, x)
-            opt.step()
-            if bounded:
-                point.project(lower, upper)
-            x_new = point.values()
-            rate, rate_name = float(opt.param_groups[0]["lr"]), "lr"
-            grad_norm = float(np.max(np.abs(g))) if g.size else 0.0
-            if bounded:
-                grad_norm = projected_max_abs(g, x, lower, upper)
-            loss_now = point.loss()
-            if rates is not None:
-                rates.step(loss_now)
         step_norm = float(np.linalg.norm(x_new - x))
         lm_stop = None
         if method == "lm" and opt.stop_reason is not None:

@@ -13,7 +13,7 @@ into whatever bounds there are.
 One batch.  First-order methods (sgd, adam, ...) run all K starts as one
 ``(K, p)`` array: the traced array code (or the engine over ``(K, 1)`` leaf
 tensors with ``--no-trace``) evaluates K losses and gradients per call, the
-gs.optim update rule (``Optimizer._update``, the one definition) moves all rows
+gs.optim update rule (``Optimizer.apply_update``, the one definition) moves all rows
 at once with a per-start learning rate, a per-start copy of the loop's
 learning-rate rule halves it on plateaus and doubles it on steady falls, the
 loop's stopping tests run per start, and a start that stops (converged or
@@ -194,7 +194,7 @@ def run_batch(evaluator, X0, options, *, method: str, lower=None, upper=None, lr
             best_x = xp.where(better[:, None], X, best_x)
             slot._data = X
             with np.errstate(all="ignore"):
-                opt._update(slot, G, state, group)
+                opt.apply_update(slot, G, state, group)
             X_new = slot._data if all_active else xp.where(active[:, None], slot._data, X)
             if bounded:
                 X_new = xp.minimum(xp.maximum(X_new, lo), hi)  # np.clip, in the standard's terms

@@ -17,7 +17,7 @@ import gradsolve as gs
 from gradsolve import optim
 from gradsolve.solve.bounds import clip_values
 
-__all__ = ["EagerPoint", "values_of", "set_values", "loss_and_gradient", "loss_traits", "unreached_unknowns",
+__all__ = ["EagerPoint", "TensorDescent", "values_of", "set_values", "loss_and_gradient", "loss_traits", "unreached_unknowns",
            "loss_hessian", "evaluators"]
 
 
@@ -109,6 +109,44 @@ def evaluators(objective, params):
     return loss_at, hessian_at
 
 
+class TensorDescent:
+    """First-order steps on a point's tensors: the optimizer's own ``step()`` over ``point.params``, the point's
+    evaluation (the engine's, or a trace's over one flat tensor).  The loop's first-order steps
+    (gradsolve.solve.loop) drive it; ``TracedPoint`` has a float counterpart with the same methods."""
+
+    def __init__(self, point, opt):
+        self.point, self.opt = point, opt
+
+    def start(self) -> np.ndarray:
+        return self.point.values()
+
+    def loss_grad(self, x):
+        """(loss, gradient) at x, where the point is; leaves the gradient in .grad for the next step."""
+        return self.point.loss_grad()
+
+    def step(self, g, lower, upper, bounded: bool) -> np.ndarray:
+        """One update of the optimizer's rule from the gradient in .grad (= g), projected into the bounds."""
+        self.opt.step()
+        if bounded:
+            self.point.project(lower, upper)
+        return self.point.values()
+
+    @staticmethod
+    def distance(a, b) -> float:
+        return float(np.linalg.norm(a - b))
+
+    @staticmethod
+    def norm(a) -> float:
+        return float(np.linalg.norm(a))
+
+    @staticmethod
+    def max_abs(g) -> float:
+        return float(np.max(np.abs(g))) if g.size else 0.0
+
+    def finish(self, values) -> None:
+        self.point.set_values(values)
+
+
 class EagerPoint:
     """The unknowns as the engine's 0-d leaf tensors: what the loop moves when nothing is traced."""
 
@@ -150,3 +188,7 @@ class EagerPoint:
 
     def make_lm(self, **settings):
         return optim.LevenbergMarquardt(self.params, residuals=self.objective.residuals, **settings)
+
+    def descent(self, opt) -> TensorDescent:
+        """What the loop's first-order steps drive (see TensorDescent)."""
+        return TensorDescent(self, opt)

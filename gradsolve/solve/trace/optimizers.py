@@ -1,6 +1,6 @@
 """gs.optim's optimizers over a Trace: ``TracedPoint``, the solve loop's stand-in for the unknowns, and ``TracedLM``.
 
-The update rules are gs.optim's own (``Optimizer._update``); what changes is what
+The update rules are gs.optim's own (``Optimizer.apply_update``); what changes is what
 they run on: one (p,) tensor whose .grad the trace fills, one Python float per
 unknown (``_ScalarSlot``, with ``_FloatMath`` as its array namespace), or a
 (K, p) batch of points (``ArraySlot``).
@@ -13,9 +13,10 @@ import numpy as np
 
 import gradsolve as gs
 from gradsolve import optim
-from gradsolve.solve.loop import projected_max_abs
+from gradsolve.solve.bounds import clip_values, is_bounded, limits
 from gradsolve.solve.trace.codegen import FLOAT
 from gradsolve.solve.trace.compiled import Trace
+from gradsolve.solve.points import TensorDescent
 from gradsolve.solve.trace.helpers import float_maximum
 
 __all__ = ["TracedPoint", "TracedLM", "ArraySlot"]
@@ -24,7 +25,7 @@ __all__ = ["TracedPoint", "TracedLM", "ArraySlot"]
 class _FloatMath:
     """The few array-namespace functions the gs.optim update rules call, on Python floats.
 
-    With it, ``Optimizer._update`` -- the one definition of each update rule --
+    With it, ``Optimizer.apply_update`` -- the one definition of each update rule --
     runs on a plain float per unknown (``_ScalarSlot``) at float speed.
     """
 
@@ -50,7 +51,7 @@ class _FloatMath:
 
 
 class _ScalarSlot:
-    """A stand-in parameter for ``Optimizer._update``: a float with ``_xp``, ``_data`` and ``_assign_``."""
+    """A stand-in parameter for ``Optimizer.apply_update``: a float with ``_xp``, ``_data`` and ``_assign_``."""
 
     __slots__ = ("_data",)
     _xp = _FloatMath
@@ -75,9 +76,67 @@ class ArraySlot:
         self._data = value
 
 
-def _clip(values, lower, upper):
-    return [min(max(v, -math.inf if lo is None else lo), math.inf if hi is None else hi)
-            for v, lo, hi in zip(values, lower, upper)]
+class FloatDescent:
+    """The loop's first-order steps on Python floats, one per unknown, for a float trace.
+
+    The same methods as ``points.TensorDescent``: the optimizer's rule is gs.optim's
+    own (``apply_update`` per unknown, on ``_ScalarSlot``), the loss and gradient come
+    from the trace's straight-line code (one call for both), so a step costs
+    microseconds.  `math` raises where NumPy returns inf or NaN: such a point is
+    evaluated again by the array code.
+    """
+
+    def __init__(self, point, opt):
+        self.point = point
+        self.trace = point.trace
+        self.raw = point.trace.fast_loss_grad
+        self.update = opt.apply_update
+        self.group = opt.param_groups[0]
+        self.slots, self.states = [], []
+
+    def start(self) -> list:
+        x = self.point.values().tolist()
+        self.slots = [_ScalarSlot(v) for v in x]
+        self.states = [{} for _ in x]
+        return x
+
+    def loss_grad(self, x):
+        try:
+            out = self.raw(*x)
+            return out[0], out[1:]
+        except (ArithmeticError, ValueError):
+            return self.trace.loss_grad(x)
+
+    def step(self, g, lower, upper, bounded: bool) -> list:
+        update, group = self.update, self.group
+        for slot, gi, state in zip(self.slots, g, self.states):
+            update(slot, gi, state, group)
+        x_new = [slot._data for slot in self.slots]
+        if bounded:
+            x_new = clip_values(x_new, lower, upper)
+            for slot, v in zip(self.slots, x_new):
+                slot._data = v
+        return x_new
+
+    distance = staticmethod(math.dist)
+
+    @staticmethod
+    def norm(x) -> float:
+        return math.hypot(*x)
+
+    @staticmethod
+    def max_abs(values) -> float:
+        out = 0.0
+        for v in values:
+            a = abs(v)
+            if not a <= out:
+                if a != a:
+                    return math.nan
+                out = a
+        return out
+
+    def finish(self, values) -> None:
+        self.point.set_values(values)
 
 
 class TracedPoint:
@@ -85,8 +144,8 @@ class TracedPoint:
 
     The optimizers are the gs.optim classes themselves, over ``params = [flat]``
     (one (p,) tensor whose .grad the trace fills); Levenberg-Marquardt is
-    ``TracedLM``.  For float traces, ``fast_first_order`` runs first-order methods
-    on one float per unknown, calling the same ``_update`` rules.
+    ``TracedLM``.  For float traces the loop's first-order steps run on one float
+    per unknown (``FloatDescent``), calling the same update rules.
     """
 
     def __init__(self, trace: Trace, values, dtype):
@@ -94,8 +153,6 @@ class TracedPoint:
         self.label = trace.label
         self.flat = gs.tensor(np.asarray(values, dtype=np.float64), dtype=dtype, requires_grad=True)
         self.params = [self.flat]
-        if trace.flavour != FLOAT:
-            self.fast_first_order = None
 
     def values(self) -> np.ndarray:
         return np.asarray(self.flat.detach().numpy(), dtype=np.float64).copy()
@@ -105,8 +162,8 @@ class TracedPoint:
             self.flat._assign_(np.asarray(values, dtype=self.flat._data.dtype).reshape(self.flat.shape))
 
     def project(self, lower, upper) -> None:
-        if any(v is not None for v in list(lower) + list(upper)):
-            self.set_values(_clip(self.values().tolist(), lower, upper))
+        if is_bounded(lower, upper):
+            self.set_values(clip_values(self.values().tolist(), lower, upper))
 
     def loss_grad(self):
         loss, g = self.trace.loss_grad(self.values())
@@ -125,73 +182,15 @@ class TracedPoint:
         return closure
 
     def make_lm(self, lower=None, upper=None, **settings):
-        flat_lower = None if lower is None else [np.array([-math.inf if v is None else v for v in lower])]
-        flat_upper = None if upper is None else [np.array([math.inf if v is None else v for v in upper])]
+        free = [None] * self.flat.shape[0]
+        lo, hi = limits(free if lower is None else lower, free if upper is None else upper)
+        flat_lower = None if lower is None else [lo]
+        flat_upper = None if upper is None else [hi]
         return TracedLM(self.params, self.trace, lower=flat_lower, upper=flat_upper, **settings)
 
-    def fast_first_order(self, opt, rates, watch, lower, upper, steps):
-        """First-order steps on Python floats; returns (steps run, (status, reason) or None).
-
-        Each step: loss and gradient from the float trace, ``opt._update`` per
-        unknown (the gs.optim rule), projection into the bounds, the rate
-        scheduler, then the loop's shared stopping tests (``watch``).  The loss
-        after a step and the gradient for the next come from one call.
-        """
-        trace = self.trace
-        raw = trace.fast_loss_grad
-
-        def loss_grad(x):
-            try:
-                out = raw(*x)
-                return out[0], out[1:]
-            except (ArithmeticError, ValueError):
-                return trace.loss_grad(x)
-
-        x = self.values().tolist()
-        slots = [_ScalarSlot(v) for v in x]
-        states = [{} for _ in slots]
-        group = opt.param_groups[0]
-        update = opt._update
-        bounded = any(v is not None for v in list(lower) + list(upper))
-        observe, offer, isfinite = watch.observe, watch.offer, math.isfinite
-        loss, g = loss_grad(x)
-        step = 0
-        try:
-            for step in range(1, steps + 1):
-                watch.current_step = step
-                if not isfinite(loss):
-                    return step, ("diverged", f"the loss became {loss} at step {step}")
-                offer(loss, x)
-                for slot, gi, state in zip(slots, g, states):
-                    update(slot, gi, state, group)
-                x_new = [slot._data for slot in slots]
-                if bounded:
-                    x_new = _clip(x_new, lower, upper)
-                    for slot, v in zip(slots, x_new):
-                        slot._data = v
-                grad_norm = projected_max_abs(g, x, lower, upper) if bounded else _max_abs_floats(g)
-                loss, g = loss_grad(x_new)
-                if rates is not None:
-                    rates.step(loss)
-                stop = observe(step, loss, grad_norm, math.dist(x_new, x), math.hypot(*x_new), x_new,
-                               group["lr"], "lr")
-                x = x_new
-                if stop is not None:
-                    return step, stop
-            return step, None
-        finally:
-            self.set_values(x if all(map(isfinite, x)) else watch.last_finite_x)
-
-
-def _max_abs_floats(values) -> float:
-    out = 0.0
-    for v in values:
-        a = abs(v)
-        if not a <= out:
-            if a != a:
-                return math.nan
-            out = a
-    return out
+    def descent(self, opt):
+        """What the loop's first-order steps drive: Python floats for a float trace, else the flat tensor."""
+        return FloatDescent(self, opt) if self.trace.flavour == FLOAT else TensorDescent(self, opt)
 
 
 class TracedLM(optim.LevenbergMarquardt):
