@@ -11,7 +11,7 @@ Leaves become tensors: an unknown is a 0-d leaf tensor that requires grad, a
 data column a 1-D tensor, a number a 0-d constant (all of the chosen dtype and
 device), so broadcasting turns an expression over data columns into a vector.
 A sub-expression without symbols is folded once, at lowering time, to one
-number: its value at 30 and 45 digits (``grammar.evaluate_constant``, the value
+number: its value at 30 and 45 digits (``constants.evaluate_constant``, the value
 the grammar checked), rounded to the dtype, so cancellation such as
 ``exp(pi*sqrt(163)) - 640320^3 - 744`` keeps its digits; only where there is no
 finite real value does the engine fold it in the chosen dtype.  A failure
@@ -282,7 +282,7 @@ class Program:
 def _fold(node, known: dict) -> float | None:
     """The value of a constant sub-expression, rounded once to a double.
 
-    ``grammar.evaluate_constant`` computes it at 30 and 45 digits (exactly by
+    ``constants.evaluate_constant`` computes it at 30 and 45 digits (exactly by
     ``sympy.N`` where a node cancels), the value the grammar checked: folding
     operation by operation in double precision loses every digit of
     ``exp(pi*sqrt(163)) - 640320^3 - 744`` (-7.5e-13, not -0.0021).  None when
@@ -333,7 +333,7 @@ def _compile(expressions, inputs, *, dtype, device) -> Program:
     # Every node gets a reference: ('leaf', i) or ('code', j); instructions are
     # numbered after all leaves at the end.
     node_ref: dict[sympy.Basic, tuple[str, int]] = {}
-    known: dict = {}  # constant sub-expression -> its value (grammar.evaluate_constant)
+    known: dict = {}  # constant sub-expression -> its value (constants.evaluate_constant)
 
     def new_leaf(tensor, is_constant: bool) -> int:
         leaves.append(tensor)

@@ -142,7 +142,7 @@ def run_batch(evaluator, X0, options, *, method: str, lower=None, upper=None, lr
     `evaluator.batch_loss_grad(X) -> (loss (K,), G (K, p))`, on the device of
     `evaluator.backend` (NumPy when it has none).  Per start: the loop's
     stopping tests (atol, gtol, xtol, ftol with patience), best point, divergence;
-    a stopped start is frozen.  `atol_applies` and `smooth` as in `loop.run`.
+    a stopped start is frozen.  `atol_applies` and `smooth` as gradsolve.solve.points says of an objective.
 
     The whole batch -- points, optimizer state, per-start learning rates, stopping
     state -- stays on the evaluator's device from the first step to the last: the

@@ -33,7 +33,7 @@ from gradsolve.solve.points import (evaluators, loss_and_gradient, loss_hessian,
 from gradsolve.solve.probes import (CURVATURE_RTOL, HESSIAN_LIMIT, descent_slope, lm_cosines, minimum_refuted,
                                     unbounded_below)
 
-__all__ = ["Stop", "judge", "judge_stopped_moving", "confirm_kink_stop", "confirm_lm_stop", "confirm_minimum_stop",
+__all__ = ["Stop", "judge", "judge_fit_values", "judge_stopped_moving", "confirm_kink_stop", "confirm_lm_stop", "confirm_minimum_stop",
            "short_stop_reason", "judge_unsolved", "stationary_gradient_limit", "rounding_floor", "lm_cosine_limit",
            "stalled_reason", "diverged_advice"]
 
@@ -290,6 +290,16 @@ def _unbounded_reason(stop: Stop, moving_why):
     return (f"{how} where the loss seems unbounded below: along the negative gradient it keeps falling, by at least "
             f"half as much at every tenfold step, to {loss:.3g} at a distance {distance:.3g}; there may be no minimum "
             f"to find (bound the unknowns, or check the expression)")
+
+
+def judge_fit_values(status, reason, values, loss):
+    """A fit's status once its coefficients and residual sum of squares are known: diverged where either is
+    not finite (a "converged" fit must have a finite answer and loss to show: squares of residuals near 1e154
+    and beyond overflow float64), else as it was."""
+    if all(math.isfinite(v) for v in values) and math.isfinite(loss):
+        return status, reason
+    return "diverged", ("the coefficients or the residual sum of squares overflow float64 (values near 1e154 or "
+                        "beyond square to infinity): rescale the data, e.g. -y 'y/1e100'")
 
 
 def judge_unsolved(spec, lowered, outcome, options, reason):

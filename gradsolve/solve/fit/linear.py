@@ -9,7 +9,6 @@ digits.  The whole pass is float64 whatever ``--dtype`` says.
 from __future__ import annotations
 
 import dataclasses
-import math
 import time
 
 import numpy as np
@@ -24,6 +23,7 @@ from gradsolve.solve.fit.report import fit_result
 from gradsolve.solve.fit.statistics import fit_statistics, reduction_K
 from gradsolve.solve.loop import run
 from gradsolve.solve.records import ProgressRow
+from gradsolve.solve.verdicts import judge_fit_values
 
 __all__ = ["run_linear"]
 
@@ -200,12 +200,7 @@ def run_linear(task, options, on_progress, every, on_start):
     n = res["n"]
     notes["rows"] = n
     notes["dropped"] = task.data.dropped
-    if not (all(math.isfinite(v) for v in values.values()) and math.isfinite(res["rss"])):
-        # a "converged" fit must have a finite answer and loss to show: squares of residuals
-        # near 1e154 and beyond overflow float64
-        status = "diverged"
-        reason = ("the coefficients or the residual sum of squares overflow float64 (values near 1e154 or "
-                  "beyond square to infinity): rescale the data, e.g. -y 'y/1e100'")
+    status, reason = judge_fit_values(status, reason, values.values(), res["rss"])
     elapsed = time.perf_counter() - start
     K, rank, null = reduction_K(red)
     summary = red.summary
