@@ -24,8 +24,8 @@ ENGINE_TIER = ("gradsolve._tensor", "gradsolve._tensor_str", "gradsolve._dtypes"
 LAYERS = [
     ("plain data", ("gradsolve.methods",)),
     ("backend", ("gradsolve.backend",)),
-    ("engine", ("gradsolve._tensor", "gradsolve.ops", "gradsolve.autograd", "gradsolve.nn", "gradsolve.dtypes",
-                "gradsolve._dtypes", "gradsolve._tensor_str", "gradsolve._creation")),
+    ("engine", ("gradsolve._tensor", "gradsolve.ops", "gradsolve.autograd", "gradsolve.nn", "gradsolve._dtypes",
+                "gradsolve._tensor_str", "gradsolve._creation")),
     ("optim", ("gradsolve.optim",)),
     ("problem", ("gradsolve.problem",)),
     ("solve", ("gradsolve.solve", "gradsolve.api")),

@@ -203,7 +203,10 @@ class Optimizer:
 
     def apply_update(self, p, grad, state: dict, group: dict) -> None:
         """Update parameter ``p`` in place from its gradient array ``grad``."""
-        raise NotImplementedError
+        legacy = getattr(self, "_update", None)  # a subclass written to 0.1.0's contract, which named it _update
+        if legacy is None:
+            raise NotImplementedError
+        legacy(p, grad, state, group)
 
     # ------------------------------------------------------------------ state dict
     def state_dict(self) -> dict[str, Any]:

@@ -81,7 +81,7 @@ def make_optimizer(method, point, objective, options, lower, upper):
     lr = options.lr
     params = point.params
     if method == "lm":
-        # atol is judged by the loop (below), which lets LM polish a few more steps first.
+        # atol is judged by the stopping tests (stopping.Watch), which let LM polish a few more steps first.
         return point.make_lm(xtol=options.tol, ftol=options.tol, gtol=0.0, atol=0.0, lower=lower,
                              upper=upper), None
     if method == "lbfgs":
@@ -171,7 +171,7 @@ def _run(objective, options, *, method, lower, upper, on_progress, every, point,
     same methods; the reported point is always evaluated afresh on `objective`.
     An objective may say `atol_applies` (default: it has residuals): its loss
     cannot go below zero; and `smooth` (default True): False for a loss with
-    kinks (see the module doc).
+    kinks (see gradsolve.solve.points).
     """
     atol_applies, smooth = loss_traits(objective)
     params = objective.params
@@ -204,7 +204,7 @@ def _run(objective, options, *, method, lower, upper, on_progress, every, point,
             if stop is not None:
                 status, reason = stop
         else:
-            step, stop = _iterate(point, opt, method, lr, rates, watch, lower, upper, bounded, options.steps)
+            step, stop = _iterate(point, opt, method, lr, watch, lower, upper, bounded, options.steps)
             if stop is not None:
                 status, reason = stop
     except KeyboardInterrupt:
@@ -280,7 +280,7 @@ def _optional_bounds(lower, upper, n):
     return (list(lower) if lower is not None else free_lower, list(upper) if upper is not None else free_upper)
 
 
-def _iterate(point, opt, method, lr, rates, watch, lower, upper, bounded, steps):
+def _iterate(point, opt, method, lr, watch, lower, upper, bounded, steps):
     """The loop for Levenberg-Marquardt and L-BFGS, whose optimizers evaluate the point themselves: returns
     (steps run, (status, reason) or None)."""
     x = point.values()

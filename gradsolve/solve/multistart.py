@@ -14,13 +14,13 @@ One batch.  First-order methods (sgd, adam, ...) run all K starts as one
 ``(K, p)`` array: the traced array code (or the engine over ``(K, 1)`` leaf
 tensors with ``--no-trace``) evaluates K losses and gradients per call, the
 gs.optim update rule (``Optimizer.apply_update``, the one definition) moves all rows
-at once with a per-start learning rate, a per-start copy of the loop's
-learning-rate rule halves it on plateaus and doubles it on steady falls, the
-loop's stopping tests run per start, and a start that stops (converged or
+at once with a per-start learning rate, the learning-rate rule
+(stopping.BatchRateRule) halves it on plateaus and doubles it on steady falls, the
+single start's stopping tests run per start (stopping.BatchStops), and a start that stops (converged or
 diverged) is frozen; afterwards the starts are judged as a single start is, at
 the point reported for each: on a smooth loss the starts that stopped moving by
 the gradient there, on a loss with kinks by probing the loss, and every start
-converged other than by atol by the loop's curvature check (a saddle or a
+converged other than by atol by the verdicts' curvature check (a saddle or a
 maximum is stalled), once per distinct point.  So the cost of a
 step grows far slower than K.  The batch lives on the problem's device (points,
 optimizer state, rates, stopping state; see ``run_batch``): on a GPU each step
@@ -52,7 +52,7 @@ import sympy
 import gradsolve as gs
 from gradsolve.methods import DEFAULT_LR, FIRST_ORDER
 from gradsolve.problem.lowering import compile_program
-from gradsolve.solve.bounds import limits, names_at_bounds, projected_max_abs
+from gradsolve.solve.bounds import is_bounded, limits, names_at_bounds, projected_max_abs
 from gradsolve.solve.loop import FIRST_ORDER_CLASSES, run, sgd_rate
 from gradsolve.solve.points import loss_and_gradient, loss_traits, set_values, unreached_unknowns, values_of
 from gradsolve.solve.records import Outcome, ProgressRow
@@ -162,8 +162,9 @@ def run_batch(evaluator, X0, options, *, method: str, lower=None, upper=None, lr
 
     host = np.array(X0, dtype=np.float64)
     K, p = host.shape
-    lo_h, hi_h = limits(lower or [None] * p, upper or [None] * p)
-    bounded = bool(np.any(np.isfinite(lo_h)) or np.any(np.isfinite(hi_h)))
+    lower, upper = (lower or [None] * p), (upper or [None] * p)
+    lo_h, hi_h = limits(lower, upper)
+    bounded = is_bounded(lower, upper)
     lo, hi = device(lo_h), device(hi_h)
     X = device(np.clip(host, lo_h, hi_h))
     opt = FIRST_ORDER_CLASSES[method]([gs.tensor(0.0, requires_grad=True)], lr=lr, weight_decay=0.0)  # as loop

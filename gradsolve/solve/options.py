@@ -22,7 +22,7 @@ from dataclasses import dataclass, fields
 from gradsolve.methods import FIRST_ORDER, METHODS, NAMES
 
 __all__ = ["SolveError", "SolveOptions", "MAX_STARTS", "DTYPES", "build_options", "check_every", "choose_method",
-           "default_every", "flag", "more_starts"]
+           "default_every", "flag", "more_starts", "validate"]
 
 MAX_STARTS = 1_000_000  # the most starts one batch takes (--starts)
 DTYPES = ("float64", "float32")
@@ -71,7 +71,7 @@ def build_options(file_settings: dict | None, overrides: dict) -> SolveOptions:
         if key not in _NAMES:
             raise SolveError(f"unknown solve option {key!r}")
         setattr(options, key, value)
-    _validate(options)
+    validate(options)
     return options
 
 
@@ -79,7 +79,8 @@ def _whole(value) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
-def _validate(options: SolveOptions) -> None:
+def validate(options: SolveOptions) -> None:
+    """Raise SolveError, naming the option, where `options` cannot work (build_options calls it)."""
     if not (_whole(options.steps) and options.steps >= 1):
         raise SolveError(f"steps must be a whole number >= 1, got {options.steps!r}")
     for key in ("tol", "atol"):

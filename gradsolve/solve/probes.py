@@ -221,7 +221,7 @@ def minimum_refuted(loss_at, hessian_at, x, g, lower, upper, *, smooth, eps, nam
     * |lambda| <= b: the Hessian says nothing there (x**3 at 0, (x - 1)**4 at 1):
       the loss is probed a step of PROBE_STEP and of twice that along the
       direction, each way; a fall at both, larger at the longer step, and beyond
-      the gradient's share (``|g . step|``) and rounding (`_loss_rounding`) each
+      the gradient's share (``|g . step|``) and rounding (`loss_rounding`) each
       time, refutes a minimum.  A flat true minimum rises, or falls only by what
       its small gradient explains.
 

@@ -17,7 +17,7 @@ from gradsolve.solve.result import Result
 from gradsolve.solve.trace import TracedPoint, TraceUnavailable, trace_problem
 from gradsolve.solve.verdicts import judge_unsolved
 
-__all__ = ["Objective", "is_smooth", "merged_options", "solve_spec", "make_trace", "to_result", "method_for"]
+__all__ = ["Objective", "is_smooth", "merged_options", "solve_spec", "make_trace", "to_result"]
 
 #: Node classes with kinks or jumps: the problem language's own max/min (not sympy's Max/Min, which it never
 #: builds), and sympy's Abs, sign, Heaviside (their derivatives), floor and ceiling, Min and Max.
@@ -61,13 +61,6 @@ def _walk(expr):
 def merged_options(spec: ProblemSpec, overrides: dict) -> SolveOptions:
     """The problem file's `solver` settings, overridden by explicit options (None = not given)."""
     return build_options(spec.solver, overrides)
-
-
-def method_for(spec: ProblemSpec, options: SolveOptions) -> str:
-    """The method that will run `spec` under `options` (what `auto` stands for there)."""
-    lo, hi = optional(*spec.bounds())
-    return choose_method(options.optimizer, has_residuals=spec.kind != "minimize", smooth=is_smooth(spec),
-                         bounded=is_bounded(lo, hi))
 
 
 def solve_spec(spec: ProblemSpec, options: SolveOptions, *, on_progress=None, every: int | None = None,

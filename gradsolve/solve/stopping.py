@@ -143,7 +143,7 @@ class Watch:
         self.first_grad_norm = None
         self.polish_steps = 0
         self.current_step = 0
-        self.confirm = None  # "lm", "kink" or "gradient": a stop that run() must confirm at the reported point
+        self.confirm = None  # "lm", "kink" or "gradient": a stop the verdicts must confirm at the reported point
         self.moving_why = None  # the test that fired when the steps stopped (xtol, ftol): see _stopped_moving
         self.at_atol = False  # stopped because the loss reached atol: a proven minimum, no curvature check
 
@@ -157,7 +157,7 @@ class Watch:
 
         For Levenberg-Marquardt `lm_stop` is its (stop_reason, converged) once it
         stopped.  A converged verdict that rests on the steps stopping is
-        provisional (``confirm``): `run` confirms it at the reported point.
+        provisional (``confirm``): verdicts.judge confirms it at the reported point.
         """
         options = self.options
         if not (math.isfinite(loss_now) and all(map(math.isfinite, x_new))):
@@ -219,7 +219,7 @@ class Watch:
         return stop
 
     def _lm_stopped(self, why):
-        """Levenberg-Marquardt stopped short of atol: converged if `run` finds r orthogonal to J there."""
+        """Levenberg-Marquardt stopped short of atol: converged if verdicts.judge finds r orthogonal to J there."""
         self.confirm = "lm"
         return "converged", why
 
@@ -235,7 +235,7 @@ class Watch:
         if not needs_gradient:
             self.confirm = "kink"
             return "converged", why
-        # judged again at the reported point (the best one seen), whose gradient run() measures
+        # judged again at the reported point (the best one seen), whose gradient the loop measures
         self.confirm = "gradient"
         return judge_stopped_moving(grad_norm, limit, self.method, why)
 

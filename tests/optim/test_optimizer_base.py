@@ -243,3 +243,21 @@ def test_lbfgs_requires_a_closure_and_one_group():
         opt.step()
     with pytest.raises(ValueError):
         optim.LBFGS([{"params": [x]}, {"params": [scalar(2.0)]}])
+
+
+def test_a_subclass_written_to_the_old_update_contract_still_steps():
+    # 0.1.0 documented `_update(p, grad, state, group)` as what a subclass implements; it is now apply_update
+    import gradsolve as gs
+    from gradsolve.optim import Optimizer
+
+    class Halve(Optimizer):
+        def __init__(self, params):
+            super().__init__(params, {})
+
+        def _update(self, p, grad, state, group):
+            p._assign_(p._data - 0.5 * grad)
+
+    x = gs.tensor(3.0, requires_grad=True)
+    (x * x).backward()
+    Halve([x]).step()
+    assert x.item() == 0.0

@@ -240,7 +240,7 @@ def test_a_loss_without_a_minimum_is_not_converged_under_multistart():
 
 def test_the_batch_changes_its_rates_as_the_single_start_loop_does():
     # 800 NAdam steps on Rosenbrock: the rate is halved on plateaus and doubled on steady falls
-    # (loop.RateRule); the batch's per-start copy of the rule must follow the same trajectory
+    # (stopping.RateRule); the batch's per-start copy of the rule must follow the same trajectory
     spec = from_file(str(ROOT / "problems/rosenbrock.yaml"))
     options = SolveOptions(optimizer="nadam", steps=800, tol=math.nan, atol=-1.0)
     starts = np.array([[-1.2, 1.0], [2.0, -1.0]])

@@ -10,7 +10,7 @@ from gradsolve.problem.errors import ProblemError
 from gradsolve.solve.fit.linear import run_linear
 from gradsolve.solve.fit.task import FitTask, prepare_fit
 from gradsolve.methods import FIRST_ORDER
-from gradsolve.solve.options import SolveError, build_options
+from gradsolve.solve.options import SolveError, build_options, validate
 
 __all__ = ["fit", "run_fit"]
 
@@ -36,6 +36,7 @@ def fit(path, *, degree=None, model=None, x_columns=(), y_column=None, init=None
 
 def run_fit(task: FitTask, options, *, on_progress=None, every=1, on_start=None):
     """Solve the fit and return a Result with ``model``, ``statistics`` and ``fit`` in its extra fields."""
+    validate(options)  # options built by hand, too, are refused before the data are read
     if task.weight_decay and options.optimizer not in FIRST_ORDER:
         raise SolveError(f"weight_decay applies to the first-order optimizers ({', '.join(FIRST_ORDER)}), "
                          f"not to {options.optimizer}")
