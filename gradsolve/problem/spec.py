@@ -160,6 +160,11 @@ def bounds_problem(name: str, init: float | None, lo: float | None, hi: float | 
     return None
 
 
+#: Names that read as numbers in other tools (NumPy, C, JSON's extensions) but are plain names here: an
+#: undeclared one becomes an unknown, which `x = nan` never means.
+NOT_NUMBERS = ("nan", "inf", "infinity")
+
+
 def _warning(origin: Origin | None, message: str) -> str:
     """``file:line:col: warning: message``; the file name is escaped (it may hold control characters)."""
     if origin is not None and origin.file is not None:
@@ -318,6 +323,13 @@ def build_spec(
         raise ProblemError("the data file has no rows", file=path)
 
     free = sorted(used - set(declared) - set(data))
+    for name in free:
+        if name.lower() in NOT_NUMBERS:
+            item = next(item for item in items if name in item.names)
+            warnings.append(_warning(
+                _at_name(item, name),
+                f"{name!r} is read as an unknown, not as a number: the problem language has no NaN or infinity; "
+                f"if {name!r} is an unknown, declare it (under 'unknowns' or with --init)"))
     order = list(declared) + free
     if not (live_names - set(data)):
         raise _no_unknowns(kind, items, [n for n in declared], sorted(used & set(data)))
