@@ -725,3 +725,19 @@ def test_fit_refuses_options_that_cannot_work_as_solve_does(options):
         fit(POLY, degree=2, **options)
     with pytest.raises(SolveError):
         gs.solve(gs.Problem.from_text("x + y = 3\nx - y = 1"), **options)
+
+
+@pytest.mark.parametrize("model, init", [("a*log(x - b) + c", {"a": 1.0, "b": 1.0, "c": 0.0}),
+                                         ("a*sqrt(r^2 - x^2)", {"a": 1.0, "r": 0.5})])
+def test_a_fit_whose_start_is_outside_the_models_domain_diverges_as_puzzle_does(tmp_path, model, init):
+    # the log's argument and the hemisphere's root are negative on some rows at the start: exit 1 with
+    # puzzle's message, no statistics, never an internal error (the SVD of a NaN Jacobian raised before)
+    x = np.linspace(0.1, 0.9, 30)
+    data = tmp_path / "d.csv"
+    data.write_text("x,y\n" + "".join(f"{float(a)!r},{float(2 * np.log(a + 0.5) + 1)!r}\n" for a in x))
+    result = fit(str(data), model=model, init=init)
+    assert result.status == "diverged" and "at the starting point" in result.stop_reason
+    assert result.to_dict()["statistics"]["covariance"] == "unavailable"
+    proc = subprocess.run([sys.executable, "-m", "gradsolve", "fit", str(data), "--model", model, "--quiet",
+                           *[f"--init={k}={v}" for k, v in init.items()]], capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 1 and "diverged" in proc.stdout and "internal error" not in proc.stderr

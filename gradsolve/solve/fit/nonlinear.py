@@ -136,12 +136,17 @@ def run_nonlinear(task, options, on_progress, every, on_start):
     if J is None:
         jac = gs.autograd.functional.jacobian(objective.residuals, objective.params)
         J = np.stack([np.asarray(j.numpy(), dtype=np.float64).reshape(-1) for j in jac], axis=1)
-    K, rank, null = jacobian_K(J)
+    not_finite = None
+    if np.all(np.isfinite(J)):
+        K, rank, null = jacobian_K(J)
+    else:  # a fit that diverged (NaN or infinity where it stopped): no Jacobian to take errors from
+        K, rank, null = None, len(names), None
+        not_finite = "the residuals' Jacobian is not finite at the reported point"
     wsum = float(np.sum(w)) if w is not None else float(len(y))
     mean = float(np.sum((w if w is not None else 1.0) * y) / wsum)
     tss = float(np.sum((w if w is not None else 1.0) * (y - mean) ** 2))
     stats = fit_statistics(names, K=K, rank=rank, null_space=null, rss=rss, sum_r2=float(r @ r), n=len(y), tss=tss,
-                           weighted=w is not None, at_bounds=outcome.at_bounds)
+                           weighted=w is not None, at_bounds=outcome.at_bounds, extra_reason=not_finite)
     res = {"rss": rss, "max": float(np.max(np.abs(r))) if r.size else 0.0, "n": len(y), "sum_r2": float(r @ r)}
     notes = {"path": "nonlinear: full residuals", "rows": len(y), "dropped": task.data.dropped, "refined": False,
              "refinement_change": None,
