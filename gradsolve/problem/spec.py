@@ -323,13 +323,13 @@ def build_spec(
         raise ProblemError("the data file has no rows", file=path)
 
     free = sorted(used - set(declared) - set(data))
-    for name in free:
-        if name.lower() in NOT_NUMBERS:
-            item = next(item for item in items if name in item.names)
+    for unknown in free:
+        if unknown.lower() in NOT_NUMBERS:
+            item = next(item for item in items if unknown in item.names)
             warnings.append(_warning(
-                _at_name(item, name),
-                f"{name!r} is read as an unknown, not as a number: the problem language has no NaN or infinity; "
-                f"if {name!r} is an unknown, declare it (under 'unknowns' or with --init)"))
+                _at_name(item, unknown),
+                f"{unknown!r} is read as an unknown, not as a number: the problem language has no NaN or infinity; "
+                f"if {unknown!r} is an unknown, declare it (under 'unknowns' or with --init)"))
     order = list(declared) + free
     if not (live_names - set(data)):
         raise _no_unknowns(kind, items, [n for n in declared], sorted(used & set(data)))

@@ -175,7 +175,7 @@ def test_e_warning_and_unused_unknown_warning():
 def test_a_name_that_reads_as_a_number_elsewhere_warns_where_it_is_written(name):
     # `x = nan` made 'nan' an unknown and said converged (rank 1 of 2) without a word
     spec = from_text(f"x + 1 = {name}\n", "p.txt")
-    assert set(spec.unknown_names) == {"x", name}
+    assert set(spec.unknown_names) == {"x", name} and spec.name == "p"  # the problem keeps its own name
     assert [w for w in spec.warnings if f"{name!r} is read as an unknown, not as a number" in w] == \
         [w for w in spec.warnings if w.startswith("p.txt:1:9: warning:")]
     assert len([w for w in spec.warnings if "not as a number" in w]) == 1
