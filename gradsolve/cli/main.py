@@ -130,6 +130,8 @@ def solver_options(func):
                      help="Relative tolerance: loss change, step, gradient (default 1e-12)."),
         click.option("--atol", type=PositiveFloat(allow_zero=True, example="1e-16"), default=None,
                      help="Stop when the loss is at most this (default 1e-20)."),
+        click.option("--time-limit", "time_limit", type=PositiveFloat(example="60"), default=None,
+                     help="Stop by this many seconds with the best point so far (status max_steps)."),
         click.option("--seed", type=WholeNumber(0), default=None,
                      help="Seed for random starting values, >= 0 (default 0)."),
         click.option("--init", "inits", type=InitType(), multiple=True, help="Starting value NAME=VALUE (repeatable)."),
@@ -268,7 +270,8 @@ def _fail(message: str, code: int = EXIT_BAD_INPUT):
 def _overrides(kw) -> dict:
     return {"optimizer": kw["optimizer"], "lr": kw["lr"], "steps": kw["steps"], "tol": kw["tol"],
             "atol": kw["atol"], "seed": kw["seed"], "device": kw["device"], "dtype": kw["dtype"],
-            "starts": kw.get("starts"), "trace": False if kw.get("no_trace") else None}
+            "starts": kw.get("starts"), "trace": False if kw.get("no_trace") else None,
+            "time_limit": kw.get("time_limit")}
 
 
 def _execute(load_spec, kw, solve_and_render=None):

@@ -56,7 +56,8 @@ from gradsolve.solve.bounds import is_bounded, limits, names_at_bounds, projecte
 from gradsolve.solve.loop import FIRST_ORDER_CLASSES, run, sgd_rate
 from gradsolve.solve.points import loss_and_gradient, loss_traits, set_values, unreached_unknowns, values_of
 from gradsolve.solve.records import Outcome, ProgressRow
-from gradsolve.solve.stopping import BATCH_TESTS, BatchRateRule, BatchStops, stop_reason
+from gradsolve.solve.stopping import (BATCH_TESTS, BatchRateRule, BatchStops, past_time_limit, stop_reason,
+                                      time_limit_reason)
 from gradsolve.solve.trace import ArraySlot, TracedPoint
 from gradsolve.solve.verdicts import (Stop, confirm_kink_stop, confirm_minimum_stop, diverged_advice,
                                       judge_stopped_moving, short_stop_reason, stationary_gradient_limit)
@@ -179,7 +180,7 @@ def run_batch(evaluator, X0, options, *, method: str, lower=None, upper=None, lr
     first_gnorm = None
     history = []
     all_active = True
-    interrupted = False
+    interrupted = timed_out = False
     start = time.perf_counter()
     loss, G = evaluator.batch_loss_grad(X)
     loss, G = as64(loss), as64(G)
@@ -234,10 +235,13 @@ def run_batch(evaluator, X0, options, *, method: str, lower=None, upper=None, lr
                                         time.perf_counter() - start))
             if not running:
                 break
+            if past_time_limit():
+                timed_out = True
+                break
     except KeyboardInterrupt:
         interrupted = True
     out = _outcome(backend, stops, best_x, best_loss, history, step, interrupted, method, options, group["lr"],
-                   time.perf_counter() - start)
+                   time.perf_counter() - start, timed_out)
     # what solve_multistart needs to confirm, on a loss with kinks, the stops that only stopped moving
     out["first_gnorm"] = np.array(backend.to_numpy(first_gnorm), dtype=np.float64) if first_gnorm is not None \
         else np.zeros(K)
@@ -251,7 +255,8 @@ def run_batch(evaluator, X0, options, *, method: str, lower=None, upper=None, lr
     return out
 
 
-def _outcome(backend, stops, best_x, best_loss, history, step, interrupted, method, options, group_lr, elapsed):
+def _outcome(backend, stops, best_x, best_loss, history, step, interrupted, method, options, group_lr, elapsed,
+             timed_out=False):
     """The batch's results, back on the host once: values, losses, status and reason strings, steps."""
     host = backend.to_numpy
     code, why, steps = host(stops.code), host(stops.why), np.array(host(stops.steps), dtype=np.int64)
@@ -259,6 +264,7 @@ def _outcome(backend, stops, best_x, best_loss, history, step, interrupted, meth
     steps[running] = step
     status = np.full(code.shape, "interrupted" if interrupted else "max_steps", dtype=object)
     reason = np.full(code.shape, f"interrupted at step {step}" if interrupted
+                     else time_limit_reason(step) if timed_out
                      else f"reached the step limit ({options.steps})", dtype=object)
     whys = np.array([stop_reason(test, atol=options.atol) for test in BATCH_TESTS], dtype=object)
     for k in (stops.CONVERGED, stops.STALLED):
@@ -495,6 +501,9 @@ def _run_each(spec, lowered, objective, options, method, lower, upper, trace, st
     gnorms = np.zeros(K)
     t0 = time.perf_counter()
     for k in range(K):
+        if k and past_time_limit():  # the starts left are not run: the best of those that ran is the answer
+            status[k:], reason[k:], values[k:] = "max_steps", f"not run: {time_limit_reason()}", starts[k:]
+            break
         set_values(objective.params, starts[k])
         point = TracedPoint(trace, starts[k], lowered.dtype) if trace is not None else None
         # the curvature check of converged stops runs afterwards, once per distinct point (_confirm_minima)

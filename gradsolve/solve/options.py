@@ -45,6 +45,7 @@ class SolveOptions:
     every: int | None = None
     trace: bool = True  # evaluate a traced copy of the graph (gradsolve.solve.trace); False: the engine
     starts: int = 1  # >1: batched multistart (gradsolve.solve.multistart)
+    time_limit: float | None = None  # seconds: every run stops by then with its best point (stopping.time_limit)
 
 
 _NAMES = frozenset(f.name for f in fields(SolveOptions))
@@ -93,6 +94,10 @@ def validate(options: SolveOptions) -> None:
         raise SolveError(f"lr must be a finite number > 0, got {lr!r}")
     if not (_whole(options.starts) and 1 <= options.starts <= MAX_STARTS):
         raise SolveError(f"starts must be a whole number from 1 to {MAX_STARTS:,}, got {options.starts!r}")
+    limit = options.time_limit
+    if limit is not None and (isinstance(limit, bool) or not (isinstance(limit, numbers.Real)
+                                                              and math.isfinite(limit) and limit > 0)):
+        raise SolveError(f"time_limit must be a finite number of seconds > 0, got {limit!r}")
     if options.dtype not in DTYPES:
         raise SolveError(f"dtype must be float64 or float32, got {options.dtype!r}")
     if options.optimizer not in NAMES:

@@ -14,6 +14,7 @@ from gradsolve.solve.loop import run
 from gradsolve.solve.options import SolveOptions, build_options, check_every, choose_method, default_every, flag
 from gradsolve.solve.records import Outcome
 from gradsolve.solve.result import Result
+from gradsolve.solve.stopping import time_limit
 from gradsolve.solve.trace import TracedPoint, TraceUnavailable, trace_problem
 from gradsolve.solve.verdicts import judge_unsolved
 
@@ -78,7 +79,7 @@ def solve_spec(spec: ProblemSpec, options: SolveOptions, *, on_progress=None, ev
     if every is not None:
         check_every(every)
     # NaN and infinity are verdicts, not warnings (see loop.run): the residuals and checks below stay quiet too
-    with np.errstate(all="ignore"):
+    with np.errstate(all="ignore"), time_limit(options.time_limit):
         return _solve_spec(spec, options, on_progress, every, on_start)
 
 

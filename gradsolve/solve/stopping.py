@@ -22,6 +22,8 @@ every step, so a long slope is crossed instead of crawled.
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import math
 import time
 
@@ -32,7 +34,7 @@ from gradsolve.solve.records import ProgressRow
 from gradsolve.solve.verdicts import judge_stopped_moving, stationary_gradient_limit
 
 __all__ = ["FTOL_PATIENCE", "REASONS", "stop_reason", "lm_reason", "Watch", "RateRule", "BatchStops",
-           "BatchRateRule", "BATCH_TESTS"]
+           "BatchRateRule", "BATCH_TESTS", "time_limit", "past_time_limit", "time_limit_reason"]
 
 FTOL_PATIENCE = 5
 # RateRule (adaptive first-order methods): halve the rate when the best loss has not improved by
@@ -70,6 +72,35 @@ def stop_reason(test: str, *, atol: float | None = None, measured: float | None 
     what, rule = REASONS[test]
     value = "" if measured is None else f" {measured:.3g}"
     return f"{what}{value} {rule.format(atol=atol)}"
+
+
+#: (deadline on time.perf_counter's clock, the limit in seconds) of the solve under way, or None.
+_TIME_LIMIT = contextvars.ContextVar("gradsolve_time_limit", default=None)
+
+
+@contextlib.contextmanager
+def time_limit(seconds: float | None):
+    """Every run started inside stops by `seconds` from now (status max_steps, with its best point): one clock for
+    the whole solve, the runs after a first one (polishing, reweighting, the starts of a batch) included."""
+    if seconds is None:
+        yield
+        return
+    token = _TIME_LIMIT.set((time.perf_counter() + seconds, seconds))
+    try:
+        yield
+    finally:
+        _TIME_LIMIT.reset(token)
+
+
+def past_time_limit() -> bool:
+    limit = _TIME_LIMIT.get()
+    return limit is not None and time.perf_counter() >= limit[0]
+
+
+def time_limit_reason(step: int | None = None) -> str:
+    """The stop reason of a run the time limit stopped (after `step` steps, where known)."""
+    at = f" at step {step}" if step is not None else ""
+    return f"reached the time limit ({_TIME_LIMIT.get()[1]:g} s){at}"
 
 
 def lm_reason(code: str, atol: float) -> str:
@@ -146,6 +177,7 @@ class Watch:
         self.confirm = None  # "lm", "kink" or "gradient": a stop the verdicts must confirm at the reported point
         self.moving_why = None  # the test that fired when the steps stopped (xtol, ftol): see _stopped_moving
         self.at_atol = False  # stopped because the loss reached atol: a proven minimum, no curvature check
+        self.time_limited = _TIME_LIMIT.get() is not None
 
     def offer(self, loss, x) -> None:
         """A loss measured at x (before a step): it may be the best point."""
@@ -211,6 +243,8 @@ class Watch:
                 stop = self._stopped_moving(stop_reason("ftol"), grad_norm)
         else:
             self.flat_steps = 0
+        if stop is None and self.time_limited and past_time_limit():
+            stop = ("max_steps", time_limit_reason(step))
         if self.on_progress is not None and (stop is not None or step % self.every == 0 or step == 1
                                              or step == options.steps):
             self.on_progress(ProgressRow(step, loss_now, change, grad_norm, step_norm, rate, rate_name,

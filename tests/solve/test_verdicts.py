@@ -651,3 +651,24 @@ def _problem(name):
     from pathlib import Path
 
     return Path(__file__).resolve().parents[2] / "problems" / name
+
+
+@pytest.mark.parametrize("starts", [1, 8])
+def test_a_time_limit_stops_a_run_with_its_best_point(starts):
+    # --time-limit: for CI, a run that would take hours stops by the limit, status max_steps, the reason naming it
+    import gradsolve as gs
+
+    problem = gs.Problem.from_text("minimize: (1 - x)^2 + 100*(y - x^2)^2", init={"x": -1.2, "y": 1.0})
+    result = gs.solve(problem, optimizer="sgd", lr=1e-6, steps=10**9, starts=starts, time_limit=0.3)
+    assert result.status == "max_steps" and "reached the time limit (0.3 s)" in result.stop_reason
+    assert 0 < result.steps < 10**9 and result.elapsed_s < 30  # generous: a loaded machine, never 10^9 steps
+    assert result.loss < 24.2  # the best point, below the start's loss (24.2)
+
+
+def test_a_time_limit_must_be_a_positive_number_of_seconds():
+    import gradsolve as gs
+    from gradsolve.solve.options import SolveError
+
+    for bad in (0, -1.0, float("nan"), float("inf"), "10"):
+        with pytest.raises(SolveError, match="time_limit"):
+            gs.solve(gs.Problem.from_text("x = 1"), time_limit=bad)

@@ -11,6 +11,7 @@ from gradsolve.solve.fit.linear import run_linear
 from gradsolve.solve.fit.task import FitTask, prepare_fit
 from gradsolve.methods import FIRST_ORDER
 from gradsolve.solve.options import SolveError, build_options, validate
+from gradsolve.solve.stopping import time_limit
 
 __all__ = ["fit", "run_fit"]
 
@@ -46,7 +47,7 @@ def run_fit(task: FitTask, options, *, on_progress=None, every=1, on_start=None)
     # Models are evaluated outside the solve loop too (the start from the data, the reduction, the
     # statistics, predictions): overflow or a log of a negative number there is a NaN or infinity the
     # fit checks for and reports, never a NumPy RuntimeWarning on stderr.
-    with np.errstate(all="ignore"):
+    with np.errstate(all="ignore"), time_limit(options.time_limit):
         if task.kind == "nonlinear":
             from gradsolve.solve.fit.nonlinear import run_nonlinear  # it loads sympy: a --degree fit never does
 
