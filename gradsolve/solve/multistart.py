@@ -62,7 +62,8 @@ from gradsolve.solve.trace import ArraySlot, TracedPoint
 from gradsolve.solve.verdicts import (Stop, confirm_kink_stop, confirm_minimum_stop, diverged_advice,
                                       judge_stopped_moving, short_stop_reason, stationary_gradient_limit)
 
-__all__ = ["draw_starts", "cluster", "solve_multistart", "run_batch", "EagerBatch", "CLUSTER_RTOL"]
+__all__ = ["draw_starts", "cluster", "solve_multistart", "solutions_listed", "run_batch", "EagerBatch",
+           "CLUSTER_RTOL"]
 
 CLUSTER_RTOL = 1e-6
 
@@ -352,15 +353,17 @@ def cluster(values, losses, rtol: float = CLUSTER_RTOL, *, return_labels: bool =
 
 
 def solve_multistart(spec, lowered, objective, options, *, method, lower, upper, trace, how, on_progress=None,
-                     every=100, on_start=None):
+                     every=100, on_start=None, starts=None, one_after_another=False):
     """Solve `options.starts` starts of `spec`: (the Outcome of the best, the distinct solutions as (index, count,
     values, loss) best first, how many starts were candidates).  `trace` is the problem's Trace or None (then
-    `how` says why), as gradsolve.solve.solver decided."""
+    `how` says why), as gradsolve.solve.solver decided.  `starts` (K, p) replaces the drawn ones;
+    `one_after_another` runs first-order methods through the single-start loop too (an objective the batch
+    cannot evaluate, such as a weighted fit's)."""
     K = options.starts
     names = spec.unknown_names
-    starts = draw_starts(spec, K, options.seed)
+    starts = draw_starts(spec, K, options.seed) if starts is None else np.asarray(starts, dtype=np.float64)
     t0 = time.perf_counter()
-    if method in FIRST_ORDER:
+    if method in FIRST_ORDER and not one_after_another:
         evaluator = trace
         if trace is None:
             evaluator = EagerBatch(spec, lowered, K)
@@ -417,6 +420,12 @@ def solve_multistart(spec, lowered, objective, options, *, method, lower, upper,
                       at_bounds=names_at_bounds(names, values[best], lower, upper))
     solutions = [(i, int(n), values[i], float(losses[i])) for i, n in groups]
     return outcome, solutions, int(candidates.size)
+
+
+def solutions_listed(names, solutions) -> list[dict]:
+    """The result's ``solutions``: each distinct solution's parameters, loss and how many starts reached it."""
+    return [{"parameters": dict(zip(names, map(float, values))), "loss": loss, "starts": count}
+            for _, count, values, loss in solutions]
 
 
 def _judge_per_point(objective, out, flagged, judge):

@@ -100,7 +100,8 @@ def _solve_spec(spec, options, on_progress, every, on_start) -> Result:
     objective = Objective(lowered, names, has_residuals, atol_applies=atol_applies, smooth=smooth, unused=unused)
     trace, how = make_trace(lowered, method, options, device)
     if options.starts > 1:
-        from gradsolve.solve.multistart import solve_multistart  # the batch machinery only when it runs
+        # the batch machinery only when it runs
+        from gradsolve.solve.multistart import solutions_listed, solve_multistart
 
         outcome, solutions, candidates = solve_multistart(
             spec, lowered, objective, options, method=method, lower=lower_b, upper=upper_b, trace=trace, how=how,
@@ -108,8 +109,7 @@ def _solve_spec(spec, options, on_progress, every, on_start) -> Result:
         result = to_result(spec, lowered, objective, outcome, options, device)
         if result.solution_set is not None:  # a continuum: one entry, every start that reached it
             solutions = [(solutions[0][0], candidates, solutions[0][2], solutions[0][3])]
-        result.extra["solutions"] = [{"parameters": dict(zip(names, map(float, values))), "loss": loss,
-                                      "starts": count} for _, count, values, loss in solutions]
+        result.extra["solutions"] = solutions_listed(names, solutions)
         result.extra["starts"] = options.starts
         return result
     if on_start is not None:

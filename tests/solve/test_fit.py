@@ -741,3 +741,22 @@ def test_a_fit_whose_start_is_outside_the_models_domain_diverges_as_puzzle_does(
     proc = subprocess.run([sys.executable, "-m", "gradsolve", "fit", str(data), "--model", model, "--quiet",
                            *[f"--init={k}={v}" for k, v in init.items()]], capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode == 1 and "diverged" in proc.stdout and "internal error" not in proc.stderr
+
+
+def test_fit_with_starts_lists_the_minima_it_found_and_reports_the_best(tmp_path):
+    # `fit --starts K` was accepted and ignored: a sine from a poor start ends in a local minimum (loss ~151 here);
+    # more starts find others, the global one (loss ~2: 40 rows of noise 0.2) among them, reported as puzzle does
+    rng = np.random.default_rng(3)
+    x = np.linspace(0, 6, 40)
+    y = 3 * np.sin(2.4 * x + 0.4) + 0.5 + rng.normal(0, 0.2, x.size)
+    data = tmp_path / "sine.csv"
+    data.write_text("x,y\n" + "".join(f"{float(a)!r},{float(b)!r}\n" for a, b in zip(x, y)))
+    result = fit(str(data), model="A*sin(w*x + phi) + c", init={"w": 1, "A": 1, "phi": 0, "c": 0}, starts=3)
+    doc = result.to_dict()
+    solutions = doc["solutions"]
+    assert doc["starts"] == 3 and 2 <= len(solutions) <= 3 and sum(s["starts"] for s in solutions) <= 3
+    assert [s["loss"] for s in solutions] == sorted(s["loss"] for s in solutions)
+    # the best solution, as polished afterwards (LM again from it at tolerance 1e-15)
+    assert doc["parameters"] == pytest.approx(solutions[0]["parameters"], rel=1e-6) and result.status == "converged"
+    assert result.loss < 10 and solutions[-1]["loss"] > 100  # the global minimum, and the poor start's local one
+    assert abs(doc["parameters"]["w"] - 2.4) < 0.05

@@ -26,7 +26,9 @@ from gradsolve.solve.fit.methods import fit_device, fit_method, optimizer_point
 from gradsolve.solve.fit.report import fit_result
 from gradsolve.solve.fit.statistics import fit_statistics, jacobian_K
 from gradsolve.solve.fit.transfer import on_device
+from gradsolve.solve.bounds import unbounded
 from gradsolve.solve.loop import run
+from gradsolve.solve.multistart import draw_starts, solutions_listed, solve_multistart
 
 __all__ = ["run_nonlinear"]
 
@@ -90,7 +92,12 @@ def run_nonlinear(task, options, on_progress, every, on_start):
     objective = _WeightedObjective(lowered, names, sw)
     t0 = time.perf_counter()
     point = optimizer_point(task, objective, method, reduced=False)
-    outcome = run(objective, options, method=method, on_progress=on_progress, every=every, point=point)
+    solutions = None
+    if options.starts > 1:
+        outcome, solutions = _from_many_starts(task, spec, lowered, objective, options, method, start_values,
+                                               (xs, y, w), on_progress, every)
+    else:
+        outcome = run(objective, options, method=method, on_progress=on_progress, every=every, point=point)
     steps = outcome.steps
     history = list(outcome.loss_history)
     reason = outcome.stop_reason
@@ -151,10 +158,35 @@ def run_nonlinear(task, options, on_progress, every, on_start):
     notes = {"path": "nonlinear: full residuals", "rows": len(y), "dropped": task.data.dropped, "refined": False,
              "refinement_change": None,
              "start": {"parameters": {n: start_values[n] for n in names}, "source": start_note}}
-    return fit_result(task, options, values, device=device, status=outcome.status, reason=reason,
-                      method=irls.reported_as(method, task.robust_loss), steps=steps, loss=rss,
-                      gradient=outcome.gradient_norm, stats=stats, res=res, history=history, elapsed=elapsed,
-                      notes=notes, cov_K=K, lowered=lowered, at_bounds=outcome.at_bounds)
+    result = fit_result(task, options, values, device=device, status=outcome.status, reason=reason,
+                        method=irls.reported_as(method, task.robust_loss), steps=steps, loss=rss,
+                        gradient=outcome.gradient_norm, stats=stats, res=res, history=history, elapsed=elapsed,
+                        notes=notes, cov_K=K, lowered=lowered, at_bounds=outcome.at_bounds)
+    if solutions is not None:
+        result.extra["solutions"] = solutions_listed(names, solutions)
+        result.extra["starts"] = options.starts
+    return result
+
+
+def _from_many_starts(task, spec, lowered, objective, options, method, start_values, columns, on_progress, every):
+    """`options.starts` runs of the fit, as puzzle's --starts: (the best outcome, the distinct solutions).
+
+    The starts: the fit's own (from --init, or from the data), then, where --init gave every parameter, the
+    start a fit without --init takes (the data's: the search that usually lands in the right basin), then
+    draws around the first (multistart.draw_starts).  One after another through the single-start loop,
+    which evaluates the fit's own (weighted) objective; the lowered problem holds the best point afterwards.
+    """
+    names = spec.unknown_names
+    starts = draw_starts(spec, options.starts, options.seed)
+    if task.init and all(n in task.init for n in names):
+        data_start, _ = _data_start(dataclasses.replace(task, init={}), spec, *columns)
+        starts[1] = [data_start[n] for n in names]
+    lower, upper = unbounded(len(names))
+    outcome, solutions, _ = solve_multistart(spec, lowered, objective, options, method=method, lower=lower,
+                                             upper=upper, trace=None, how="eager", on_progress=on_progress,
+                                             every=every, starts=starts, one_after_another=True)
+    lowered.set_values(outcome.values)
+    return outcome, solutions
 
 
 def _linear_params(expr, symbols):
