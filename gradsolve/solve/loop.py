@@ -182,7 +182,7 @@ def _run(objective, options, *, method, lower, upper, on_progress, every, point,
     set_values(params, point.values())
     opt, lr = make_optimizer(method, point, objective, options, lower, upper)
     # adaptive methods settle on a point by halving their rate, and cross long slopes by doubling it
-    rates = RateRule(opt) if method in FIRST_ORDER and method != "sgd" else None
+    rates = RateRule(opt.param_groups[0]["lr"]) if method in FIRST_ORDER and method != "sgd" else None
 
     start = time.perf_counter()
     x = point.values()
@@ -264,7 +264,7 @@ def _first_order_steps(descent, opt, rates, watch, lower, upper, steps):
             grad_norm = projected_max_abs(g, x, lower, upper) if bounded else max_abs(g)
             loss, g = evaluate(x_new)
             if rates is not None:
-                rates.step(loss)
+                group["lr"] = rates.step(loss, True, group["lr"])
             stop = observe(step, loss, grad_norm, distance(x_new, x), norm(x_new), x_new, rate, "lr")
             x = x_new
             if stop is not None:

@@ -15,7 +15,7 @@ One batch.  First-order methods (sgd, adam, ...) run all K starts as one
 tensors with ``--no-trace``) evaluates K losses and gradients per call, the
 gs.optim update rule (``Optimizer.apply_update``, the one definition) moves all rows
 at once with a per-start learning rate, the learning-rate rule
-(stopping.BatchRateRule) halves it on plateaus and doubles it on steady falls, the
+(stopping.RateRule, per start) halves it on plateaus and doubles it on steady falls, the
 single start's stopping tests run per start (stopping.BatchStops), and a start that stops (converged or
 diverged) is frozen; afterwards the starts are judged as a single start is, at
 the point reported for each: on a smooth loss the starts that stopped moving by
@@ -56,7 +56,7 @@ from gradsolve.solve.bounds import is_bounded, limits, names_at_bounds, projecte
 from gradsolve.solve.loop import FIRST_ORDER_CLASSES, run, sgd_rate
 from gradsolve.solve.points import loss_and_gradient, loss_traits, set_values, unreached_unknowns, values_of
 from gradsolve.solve.records import Outcome, ProgressRow
-from gradsolve.solve.stopping import (BATCH_TESTS, BatchRateRule, BatchStops, past_time_limit, stop_reason,
+from gradsolve.solve.stopping import (BATCH_TESTS, BatchStops, RateRule, past_time_limit, stop_reason,
                                       time_limit_reason)
 from gradsolve.solve.trace import ArraySlot, TracedPoint
 from gradsolve.solve.verdicts import (Stop, confirm_kink_stop, confirm_minimum_stop, diverged_advice,
@@ -173,7 +173,7 @@ def run_batch(evaluator, X0, options, *, method: str, lower=None, upper=None, lr
     group = opt.param_groups[0]
     group["lr"] = device(np.full((K, 1), float(lr)))
     slot, state = ArraySlot(X, xp), {}
-    rates = BatchRateRule(xp, device, K, float(lr)) if method != "sgd" else None
+    rates = RateRule(float(lr), K=K, xp=xp, device=device) if method != "sgd" else None
     stops = BatchStops(backend, K, options, atol_applies=atol_applies, smooth=smooth)
     best_loss, best_x = device(np.full(K, math.inf)), X
     last_finite = X

@@ -16,7 +16,7 @@ step of `gradsolve.solve.loop`) or K starts as one array (`BatchStops`, in
 A stop that rests on the steps stopping is provisional: gradsolve.solve.verdicts
 judges it at the point reported.  `REASONS` words each test once, for every path.
 
-Adaptive first-order methods run under `RateRule` (`BatchRateRule` per start):
+Adaptive first-order methods run under `RateRule` (on one start's floats, or per start of a batch):
 the rate halves when the best loss stalls and doubles while the loss falls at
 every step, so a long slope is crossed instead of crawled.
 """
@@ -34,7 +34,7 @@ from gradsolve.solve.records import ProgressRow
 from gradsolve.solve.verdicts import judge_stopped_moving, stationary_gradient_limit
 
 __all__ = ["FTOL_PATIENCE", "REASONS", "stop_reason", "lm_reason", "Watch", "RateRule", "BatchStops",
-           "BatchRateRule", "BATCH_TESTS", "time_limit", "past_time_limit", "time_limit_reason"]
+           "BATCH_TESTS", "time_limit", "past_time_limit", "time_limit_reason"]
 
 FTOL_PATIENCE = 5
 # RateRule (adaptive first-order methods): halve the rate when the best loss has not improved by
@@ -110,7 +110,7 @@ def lm_reason(code: str, atol: float) -> str:
 
 
 class RateRule:
-    """The learning-rate rule of the adaptive first-order methods; ``step(loss)`` after every step.
+    """The learning-rate rule of the adaptive first-order methods, for one start or for K starts at once.
 
     * halve: the best loss has not improved by PLATEAU_THRESHOLD (relative) for
       more than PLATEAU_PATIENCE steps (a fixed rate makes Adam circle a minimum
@@ -124,38 +124,113 @@ class RateRule:
     Without the second rule a loss that falls linearly but slowly against its
     size (abs(x - 100000) from 0, 0.1 a step) looks stalled to the first one,
     and the rate is halved to nothing far from the minimum.
+
+    One definition, two kinds of state: ``RateRule(lr)`` keeps one start's as
+    Python floats (the single-start loop, at float speed); ``RateRule(lr, K=K,
+    xp=xp, device=...)`` keeps K starts' as arrays on the batch's device, where a
+    stopped start keeps its rate.  ``step(loss, active, lr)`` returns the new rate(s).
     """
 
-    def __init__(self, optimizer):
-        self.group = optimizer.param_groups[0]
-        self.ceiling = float(self.group["lr"]) * GROW_LIMIT
-        self.best = math.inf
-        self.bad_steps = 0  # steps since the best loss last improved by the threshold
-        self.falling = 0  # steps in a row at which the loss fell by about the same amount
-        self.drop_lo = self.drop_hi = None  # the smallest and largest of those falls
-        self.last = None
+    def __init__(self, lr: float, *, K: int | None = None, xp=None, device=None):
+        self.ops = _FLOAT_OPS if K is None else _ArrayOps(xp)
 
-    def step(self, loss) -> None:
-        loss = float(loss)
-        drop = self.last - loss if self.last is not None else 0.0
-        self.last = loss
-        if drop > 0 and self.falling and max(self.drop_hi, drop) <= GROW_SPREAD * min(self.drop_lo, drop):
-            self.falling += 1
-            self.drop_lo, self.drop_hi = min(self.drop_lo, drop), max(self.drop_hi, drop)
-        elif drop > 0:
-            self.falling, self.drop_lo, self.drop_hi = 1, drop, drop
-        else:
-            self.falling = 0
-        if loss < self.best * (1.0 - PLATEAU_THRESHOLD):
-            self.best, self.bad_steps = loss, 0
-        else:
-            self.bad_steps += 1
-        if self.falling >= GROW_AFTER:
-            self.group["lr"] = min(float(self.group["lr"]) * 2.0, self.ceiling)
-            self.falling = self.bad_steps = 0
-        elif self.bad_steps > PLATEAU_PATIENCE and self.falling <= PLATEAU_PATIENCE:
-            self.group["lr"] = float(self.group["lr"]) * PLATEAU_FACTOR
-            self.bad_steps = 0
+        def state(value, dtype=np.float64):
+            return value if K is None else device(np.full(K, value, dtype=dtype))
+
+        self.ceiling = float(lr) * GROW_LIMIT
+        self.best = state(math.inf)
+        self.bad = state(0, np.int64)  # steps since the best loss last improved by the threshold
+        self.falling = state(0, np.int64)  # steps in a row at which the loss fell by about the same amount
+        self.drop_lo = state(0.0)  # the smallest and largest of those falls
+        self.drop_hi = state(0.0)
+        self.last = state(math.nan)  # NaN: no fall measured before the first step
+
+    def step(self, loss, active=True, lr=None):
+        """The rate(s) after a step that reached `loss` (K rates as a (K, 1) column for a batch)."""
+        ops = self.ops
+        with np.errstate(invalid="ignore"):
+            drop = self.last - loss
+            fell = drop > 0
+            steady = ops.all_of(fell, self.falling > 0,
+                                ops.maximum(self.drop_hi, drop) <= GROW_SPREAD * ops.minimum(self.drop_lo, drop))
+            fresh = ops.all_of(fell, ops.negate(steady))
+            self.falling = ops.where(steady, self.falling + 1, ops.count(fresh))  # else 1 or 0
+            self.drop_lo = ops.where(steady, ops.minimum(self.drop_lo, drop), ops.where(fresh, drop, self.drop_lo))
+            self.drop_hi = ops.where(steady, ops.maximum(self.drop_hi, drop), ops.where(fresh, drop, self.drop_hi))
+            self.last = loss
+            improved = loss < self.best * (1.0 - PLATEAU_THRESHOLD)
+        self.best = ops.where(improved, loss, self.best)
+        self.bad = ops.where(improved, 0, self.bad + 1)
+        grow = ops.all_of(active, self.falling >= GROW_AFTER)
+        halve = ops.all_of(active, ops.negate(grow), self.bad > PLATEAU_PATIENCE, self.falling <= PLATEAU_PATIENCE)
+        lr = ops.where(ops.column(grow), ops.minimum(lr * 2.0, self.ceiling),
+                       ops.where(ops.column(halve), lr * PLATEAU_FACTOR, lr))
+        self.falling = ops.where(grow, 0, self.falling)
+        self.bad = ops.where(ops.any_of(grow, halve), 0, self.bad)
+        return lr
+
+
+class _FloatOps:
+    """RateRule's operations on one start's Python floats and bools."""
+
+    @staticmethod
+    def where(condition, a, b):
+        return a if condition else b
+
+    maximum = staticmethod(max)
+    minimum = staticmethod(min)
+
+    @staticmethod
+    def all_of(*conditions):
+        return all(conditions)
+
+    @staticmethod
+    def any_of(*conditions):
+        return any(conditions)
+
+    @staticmethod
+    def negate(condition):
+        return not condition
+
+    @staticmethod
+    def count(condition):
+        return int(condition)
+
+    @staticmethod
+    def column(condition):
+        return condition
+
+
+_FLOAT_OPS = _FloatOps()
+
+
+class _ArrayOps:
+    """RateRule's operations on K starts' arrays of the namespace `xp` (the batch's device)."""
+
+    def __init__(self, xp):
+        self.xp = xp
+        self.where, self.maximum, self.minimum = xp.where, xp.maximum, xp.minimum
+
+    def all_of(self, first, *more):
+        for condition in more:
+            first = first & condition
+        return first
+
+    def any_of(self, first, *more):
+        for condition in more:
+            first = first | condition
+        return first
+
+    @staticmethod
+    def negate(condition):
+        return ~condition
+
+    def count(self, condition):
+        return self.xp.astype(condition, self.xp.int64)
+
+    @staticmethod
+    def column(condition):
+        return condition[:, None]
 
 
 class Watch:
@@ -336,47 +411,3 @@ class BatchStops:
 
     def any_active(self) -> bool:
         return bool(self.xp.any(self.active))
-
-
-class BatchRateRule:
-    """RateRule for K starts at once: per-start arrays on the batch's device, the same rules.
-
-    Halve a start's rate when its best loss has not improved by PLATEAU_THRESHOLD for
-    more than PLATEAU_PATIENCE steps (unless it fell steadily all that time); double it
-    after GROW_AFTER steady falls (each within GROW_SPREAD of the others), up to
-    GROW_LIMIT times the starting rate.  Stopped starts keep their rate.
-    """
-
-    def __init__(self, xp, device, K, lr):
-        self.xp = xp
-        self.ceiling = lr * GROW_LIMIT
-        self.best = device(np.full(K, math.inf))
-        self.bad = device(np.zeros(K, dtype=np.int64))
-        self.falling = device(np.zeros(K, dtype=np.int64))
-        self.drop_lo = device(np.zeros(K))
-        self.drop_hi = device(np.zeros(K))
-        self.last = device(np.full(K, math.nan))  # NaN: no fall measured before the first step
-
-    def step(self, loss, active, lr):
-        """The rates (K, 1) after a step that reached `loss` (K,)."""
-        xp = self.xp
-        with np.errstate(invalid="ignore"):
-            drop = self.last - loss
-            fell = drop > 0
-            steady = fell & (self.falling > 0) & (
-                xp.maximum(self.drop_hi, drop) <= GROW_SPREAD * xp.minimum(self.drop_lo, drop))
-            fresh = fell & ~steady
-            self.falling = xp.where(steady, self.falling + 1, xp.astype(fresh, self.falling.dtype))  # else 1 or 0
-            self.drop_lo = xp.where(steady, xp.minimum(self.drop_lo, drop), xp.where(fresh, drop, self.drop_lo))
-            self.drop_hi = xp.where(steady, xp.maximum(self.drop_hi, drop), xp.where(fresh, drop, self.drop_hi))
-            self.last = loss
-            improved = loss < self.best * (1.0 - PLATEAU_THRESHOLD)
-        self.best = xp.where(improved, loss, self.best)
-        self.bad = xp.where(improved, 0, self.bad + 1)
-        grow = active & (self.falling >= GROW_AFTER)
-        halve = active & ~grow & (self.bad > PLATEAU_PATIENCE) & (self.falling <= PLATEAU_PATIENCE)
-        lr = xp.where(grow[:, None], xp.minimum(lr * 2.0, self.ceiling),
-                      xp.where(halve[:, None], lr * PLATEAU_FACTOR, lr))
-        self.falling = xp.where(grow, 0, self.falling)
-        self.bad = xp.where(grow | halve, 0, self.bad)
-        return lr

@@ -118,22 +118,29 @@ def test_descent_slope_measures_a_slope_and_not_a_kink():
 
 
 def test_rate_rule_doubles_on_a_straight_slope_and_halves_on_a_plateau():
-    from gradsolve import optim
     from gradsolve.solve.stopping import GROW_AFTER, PLATEAU_PATIENCE, RateRule
 
-    opt = optim.Adam([gs.tensor(0.0, requires_grad=True)], lr=0.1)
-    rule = RateRule(opt)
-    for k in range(GROW_AFTER + 1):  # a loss falling by 0.1 a step, a millionth of itself: a long way to go
-        rule.step(1e5 - 0.1 * k)
-    assert opt.param_groups[0]["lr"] == 0.2
-    for k in range(PLATEAU_PATIENCE + 2):  # circling a minimum: no progress on the best loss
-        rule.step(1.0 + 0.5 * (k % 2))
-    assert opt.param_groups[0]["lr"] == 0.1
-    opt.param_groups[0]["lr"] = 0.1
-    falls = RateRule(opt)
-    for k in range(GROW_AFTER * 3):  # falls that shrink (a minimum ahead, a curved valley) never double the rate
-        falls.step(10.0 + 0.99 ** k)
-    assert opt.param_groups[0]["lr"] <= 0.1
+    losses = [1e5 - 0.1 * k for k in range(GROW_AFTER + 1)]  # falling 0.1 a step, a millionth of itself
+    losses += [1.0 + 0.5 * (k % 2) for k in range(PLATEAU_PATIENCE + 2)]  # then circling a minimum
+    shrinking = [10.0 + 0.99 ** k for k in range(GROW_AFTER * 3)]  # falls that shrink: a minimum ahead
+    rule, lr, rates = RateRule(0.1), 0.1, []
+    for loss in losses:
+        lr = rule.step(loss, True, lr)
+        rates.append(lr)
+    assert rates[GROW_AFTER] == 0.2 and rates[-1] == 0.1  # doubled on the slope, halved on the plateau
+    falls, lr = RateRule(0.1), 0.1
+    for loss in shrinking:
+        lr = falls.step(loss, True, lr)
+    assert lr <= 0.1  # never doubled
+    # the same rule per start of a batch (arrays): start 0 sees the losses above, start 1 the shrinking ones;
+    # a stopped start (inactive) keeps its rate
+    batch = RateRule(0.1, K=3, xp=np, device=np.asarray)
+    lr3 = np.full((3, 1), 0.1)
+    for k in range(len(losses)):
+        step = np.array([losses[k], shrinking[k], losses[k]])
+        lr3 = batch.step(step, np.array([True, True, False]), lr3)
+        assert lr3[0, 0] == rates[k] and lr3[2, 0] == 0.1
+    assert lr3[1, 0] <= 0.1
 
 
 def test_first_order_method_that_stops_moving_on_a_smooth_slope_is_stalled():
