@@ -148,7 +148,7 @@ class RateRule:
     def step(self, loss, active=True, lr=None):
         """The rate(s) after a step that reached `loss` (K rates as a (K, 1) column for a batch)."""
         ops = self.ops
-        with np.errstate(invalid="ignore"):
+        with ops.quiet():  # NaN comparisons on arrays (a start's first step, a diverged start) are expected
             drop = self.last - loss
             fell = drop > 0
             steady = ops.all_of(fell, self.falling > 0,
@@ -172,6 +172,19 @@ class RateRule:
 
 class _FloatOps:
     """RateRule's operations on one start's Python floats and bools."""
+
+    class _Quiet:  # Python floats warn about nothing: no np.errstate (several microseconds a step) needed
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+    _QUIET = _Quiet()
+
+    @classmethod
+    def quiet(cls):
+        return cls._QUIET
 
     @staticmethod
     def where(condition, a, b):
@@ -210,6 +223,10 @@ class _ArrayOps:
     def __init__(self, xp):
         self.xp = xp
         self.where, self.maximum, self.minimum = xp.where, xp.maximum, xp.minimum
+
+    @staticmethod
+    def quiet():
+        return np.errstate(invalid="ignore")
 
     def all_of(self, first, *more):
         for condition in more:
