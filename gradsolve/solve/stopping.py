@@ -18,7 +18,8 @@ judges it at the point reported.  `REASONS` words each test once, for every path
 
 Adaptive first-order methods run under `RateRule` (on one start's floats, or per start of a batch):
 the rate halves when the best loss stalls and doubles while the loss falls at
-every step, so a long slope is crossed instead of crawled.
+every step, so a long slope is crossed instead of crawled.  `time_limit` gives a
+whole solve one deadline (``--time-limit``), which both forms check after every step.
 """
 from __future__ import annotations
 
