@@ -21,7 +21,7 @@ Batched multistart asks the same functions once per distinct point.  The limits:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -76,7 +76,7 @@ class Stop:
     first_grad_norm: float | None = None
     rate: float | None = None  # a first-order method's learning rate at the end
     jacobian: np.ndarray | None = None  # Levenberg-Marquardt's, at the reported point
-    flat: list = field(default=None)  # unreached_unknowns at the reported point (None: measure it)
+    flat: list | None = None  # unreached_unknowns at the reported point (None: measure it)
     at_atol: bool = False  # the loss reached atol: a proven minimum, nothing to confirm
 
     @property
