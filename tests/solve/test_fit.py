@@ -760,3 +760,35 @@ def test_fit_with_starts_lists_the_minima_it_found_and_reports_the_best(tmp_path
     assert doc["parameters"] == pytest.approx(solutions[0]["parameters"], rel=1e-6) and result.status == "converged"
     assert result.loss < 10 and solutions[-1]["loss"] > 100  # the global minimum, and the poor start's local one
     assert abs(doc["parameters"]["w"] - 2.4) < 0.05
+
+
+def test_parameters_running_off_along_a_flat_valley_carry_a_warning(tmp_path):
+    # a + b*exp(c*t) on a straight line: c runs to 0 while a and b run off in opposite directions, the fit
+    # itself converged (a straight line is its limit); the result must say that a, b and c are not determined
+    rng = np.random.default_rng(3)
+    t = np.linspace(0, 10, 25)
+    y = 2 + 0.7 * t + rng.normal(0, 0.3, t.size)
+    data = tmp_path / "line.csv"
+    data.write_text("t,y\n" + "".join(f"{float(a)!r},{float(b)!r}\n" for a, b in zip(t, y)))
+    result = fit(str(data), model="a + b*exp(c*t)", init={"a": 1, "b": 1, "c": 1})
+    assert result.status == "converged"
+    (warning,) = [w for w in result.warnings if "near-flat valley" in w]
+    assert "a and b (correlation -1.0000)" in warning
+    # a well-determined fit carries none
+    good = fit(str(data), degree=1)
+    assert not [w for w in good.warnings if "near-flat valley" in w]
+
+
+def test_an_underdetermined_fit_is_reported_as_a_family(tmp_path):
+    data = tmp_path / "three.csv"
+    data.write_text("x,y\n0,1\n1,3\n2,7\n")
+    doc = fit(str(data), degree=4).to_dict()
+    stats = doc["statistics"]
+    assert stats["dof"] == 0 and stats["deficit"] == 2  # n - rank = 3 - 3; p - rank = 5 - 3
+    family = doc["solution_set"]
+    assert family["rank"] == 3 and len(family["free_directions"]) == 2 and family["local"] is False
+    # every free direction changes the fitted values at the data nowhere
+    x = np.array([0.0, 1.0, 2.0])
+    for direction in family["free_directions"]:
+        d = np.array([direction[f"c{k}"] for k in range(5)])
+        assert np.max(np.abs(np.vander(x, 5, increasing=True) @ d)) < 1e-9

@@ -20,7 +20,7 @@ from gradsolve.solve.fit.bases import ColumnBasis, NonFiniteColumn, PolynomialBa
 from gradsolve.solve.fit.columns import ColumnProgram
 from gradsolve.solve.fit.methods import PRECONDITIONED_LR, fit_device, fit_method, optimizer_point
 from gradsolve.solve.fit.report import fit_result
-from gradsolve.solve.fit.statistics import fit_statistics, reduction_K
+from gradsolve.solve.fit.statistics import fit_statistics, reduction_K, solution_family
 from gradsolve.solve.loop import run
 from gradsolve.solve.records import ProgressRow
 from gradsolve.solve.verdicts import judge_fit_values
@@ -218,4 +218,5 @@ def run_linear(task, options, on_progress, every, on_start):
     return fit_result(task, options, values, device=device, status=status, reason=reason,
                       method=irls.reported_as(method, task.robust_loss), steps=steps, loss=loss,
                       gradient=gradient, stats=stats, res=res, history=history, elapsed=elapsed, notes=notes,
-                      cov_K=K, basis=basis, dtype="float64", warnings=warnings)
+                      cov_K=K, basis=basis, dtype="float64", warnings=warnings,
+                      family=solution_family(task.params, rank, null) if status == "converged" else None)

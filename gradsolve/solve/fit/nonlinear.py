@@ -24,7 +24,7 @@ from gradsolve.problem.spec import build_spec
 from gradsolve.solve.fit import irls
 from gradsolve.solve.fit.methods import fit_device, fit_method, optimizer_point
 from gradsolve.solve.fit.report import fit_result
-from gradsolve.solve.fit.statistics import fit_statistics, jacobian_K
+from gradsolve.solve.fit.statistics import fit_statistics, jacobian_K, solution_family
 from gradsolve.solve.fit.transfer import on_device
 from gradsolve.solve.bounds import unbounded
 from gradsolve.solve.loop import run
@@ -161,7 +161,8 @@ def run_nonlinear(task, options, on_progress, every, on_start):
     result = fit_result(task, options, values, device=device, status=outcome.status, reason=reason,
                         method=irls.reported_as(method, task.robust_loss), steps=steps, loss=rss,
                         gradient=outcome.gradient_norm, stats=stats, res=res, history=history, elapsed=elapsed,
-                        notes=notes, cov_K=K, lowered=lowered, at_bounds=outcome.at_bounds)
+                        notes=notes, cov_K=K, lowered=lowered, at_bounds=outcome.at_bounds,
+                        family=solution_family(names, rank, null) if outcome.status == "converged" else None)
     if solutions is not None:
         result.extra["solutions"] = solutions_listed(names, solutions)
         result.extra["starts"] = options.starts

@@ -9,13 +9,15 @@ import math
 import numpy as np
 
 import gradsolve as gs
+from gradsolve.solve.fit.statistics import runaway_warning
 from gradsolve.solve.result import Result
 
 __all__ = ["fit_result"]
 
 
 def fit_result(task, options, values, *, device, status, reason, method, steps, loss, gradient, stats, res,
-               history, elapsed, notes, cov_K=None, basis=None, lowered=None, at_bounds=(), dtype=None, warnings=()):
+               history, elapsed, notes, cov_K=None, basis=None, lowered=None, at_bounds=(), dtype=None, warnings=(),
+               family=None):
     """The Result; ``device`` is where the data-sized work actually ran (never 'auto'), ``dtype`` the precision
     it ran in (default: the one asked for)."""
     equation = f"{task.model_text} - ({task.y_text})"
@@ -26,8 +28,10 @@ def fit_result(task, options, values, *, device, status, reason, method, steps, 
         extra["predictions"] = _predictions(task, values, stats, cov_K, basis, lowered)
     if task.plot:
         extra["plot"] = task.plot
+    runaway = runaway_warning(list(values), values, stats) if status == "converged" else None
+    warnings = list(warnings) + ([runaway] if runaway else [])
     return Result(problem=task.name, status=status, stop_reason=reason, optimizer=method, steps=int(steps), loss=loss,
-                  gradient_norm=gradient, parameters=values, residuals=residuals, solution_set=None,
+                  gradient_norm=gradient, parameters=values, residuals=residuals, solution_set=family,
                   seed=task.seed, device=str(device),
                   dtype=dtype or options.dtype, elapsed_s=elapsed, at_bounds=list(at_bounds),
                   warnings=list(task.warnings) + list(warnings),

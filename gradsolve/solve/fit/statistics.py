@@ -17,7 +17,12 @@ import numpy as np
 from gradsolve.solve.fit.bases import exact_product, rounded
 from gradsolve.solve.fit.tsqr import back_substitute, rank_of
 
-__all__ = ["covariance_from_K", "fit_statistics", "jacobian_K", "reduction_K"]
+__all__ = ["covariance_from_K", "fit_statistics", "jacobian_K", "reduction_K", "solution_family", "runaway_pairs",
+           "runaway_warning", "RUNAWAY_CORRELATION"]
+
+#: Parameters run off along a near-flat valley (a degenerate asymptote) where a pair is correlated at least this
+#: closely and each of the pair's standard errors exceeds its value: the data fix only a combination of them.
+RUNAWAY_CORRELATION = 0.999
 
 #: A parameter whose weight in a null-space direction exceeds this is "not determined".
 NULL_COMPONENT = 1e-6
@@ -70,6 +75,7 @@ def fit_statistics(names, *, K, rank, null_space=None, rss, sum_r2, n, tss, weig
         "rmse": math.sqrt(sum_r2 / n) if n > 0 else None,
         "rss": rss,
         "dof": int(dof),
+        "deficit": int(p - rank),  # parameters the data do not determine (p - rank): the family's dimension
         "residual_sd": math.sqrt(rss / dof) if dof > 0 else None,
         "covariance": "ok",
         "reason": None,
@@ -120,3 +126,40 @@ def fit_statistics(names, *, K, rank, null_space=None, rss, sum_r2, n, tss, weig
         stats["unavailable"] = [name for name in names if name in undetermined]
         stats["reason"] = "; ".join(reasons) or "the covariance could not be estimated"
     return stats
+
+
+def solution_family(names, rank, null_space):
+    """A fit the data do not determine (rank < parameters): its family, as a puzzle's ``solution_set`` (the
+    reported parameters are one member; each free direction changes the fit nowhere), else None."""
+    if null_space is None or not len(null_space) or rank >= len(names):
+        return None
+    return {"rank": int(rank), "unknowns": list(names), "particular": None, "local": False,
+            "free_directions": [dict(zip(names, map(float, d))) for d in np.atleast_2d(null_space)]}
+
+
+def runaway_pairs(names, values, stats) -> list[tuple[str, str, float]]:
+    """(a, b, correlation) for each pair of parameters that ran off along a near-flat valley: |correlation| at
+    least RUNAWAY_CORRELATION and both standard errors larger than the values themselves."""
+    matrix = stats.get("correlation", {}).get("matrix")
+    stderr = stats.get("stderr", {})
+    if not matrix:
+        return []
+    loose = {n for n in names if stderr.get(n) is not None and stderr[n] > abs(values[n])}
+    pairs = []
+    for i, a in enumerate(names):
+        for j in range(i + 1, len(names)):
+            b, rho = names[j], matrix[i][j]
+            if rho is not None and abs(rho) >= RUNAWAY_CORRELATION and a in loose and b in loose:
+                pairs.append((a, b, float(rho)))
+    return pairs
+
+
+def runaway_warning(names, values, stats) -> str | None:
+    """The warning a fit carries when `runaway_pairs` finds any (one rule, for every report that needs it)."""
+    pairs = runaway_pairs(names, values, stats)
+    if not pairs:
+        return None
+    listed = ", ".join(f"{a} and {b} (correlation {rho:+.4f})" for a, b, rho in pairs)
+    return (f"fit: warning: parameters ran off along a near-flat valley: {listed} move together with errors "
+            f"larger than their values; the data fix only a combination of them (a degenerate asymptote: "
+            f"e.g. a + b*exp(c*t) with c -> 0 is a straight line); simplify the model or fix one with --init")
