@@ -30,7 +30,8 @@ Solver options (they override the problem file's `solver:` settings):
                      adagrad 0.5, adadelta 1.0, lbfgs 1.0; sgd uses 1/L from the curvature at the start
   --steps 10000      iteration limit        --seed 0   random starting values are reproducible
   --tol 1e-12        relative tolerance on loss change, step size and gradient norm
-  --atol 1e-20       stop when the loss is at most this
+  --atol 0           also count a loss at most this as solved (0: off; equations are solved when
+                     every residual is within 16 roundings of its own terms, in any units)
 """
 
 
@@ -129,7 +130,8 @@ def solver_options(func):
         click.option("--tol", type=PositiveFloat(allow_zero=True, example="1e-10"), default=None,
                      help="Relative tolerance: loss change, step, gradient (default 1e-12)."),
         click.option("--atol", type=PositiveFloat(allow_zero=True, example="1e-16"), default=None,
-                     help="Stop when the loss is at most this (default 1e-20)."),
+                     help="Also count a loss at most this as solved (default 0: off; equations are solved when each "
+                          "residual is rounding of its own terms)."),
         click.option("--time-limit", "time_limit", type=PositiveFloat(example="60"), default=None,
                      help="Stop by this many seconds with the best point so far (status max_steps)."),
         click.option("--seed", type=WholeNumber(0), default=None,

@@ -123,6 +123,15 @@ def render_table(result, console):
         for i, direction in enumerate(family["free_directions"], 1):
             console.print(_plain(f"free direction {i}: (" + ", ".join(
                 f"{k}: {_num(v)}" for k, v in direction.items()) + ")"))
+    root = data.get("multiple_root")
+    if root:
+        n = len(data["parameters"])
+        singular = (f"the Jacobian has rank {root['rank']} of {n} here" if root["rank"] < n else
+                    "the Jacobian vanishes there (the steps converged linearly, not quadratically)")
+        console.print(Text(f"The root is multiple (multiplicity {root['multiplicity']}): {singular}, but no other "
+                           f"solution is near; "
+                           f"rounding in the residuals moves such a root, so the unknowns have about "
+                           f"{root['digits']} correct digits.", style="yellow"))
     if data.get("solutions") and len(data["solutions"]) > 1:
         sol = Table(title="distinct solutions", title_justify="left")
         sol.add_column("#")
@@ -210,6 +219,14 @@ def render_fit(result, console):
     if stats["covariance"] != "ok":
         console.print(_plain(f"no standard errors for {', '.join(stats['unavailable'])}: {stats['reason']}",
                              style="yellow"))
+    family = data.get("solution_set")
+    if family:
+        console.print(Text(f"The fit is not unique: the data determine {family['rank']} of "
+                           f"{len(family['unknowns'])} coefficients (a deficit of {stats.get('deficit')}); these "
+                           f"coefficients are one of a family that fits exactly as well:", style="yellow"))
+        for i, direction in enumerate(family["free_directions"], 1):
+            console.print(_plain(f"free direction {i}: (" + ", ".join(
+                f"{k}: {_num(v)}" for k, v in direction.items()) + ")"))
     if data.get("predictions"):
         pred = Table(title="predictions", title_justify="left")
         first = data["predictions"][0]

@@ -84,6 +84,11 @@ class LevenbergMarquardt(Optimizer):
     again when the parameters no longer hold the point they were taken at (for
     example after ``x.data = ...``).
 
+    ``row_weights`` (one w_i per residual, default none) minimizes sum (w_i r_i)^2
+    instead: the same roots, and with w_i = 1 / (size of equation i) a path that
+    does not change when an equation is multiplied by a constant (gradsolve.solve
+    weights equations so); ``residuals``, ``jacobian`` and ``loss`` are then the weighted ones.
+
     Stopping tests (all optional; set a tolerance to 0 to switch its test off, though
     MINPACK's machine-precision versions of ftol, xtol and the gradient test stay on):
 
@@ -113,7 +118,7 @@ class LevenbergMarquardt(Optimizer):
 
     def __init__(self, params, residuals, factor: float = 10.0, xtol: float = 1e-12,
                  gtol: float = 0.0, ftol: float = 1e-15, atol: float = 0.0,
-                 lower=None, upper=None, max_tries: int = 60) -> None:
+                 lower=None, upper=None, max_tries: int = 60, row_weights=None) -> None:
         if residuals is None or not callable(residuals):
             raise TypeError("residuals must be a closure returning the residual vector")
         for name, value in (("xtol", xtol), ("gtol", gtol), ("ftol", ftol), ("atol", atol)):
@@ -134,6 +139,8 @@ class LevenbergMarquardt(Optimizer):
         self.upper = self._flat_bound(upper, math.inf)
         if np.any(self.lower > self.upper):
             raise ValueError("lower bound above upper bound")
+        # w_i: minimize sum (w_i r_i)^2, the same roots as sum r_i^2 (residuals, jacobian and loss are weighted)
+        self.row_weights = None if row_weights is None else np.asarray(row_weights, dtype=np.float64).reshape(-1)
         self.jacobian = None
         self.residuals = None
         self._cached_at = None  # the point `residuals` and `jacobian` were evaluated at
@@ -190,8 +197,15 @@ class LevenbergMarquardt(Optimizer):
         return r, J
 
     def _evaluate_at(self, x: np.ndarray) -> None:
-        self.residuals, self.jacobian = self._eval_jacobian()
+        r, J = self._eval_jacobian()
+        if self.row_weights is not None:
+            r, J = r * self.row_weights, J * self.row_weights[:, None]
+        self.residuals, self.jacobian = r, J
         self._cached_at = x.copy()
+
+    def _trial_residuals(self) -> np.ndarray:
+        r = self._eval_residuals()
+        return r * self.row_weights if self.row_weights is not None else r
 
     @property
     def converged(self) -> bool:
@@ -310,7 +324,7 @@ class LevenbergMarquardt(Optimizer):
             if first:
                 delta = min(delta, pnorm)
             self._set_x(x_new)
-            r_new = self._eval_residuals()
+            r_new = self._trial_residuals()
             F_new = float(r_new @ r_new)
             fnorm_new = math.sqrt(F_new) if math.isfinite(F_new) else math.inf
             actual = 1.0 - (fnorm_new / fnorm) ** 2 if 0.1 * fnorm_new < fnorm else -1.0

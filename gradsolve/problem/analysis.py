@@ -28,6 +28,10 @@ import sympy
 from .spec import ProblemSpec
 
 __all__ = [
+    "constant_term_sizes",
+    "constant_scales",
+    "MultipleRoot",
+    "multiple_root",
     "is_affine_in",
     "is_identically_zero",
     "is_linear",
@@ -203,6 +207,50 @@ def is_linear(spec: ProblemSpec) -> bool:
     functions (``abs``, ``min``, ``sign`` of an unknown) make a problem nonlinear.
     """
     return not nonlinear_expressions(spec)
+
+
+def constant_term_sizes(spec: ProblemSpec) -> np.ndarray | None:
+    """Per equation, the sum of |t| over its top-level terms free of the unknowns (``lhs - rhs`` as written).
+
+    With ``sum_j |J_ij x_j|`` this is the size of an equation's terms, against
+    which its residual's rounding is judged (gradsolve.solve.verdicts): ``x^2 - 2*x
+    + 1 = 0`` has the constant 1 even where its linear part vanishes.  None for
+    a problem with data rows or none of equations (minimize).
+
+    >>> from gradsolve.problem.files import from_text
+    >>> constant_term_sizes(from_text("x^2 - 2*x + 1 = 0\\nI = (0.5 - V)/1e10"))
+    array([1.e+00, 5.e-11])
+    """
+    if spec.kind == "minimize" or spec.data:
+        return None
+    unknowns = set(spec.unknown_symbols)
+    sizes = []
+    for expr in spec.residuals:
+        total = 0.0
+        for term in sympy.Add.make_args(sympy.expand_mul(expr) if expr.is_Add or expr.is_Mul else expr):
+            if not (term.free_symbols & unknowns):
+                try:
+                    total += abs(complex(term.evalf(17)))
+                except (TypeError, ValueError):
+                    return None
+        sizes.append(total)
+    return np.array(sizes, dtype=np.float64)
+
+
+def constant_scales(lowered, point) -> np.ndarray | None:
+    """Per unknown, the scale its equations' constants give it: max over equations of c_i / |J_ij| at `point`.
+
+    ``I = (0.5 - V)/1e10`` gives I the scale 5e-11 and V the scale 0.5: the size
+    an unknown must have to balance an equation's constant.  Zero where no
+    equation has a constant and a slope in that unknown; None without equations.
+    """
+    constants = constant_term_sizes(lowered.spec)
+    if constants is None:
+        return None
+    J = np.abs(jacobian_matrix(lowered, point))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratios = np.where((J > 0) & np.isfinite(J), constants[:, None] / J, 0.0)
+    return np.max(ratios, axis=0) if ratios.size else np.zeros(J.shape[1])
 
 
 def null_space(matrix: np.ndarray, rank: int | None = None, vt: np.ndarray | None = None) -> np.ndarray:
@@ -387,3 +435,92 @@ def linear_solution(spec: ProblemSpec) -> LinearSolution:
         null_space=null_space(A),
         unknowns=spec.unknown_names,
     )
+
+
+#: multiple_root's probes: a step of this fraction of the unknowns' scale off the root, then up to
+#: FAMILY_STEPS minimum-norm Gauss-Newton steps back onto the equations.
+PROBE_STEP = 1e-3
+FAMILY_STEPS = 30
+
+
+@dataclass
+class MultipleRoot:
+    """An isolated root where the Jacobian is singular (rank < unknowns).
+
+    `multiplicity` m is how fast the residuals grow along the Jacobian's null
+    directions (as distance**m; the largest m over them), and `digits` how many
+    significant digits the unknowns keep when the residuals carry rounding:
+    a residual error d moves a root of multiplicity m by about d**(1/m).
+    """
+
+    rank: int
+    multiplicity: int
+    digits: int
+
+    @classmethod
+    def of(cls, rank, multiplicity, eps=float(np.finfo(np.float64).eps)):
+        multiplicity = max(2, int(multiplicity))
+        return cls(rank=rank, multiplicity=multiplicity, digits=int(math.floor(-math.log10(16 * eps) / multiplicity)))
+
+
+def multiple_root(lowered, point, info: JacobianRank, scales, eps=float(np.finfo(np.float64).eps)):
+    """A MultipleRoot where the singular solution at `point` is isolated; None where it is part of a family.
+
+    Along each null direction v of the Jacobian (in the unknowns' `scales`), a
+    point PROBE_STEP away is pulled back onto the equations by minimum-norm
+    Gauss-Newton steps: on a family it lands that far away (a curve through the
+    point), at an isolated root it returns to the point (x^2 = 0 pulls x + t to
+    0).  The loss rising along v is not enough: it rises (as t**4) along a
+    curved family's tangent too.
+    """
+    x = np.asarray(point, dtype=np.float64).reshape(-1)
+    s = np.asarray(scales, dtype=np.float64).reshape(-1)
+    J = info.jacobian * s  # the Jacobian in the unknowns' scale
+    directions = null_space(J, info.rank)
+    if not len(directions) and J.size:
+        # full rank to rounding (x^2 = 0 reached at x = 1e-80): probe its weakest direction
+        directions = np.linalg.svd(J)[2][-1:]
+    if not len(directions):
+        return None
+    saved = lowered.values()
+
+    def residuals_at(z):
+        lowered.set_values(list(map(float, z)))
+        import gradsolve as gs
+
+        with gs.no_grad():
+            return np.asarray(lowered.residuals().numpy(), dtype=np.float64).reshape(-1)
+
+    constants = constant_term_sizes(lowered.spec)
+
+    def on_equations(z, r, r0):
+        """r at z is no larger than at the root, or rounding of its terms (16 roundings, no floor)."""
+        if not np.all(np.isfinite(r)):
+            return False
+        if float(np.linalg.norm(r)) <= 2.0 * r0:
+            return True
+        terms = np.abs(jacobian_matrix(lowered, z)) @ np.abs(z) + (constants if constants is not None else 0.0)
+        return bool(np.all(np.abs(r) <= 16 * eps * terms))
+
+    worst = 1
+    try:
+        r0 = float(np.linalg.norm(residuals_at(x)))
+        for v in directions:
+            step = PROBE_STEP * v
+            z = x + s * step
+            for _ in range(FAMILY_STEPS):
+                r = residuals_at(z)
+                if on_equations(z, r, r0):
+                    if float(np.linalg.norm((z - x) / s)) >= PROBE_STEP / 4:
+                        return None  # back on the equations, away from the point: a family
+                    break
+                if not np.all(np.isfinite(r)):
+                    break
+                z = z - s * (np.linalg.pinv(jacobian_matrix(lowered, z) * s) @ r)
+            near = float(np.linalg.norm(residuals_at(x + s * step)))
+            nearer = float(np.linalg.norm(residuals_at(x + s * step / 10)))
+            if near > 0 and nearer > 0:
+                worst = max(worst, int(round(math.log10(near / nearer))))
+    finally:
+        lowered.set_values(saved)
+    return MultipleRoot.of(int(info.rank), worst, eps)

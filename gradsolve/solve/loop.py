@@ -76,14 +76,16 @@ def sgd_rate(objective, params) -> float:
     return 1e-3
 
 
-def make_optimizer(method, point, objective, options, lower, upper):
-    """The optimizer for `method` over `point.params`, and its learning rate (None for lm)."""
+def make_optimizer(method, point, objective, options, lower, upper, row_weights=None):
+    """The optimizer for `method` over `point.params`, and its learning rate (None for lm, which weighs its
+    residuals by `row_weights` when given)."""
     lr = options.lr
     params = point.params
     if method == "lm":
         # atol is judged by the stopping tests (stopping.Watch), which let LM polish a few more steps first.
+        settings = {} if row_weights is None else {"row_weights": row_weights}
         return point.make_lm(xtol=options.tol, ftol=options.tol, gtol=0.0, atol=0.0, lower=lower,
-                             upper=upper), None
+                             upper=upper, **settings), None
     if method == "lbfgs":
         return optim.LBFGS(params, lr=lr or DEFAULT_LR["lbfgs"], max_iter=1, max_eval=25, tolerance_grad=0.0,
                            tolerance_change=0.0, history_size=50, line_search_fn="strong_wolfe"), lr or 1.0
@@ -107,11 +109,29 @@ def run(objective, options: SolveOptions, *, method: str, lower=None, upper=None
     (gradsolve.solve.verdicts) to the caller (multistart checks once per distinct point).
     """
     with np.errstate(all="ignore"):
+        weights = getattr(objective, "row_weights", None) if method == "lm" else None
         outcome = _run(objective, options, method=method, lower=lower, upper=upper, on_progress=on_progress,
-                       every=every, point=point, confirm=confirm_minimum)
+                       every=every, point=point, confirm=confirm_minimum, row_weights=weights)
+        if weights is not None and not outcome.atol_stop and outcome.status in ("converged", "stalled"):
+            outcome = _unweighted(objective, options, outcome, lower, upper, on_progress, every, point,
+                                  confirm_minimum)
         if method == "lm" and confirm_minimum:
             outcome = _escape(objective, options, outcome, lower, upper, on_progress, every, point)
         return outcome
+
+
+def _unweighted(objective, options, outcome, lower, upper, on_progress, every, point, confirm):
+    """Equations weighted by their sizes (Objective.row_weights) that do not hold: the least-squares point of the
+    loss as written is another, so Levenberg-Marquardt goes on from here on the residuals as written."""
+    set_values(objective.params, outcome.values)
+    if point is not None:
+        point.set_values(outcome.values)
+    after = _run(objective, options, method="lm", lower=lower, upper=upper, on_progress=on_progress, every=every,
+                 point=point, confirm=confirm)
+    after.steps += outcome.steps
+    after.elapsed_s += outcome.elapsed_s
+    after.loss_history = outcome.loss_history + after.loss_history
+    return after
 
 
 def _escape(objective, options, outcome, lower, upper, on_progress, every, point):
@@ -161,7 +181,8 @@ def _escape(objective, options, outcome, lower, upper, on_progress, every, point
     return outcome
 
 
-def _run(objective, options, *, method, lower, upper, on_progress, every, point, confirm=True) -> Outcome:
+def _run(objective, options, *, method, lower, upper, on_progress, every, point, confirm=True,
+         row_weights=None) -> Outcome:
     """Minimize `objective` with `method`, reporting a progress row every `every` steps.
 
     `objective` has `params` (0-d leaf tensors), `names`, `loss()` (0-d tensor) and
@@ -180,14 +201,14 @@ def _run(objective, options, *, method, lower, upper, on_progress, every, point,
     bounded = is_bounded(lower, upper)
     point.project(lower, upper)
     set_values(params, point.values())
-    opt, lr = make_optimizer(method, point, objective, options, lower, upper)
+    opt, lr = make_optimizer(method, point, objective, options, lower, upper, row_weights)
     # adaptive methods settle on a point by halving their rate, and cross long slopes by doubling it
     rates = RateRule(opt.param_groups[0]["lr"]) if method in FIRST_ORDER and method != "sgd" else None
 
     start = time.perf_counter()
     x = point.values()
     watch = Watch(options, method, objective.names, on_progress, every, start, x, atol_applies=atol_applies,
-                   smooth=smooth)
+                  smooth=smooth, constants=getattr(objective, "constant_terms", None))
     status, reason = "max_steps", f"reached the step limit ({options.steps})"
     step = 0
     loss0 = math.nan
@@ -287,11 +308,17 @@ def _iterate(point, opt, method, lr, watch, lower, upper, bounded, steps):
     step = 0
     for step in range(1, steps + 1):
         watch.current_step = step
+        merit = None
         if method == "lm":
-            loss_now = float(opt.step())
+            loss_now = merit = float(opt.step())
             x_new = point.values()
-            jacobian = opt.jacobian
-            g = 2.0 * jacobian.T @ opt.residuals if jacobian is not None else None
+            jacobian, residuals, weights = opt.jacobian, opt.residuals, opt.row_weights
+            # the stopping tests read the weighted loss and gradient, which LM minimizes (merit); the loss as
+            # written is reported, and the equations are judged on the residuals as written
+            g = 2.0 * jacobian.T @ residuals if jacobian is not None else None
+            if weights is not None and jacobian is not None:
+                residuals, jacobian = residuals / weights, jacobian / weights[:, None]
+                loss_now = float(residuals @ residuals)
             grad_norm = float(np.max(np.abs(g))) if g is not None and g.size else 0.0
             if bounded and g is not None:
                 grad_norm = projected_max_abs(g, x_new, lower, upper)
@@ -303,13 +330,15 @@ def _iterate(point, opt, method, lr, watch, lower, upper, bounded, steps):
             grad_norm = float(np.max(np.abs(g))) if g.size else 0.0
             rate, rate_name = lr, "lr"
             if watch.prev_loss is None:
-                watch.prev_loss = loss_before
+                watch.prev_loss = watch.prev_merit = loss_before
         step_norm = float(np.linalg.norm(x_new - x))
-        lm_stop = None
-        if method == "lm" and opt.stop_reason is not None:
-            lm_stop = (opt.stop_reason, opt.converged)
+        lm_stop, equations = None, (None, None)
+        if method == "lm":
+            equations = (residuals, jacobian)
+            if opt.stop_reason is not None:
+                lm_stop = (opt.stop_reason, opt.converged)
         stop = watch.observe(step, loss_now, grad_norm, step_norm, float(np.linalg.norm(x_new)), x_new, rate,
-                             rate_name, lm_stop)
+                             rate_name, lm_stop, *equations, merit=merit)
         if stop is not None:
             if stop[0] == "diverged":
                 point.set_values(watch.last_finite_x)

@@ -7,8 +7,10 @@ Starts.  The first start is the problem's own starting point; the other K - 1
 are drawn from a stream of the seed of their own (``STARTS_STREAM``), independent
 of the ``default_rng(seed)`` stream that gives unknowns without a start their
 random value: uniform within the bounds for an unknown with both a ``min`` and a
-``max``, otherwise ``init + N(0, s)`` with ``s = max(1, |init|)``, then clipped
-into whatever bounds there are.
+``max``, otherwise ``init + N(0, s)`` with ``s`` the unknown's own scale
+(points.unknown_scales: |init|, its bounds, or the scale its equations'
+constants give it, as 5e-11 A for a current through 10 GOhm at 0.5 V), then
+clipped into whatever bounds there are.
 
 One batch.  First-order methods (sgd, adam, ...) run all K starts as one
 ``(K, p)`` array: the traced array code (or the engine over ``(K, 1)`` leaf
@@ -32,10 +34,12 @@ curvature check, too, runs once per distinct point afterwards (and so without
 Levenberg-Marquardt's escape from saddles: the other starts are the search).
 
 Solutions.  The candidates are the starts that converged (when none did, the
-``UNCONVERGED_LISTED`` best finite points, which are not solutions).  They are grouped by distance in the unknowns' scale: two points are
-one solution when every unknown differs by at most ``CLUSTER_RTOL * max(1, |v|)``;
+``UNCONVERGED_LISTED`` best finite points, which are not solutions).  They are
+grouped by distance in the unknowns' scale: two points are one solution when every unknown differs by at most ``CLUSTER_RTOL`` times the larger of |v|
+and the unknown's own scale (so picoampere solutions stay apart);
 groups are listed best loss first, each with how many starts reached it (when the
-best group's loss is at most ``atol``, groups above it are dropped: they stalled).  When
+best group's equations hold, to rounding or within ``atol``, groups where they do
+not are dropped: they stalled).  When
 the best solution's Jacobian is rank deficient the solutions form a continuum
 (the four-unknown puzzle), which is reported once, with its ``solution_set``,
 not as K points.  The top-level parameters, status and exit code are the best
@@ -51,15 +55,17 @@ import sympy
 
 import gradsolve as gs
 from gradsolve.methods import DEFAULT_LR, FIRST_ORDER
+from gradsolve.problem import analysis
 from gradsolve.problem.lowering import compile_program
 from gradsolve.solve.bounds import is_bounded, limits, names_at_bounds, projected_max_abs
 from gradsolve.solve.loop import FIRST_ORDER_CLASSES, run, sgd_rate
-from gradsolve.solve.points import loss_and_gradient, loss_traits, set_values, unreached_unknowns, values_of
+from gradsolve.solve.points import (loss_and_gradient, loss_traits, set_values, unknown_scales, unreached_unknowns,
+                                    values_of)
 from gradsolve.solve.records import Outcome, ProgressRow
 from gradsolve.solve.stopping import (BATCH_TESTS, BatchStops, RateRule, past_time_limit, stop_reason,
                                       time_limit_reason)
 from gradsolve.solve.trace import ArraySlot, TracedPoint
-from gradsolve.solve.verdicts import (Stop, confirm_kink_stop, confirm_minimum_stop, diverged_advice,
+from gradsolve.solve.verdicts import (Stop, held_to_rounding, confirm_kink_stop, confirm_minimum_stop, diverged_advice,
                                       judge_stopped_moving, short_stop_reason, stationary_gradient_limit)
 
 __all__ = ["draw_starts", "cluster", "solve_multistart", "solutions_listed", "run_batch", "EagerBatch",
@@ -75,8 +81,36 @@ CLUSTER_RTOL = 1e-6
 STARTS_STREAM = 1
 
 
-def draw_starts(spec, K: int, seed: int) -> np.ndarray:
-    """(K, p) starting points: the problem's own first, then K - 1 drawn from `seed` (see the module doc)."""
+def _holds(spec, lowered, x, options) -> bool:
+    """The equations of `spec` hold at x to rounding (verdicts.held_to_rounding); False for a fit or minimize."""
+    if spec.kind != "equations" or spec.n_rows is not None:
+        return False
+    saved = lowered.values()
+    try:
+        return held_to_rounding(spec, lowered, np.asarray(x, dtype=np.float64), options.dtype) is not None
+    finally:
+        lowered.set_values(saved)
+
+
+def _scales(spec, lowered):
+    """Each unknown's own scale at the problem's start (points.unknown_scales), its equations' constants included."""
+    init = spec.initial_values()
+    lo, hi = spec.bounds()
+    hint = None
+    if spec.kind == "equations" and spec.n_rows is None:
+        saved = lowered.values()
+        try:
+            hint = analysis.constant_scales(lowered, init)
+        except Exception:  # noqa: BLE001 - a hint only: without it the other scales stand
+            hint = None
+        finally:
+            lowered.set_values(saved)
+    return unknown_scales(init, None, lo, hi, hint=hint)
+
+
+def draw_starts(spec, K: int, seed: int, scales=None) -> np.ndarray:
+    """(K, p) starting points: the problem's own first, then K - 1 drawn from `seed` (see the module doc);
+    `scales` (default: points.unknown_scales of the start and bounds) sets each unknown's spread."""
     init = spec.initial_values()
     lo, hi = spec.bounds()
     rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(STARTS_STREAM,)))
@@ -84,7 +118,7 @@ def draw_starts(spec, K: int, seed: int) -> np.ndarray:
     starts[0] = init
     if K > 1:
         both = np.isfinite(lo) & np.isfinite(hi)
-        spread = np.maximum(1.0, np.abs(init))
+        spread = unknown_scales(init, None, lo, hi) if scales is None else np.asarray(scales, dtype=np.float64)
         normal = init + rng.standard_normal((K - 1, init.shape[0])) * spread
         uniform = rng.uniform(np.where(both, lo, 0.0), np.where(both, hi, 1.0), size=(K - 1, init.shape[0]))
         starts[1:] = np.where(both, uniform, normal)
@@ -307,8 +341,11 @@ def _row_norm(xp, A):
 UNCONVERGED_LISTED = 10
 
 
-def cluster(values, losses, rtol: float = CLUSTER_RTOL, *, return_labels: bool = False):
+def cluster(values, losses, rtol: float = CLUSTER_RTOL, *, return_labels: bool = False, scales=None):
     """Group points (rows of `values`) that agree to `rtol` in each unknown's scale; best loss first.
+
+    The scale of an unknown is the larger of |value| and `scales` (its own scale, see
+    points.unknown_scales; default none), so the test has no units of its own.
 
     Returns a list of (index of the group's best point, count), ordered by loss; with
     `return_labels`, also each point's group (an index into that list).
@@ -318,6 +355,8 @@ def cluster(values, losses, rtol: float = CLUSTER_RTOL, *, return_labels: bool =
     """
     import bisect
 
+    values = np.asarray(values, dtype=np.float64)
+    floor = np.zeros(values.shape[1] if values.ndim == 2 else 0) if scales is None else np.asarray(scales, float)
     order = np.argsort(losses, kind="stable")
     keys = []      # first coordinate of each centre, sorted
     slots = []     # index into centers/counts/firsts, in the order of keys
@@ -326,14 +365,14 @@ def cluster(values, losses, rtol: float = CLUSTER_RTOL, *, return_labels: bool =
     for i in order:
         v = values[i]
         v0 = float(v[0])
-        # |c0 - v0| <= rtol * max(1, |c0|, |v0|) implies c0 lies in this window
-        reach = rtol * max(1.0, abs(v0)) / (1.0 - rtol) if rtol < 1 else np.inf
+        # |c0 - v0| <= rtol * max(floor0, |c0|, |v0|) implies c0 lies in this window
+        reach = rtol * max(float(floor[0]) if floor.size else 0.0, abs(v0)) / (1.0 - rtol) if rtol < 1 else np.inf
         lo = bisect.bisect_left(keys, v0 - reach)
         hi = bisect.bisect_right(keys, v0 + reach)
         found = None
         for k in range(lo, hi):
             c = centers[slots[k]]
-            scale = np.maximum(1.0, np.maximum(np.abs(c), np.abs(v)))
+            scale = np.maximum(floor, np.maximum(np.abs(c), np.abs(v)))
             if np.all(np.abs(c - v) <= rtol * scale):
                 if found is None or slots[k] < found:
                     found = slots[k]  # the best (earliest) matching group
@@ -361,7 +400,8 @@ def solve_multistart(spec, lowered, objective, options, *, method, lower, upper,
     cannot evaluate, such as a weighted fit's)."""
     K = options.starts
     names = spec.unknown_names
-    starts = draw_starts(spec, K, options.seed) if starts is None else np.asarray(starts, dtype=np.float64)
+    scales = _scales(spec, lowered)
+    starts = draw_starts(spec, K, options.seed, scales) if starts is None else np.asarray(starts, dtype=np.float64)
     t0 = time.perf_counter()
     if method in FIRST_ORDER and not one_after_another:
         evaluator = trace
@@ -392,11 +432,15 @@ def solve_multistart(spec, lowered, objective, options, *, method, lower, upper,
     candidates = np.flatnonzero(converged if converged.any() else np.isfinite(losses))
     if candidates.size == 0:
         candidates = np.arange(K)
-    groups = cluster(values[candidates], np.where(np.isfinite(losses[candidates]), losses[candidates], math.inf))
+    groups = cluster(values[candidates], np.where(np.isfinite(losses[candidates]), losses[candidates], math.inf),
+                     scales=scales)
     groups = [(int(candidates[i]), n) for i, n in groups]
-    if loss_traits(objective)[0] and losses[groups[0][0]] <= options.atol:
-        # equations that hold: groups merely stalled elsewhere are not solutions
-        groups = [(i, n) for i, n in groups if losses[i] <= options.atol]
+    if loss_traits(objective)[0]:
+        # equations that hold (to rounding, or within an explicit atol): groups merely stalled elsewhere are not
+        # solutions
+        solved = [(i, n) for i, n in groups if losses[i] <= options.atol or _holds(spec, lowered, values[i], options)]
+        if solved and solved[0][0] == groups[0][0]:
+            groups = solved
     if not converged.any():
         # No start converged: these are not solutions, only the best points reached. Listing
         # every one of K scattered points helps nobody; keep the best few.

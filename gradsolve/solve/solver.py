@@ -1,6 +1,8 @@
 """Solve a parsed problem: lower it, run the loop (or a batch of starts), judge the outcome, describe solutions."""
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import sympy
 
@@ -9,12 +11,14 @@ from gradsolve.problem import analysis
 from gradsolve.problem.functions import maximum, minimum
 from gradsolve.problem.lowering import lower
 from gradsolve.problem.spec import ProblemSpec
+from gradsolve.solve import direct
 from gradsolve.solve.bounds import is_bounded, optional
 from gradsolve.solve.loop import run
+from gradsolve.solve.points import unknown_scales
 from gradsolve.solve.options import SolveOptions, build_options, check_every, choose_method, default_every, flag
 from gradsolve.solve.records import Outcome
 from gradsolve.solve.result import Result
-from gradsolve.solve.stopping import time_limit
+from gradsolve.solve.stopping import linear_fall, time_limit
 from gradsolve.solve.trace import TracedPoint, TraceUnavailable, trace_problem
 from gradsolve.solve.verdicts import judge_unsolved
 
@@ -36,10 +40,42 @@ class Objective:
         self.residuals = lowered.residuals if has_residuals else None
         self.atol_applies = has_residuals if atol_applies is None else atol_applies  # see gradsolve.solve.points
         self.smooth = smooth
+        # each equation's constant terms, the part of its size J.x does not see (verdicts.residual_roundings)
+        self.constant_terms = analysis.constant_term_sizes(lowered.spec) if has_residuals else None
+        self.row_weights = equation_weights(lowered.spec, lowered, self.constant_terms)
         self.unused = frozenset(unused)  # unknowns no expression uses (points.unreached_unknowns)
 
     def loss(self):
         return self.lowered.loss()
+
+
+def equation_weights(spec, lowered, constants):
+    """1 / E_i for each equation (Levenberg-Marquardt's row weights), or None: E_i = sum_j |J_ij| s_j + c_i at
+    the start, s the unknowns' own scales (points.unknown_scales, with their equations' constants) and c_i the
+    equation's constant terms.
+
+    Multiplying an equation by 10^k multiplies its E by 10^k, and writing an
+    unknown in other units leaves every |J_ij| s_j as it was: Levenberg-Marquardt
+    on the weighted residuals takes the same path in any units (its trust region
+    lives in the Jacobian's column scale).  The roots are the same; for equations
+    that cannot all hold, the loop goes on unweighted (the loss as written).
+    """
+    if constants is None or spec.kind != "equations" or spec.n_rows is not None:
+        return None
+    x0 = spec.initial_values()
+    saved = lowered.values()
+    try:
+        J = np.abs(analysis.jacobian_matrix(lowered, x0))
+        lo, hi = spec.bounds()
+        scales = unknown_scales(x0, None, lo, hi, hint=analysis.constant_scales(lowered, x0))
+    except Exception:  # noqa: BLE001 - no weights: the residuals as written
+        return None
+    finally:
+        lowered.set_values(saved)
+    sizes = J @ scales + constants
+    if not (sizes.size and np.all(np.isfinite(sizes)) and np.all(sizes > 0)):
+        return None
+    return 1.0 / sizes
 
 
 def is_smooth(spec: ProblemSpec) -> bool:
@@ -98,6 +134,10 @@ def _solve_spec(spec, options, on_progress, every, on_start) -> Result:
     used = set().union(*(expr.free_symbols for expr in spec.expressions))
     unused = [name for name, symbol in zip(names, spec.unknown_symbols) if symbol not in used]
     objective = Objective(lowered, names, has_residuals, atol_applies=atol_applies, smooth=smooth, unused=unused)
+    if direct.applies(spec, options, bounded=is_bounded(lower_b, upper_b)):
+        if on_start is not None:
+            on_start("qr — solved directly (the equations are linear)", names)
+        return to_result(spec, lowered, objective, direct.solve_linear(spec, objective, options), options, device)
     trace, how = make_trace(lowered, method, options, device)
     if options.starts > 1:
         # the batch machinery only when it runs
@@ -146,6 +186,7 @@ def to_result(spec, lowered, objective, outcome: Outcome, options, device) -> Re
     reason = outcome.stop_reason
     residual_rows = []
     solution_set = None
+    extra = {}
     if spec.kind != "minimize":
         with gs.no_grad():
             per_item = [t.numpy() for t in lowered.outputs()]
@@ -157,21 +198,26 @@ def to_result(spec, lowered, objective, outcome: Outcome, options, device) -> Re
                 residual_rows.append({"equation": source, "count": int(values.size),
                                       "rms": float(np.sqrt(np.mean(values ** 2))) if values.size else 0.0,
                                       "max": float(np.max(np.abs(values))) if values.size else 0.0})
-        if status == "converged" and spec.kind == "equations" and spec.n_rows is None and outcome.loss > options.atol:
+        if (status in ("converged", "stalled") and spec.kind == "equations" and spec.n_rows is None
+                and outcome.loss > options.atol and not outcome.atol_stop):
             status, reason = judge_unsolved(spec, lowered, outcome, options, reason)
         if status in ("converged", "inconsistent"):  # elsewhere the point solves nothing: no family of solutions
-            solution_set = _solution_set(spec, lowered, outcome)
+            solution_set = _solution_set(spec, lowered, outcome, status)
+            if isinstance(solution_set, analysis.MultipleRoot):
+                extra["multiple_root"] = dataclasses.asdict(solution_set)
+                solution_set = None
     return Result(
         problem=spec.name, status=status, stop_reason=reason, optimizer=outcome.optimizer, steps=outcome.steps,
         loss=outcome.loss, gradient_norm=outcome.gradient_norm, parameters=dict(zip(names, map(float, outcome.values))),
         residuals=residual_rows, solution_set=solution_set, seed=options.seed, device=str(device),
         dtype=options.dtype, elapsed_s=outcome.elapsed_s, at_bounds=outcome.at_bounds,
-        warnings=list(spec.warnings), loss_history=outcome.loss_history, kind=spec.kind,
+        warnings=list(spec.warnings), loss_history=outcome.loss_history, kind=spec.kind, extra=extra,
     )
 
 
-def _solution_set(spec, lowered, outcome):
-    """Rank and free directions of the residual Jacobian at the solution; None when the solution is isolated.
+def _solution_set(spec, lowered, outcome, status):
+    """Rank and free directions of the residual Jacobian at the solution; None when the solution is isolated,
+    an analysis.MultipleRoot when it is isolated but the Jacobian is singular there.
 
     For a linear system the family is exact: the minimum-norm solution plus the
     null space of the coefficient matrix. For a nonlinear one the directions are
@@ -182,9 +228,21 @@ def _solution_set(spec, lowered, outcome):
         info = analysis.jacobian_rank(lowered, outcome.values)
     except Exception:  # noqa: BLE001 - analysis is a courtesy; a failure must not hide the answer
         return None
+    # a root reached by a linear fall has a singular Jacobian even where rounding leaves it full rank (x^2 = 0
+    # at x = 1e-80): stopping.linear_fall
+    fall = status == "converged" and spec.kind == "equations" and linear_fall(outcome.loss_history) is not None
+    linear = analysis.is_linear(spec)
+    if (info.rank < len(names) or fall) and not linear and status == "converged":
+        lower, upper = spec.bounds()
+        scales = unknown_scales(outcome.values, spec.initial_values(), lower, upper)
+        try:
+            root = analysis.multiple_root(lowered, outcome.values, info, scales)
+        except Exception:  # noqa: BLE001 - a courtesy, as above
+            root = None
+        if root is not None:
+            return root
     if info.rank >= len(names):
         return None
-    linear = analysis.is_linear(spec)
     particular = None
     directions = info.null_space
     if linear:

@@ -4,12 +4,18 @@ Every run stops on the same tests, whether it is one start (`Watch`, after each
 step of `gradsolve.solve.loop`) or K starts as one array (`BatchStops`, in
 `gradsolve.solve.multistart`):
 
-* ``atol``: the loss is at most ``atol`` (a solved system).  Only for losses
-  that cannot go below zero (sums of squares, or a minimize expression proven
-  non-negative): a loss of -5 is not "solved";
-* ``gtol``: the largest gradient component is at most ``tol * max(1, g0)``, g0 the first one;
+* ``solved`` (Levenberg-Marquardt, which has the residuals and Jacobian at
+  every step): every residual is within SOLVED_ROUNDINGS roundings of its own
+  terms (verdicts.residual_roundings): a test without units, where an absolute
+  bound on the loss would mean "solved" in amperes and "not yet" in picoamperes;
+* ``atol``: the loss is at most ``atol`` (0 by default: a loss that is exactly 0).
+  Only for losses that cannot go below zero (sums of squares, or a minimize
+  expression proven non-negative): a loss of -5 is not "solved";
+* ``gtol``: the largest gradient component is at most ``tol * g0``, g0 the first
+  one (no absolute floor: a problem in small units has small gradients);
 * ``xtol``: the step is at most ``tol * (tol + |x|)`` (first-order methods: for
-  FTOL_PATIENCE iterations in a row, as ftol);
+  FTOL_PATIENCE iterations in a row, as ftol); gtol and xtol wait while the loss
+  still falls geometrically (GEOMETRIC_FALL), as it does into a multiple root;
 * ``ftol``: the relative loss change stays at most ``tol`` for FTOL_PATIENCE
   iterations in a row (one flat step of a momentum method proves nothing).
 
@@ -32,10 +38,11 @@ import numpy as np
 
 from gradsolve.solve.options import flag
 from gradsolve.solve.records import ProgressRow
-from gradsolve.solve.verdicts import judge_stopped_moving, stationary_gradient_limit
+from gradsolve.solve.verdicts import (SOLVED_ROUNDINGS, judge_stopped_moving, residual_roundings, solved_reason,
+                                      stationary_gradient_limit)
 
 __all__ = ["FTOL_PATIENCE", "REASONS", "stop_reason", "lm_reason", "Watch", "RateRule", "BatchStops",
-           "BATCH_TESTS", "time_limit", "past_time_limit", "time_limit_reason"]
+           "BATCH_TESTS", "GEOMETRIC_FALL", "linear_fall", "time_limit", "past_time_limit", "time_limit_reason"]
 
 FTOL_PATIENCE = 5
 # RateRule (adaptive first-order methods): halve the rate when the best loss has not improved by
@@ -47,13 +54,21 @@ PLATEAU_THRESHOLD = 1e-3
 GROW_AFTER = 100
 GROW_SPREAD = 1.5  # ... by amounts within this factor of each other (a straight slope, not a curved valley)
 GROW_LIMIT = 2.0 ** 20
-LM_POLISH_STEPS = 5    # at most this many LM steps once the loss is below atol ...
+LM_POLISH_STEPS = 5    # at most this many LM steps once the equations hold (or the loss is below atol) ...
 LM_POLISH_GAIN = 10.0  # ... each while the loss still falls by this factor
+#: gtol and xtol wait while the loss falls at least this factor a step: Gauss-Newton converges only linearly
+#: to a multiple root (x^2 = 0: the loss falls sixteen-fold a step), with gradients and steps that are small
+#: against the start long before the residuals are rounding.
+GEOMETRIC_FALL = 0.5
+#: Levenberg-Marquardt's own step tests firing after this many such falls in a row end a run at a multiple root:
+#: the loss of an inconsistent system settles on its positive minimum instead of halving at every step.
+GEOMETRIC_STEPS = 3
 
 #: Each stopping test in words: (what is measured, the test).  `stop_reason` puts in the measured value.
 REASONS = {
     "atol": ("loss", "<= atol {atol:g}"),
-    "gtol": ("gradient norm", "<= tol * max(1, initial gradient norm) (gtol)"),
+    "exact": ("loss", "is exactly 0: the equations hold exactly"),
+    "gtol": ("gradient norm", "<= tol * initial gradient norm (gtol)"),
     "xtol": ("step", "<= tol * |x| (xtol)"),
     "ftol": ("relative loss change", "<= tol (ftol)"),
     # Levenberg-Marquardt's own tests (the loop gives it gtol 0: its gradient test is a zero gradient)
@@ -64,12 +79,34 @@ REASONS = {
 BATCH_TESTS = ("atol", "gtol", "xtol", "ftol")
 
 
+def linear_fall(history, window: int = 8) -> float | None:
+    """The loss's constant ratio per step at the end of a run, where it fell linearly (geometrically), else None.
+
+    Gauss-Newton converges linearly only into a root where the Jacobian is
+    singular: a multiple root of multiplicity m gives the ratio
+    ((m - 1) / m)**(2m), 1/16 for a double root.  Quadratic convergence shows
+    ratios that shrink step by step, a stall ratios near 1.
+
+    >>> linear_fall([3.0 ** 4 / 16 ** k for k in range(12)])
+    0.0625
+    """
+    ratios = [b / a for a, b in zip(history[:-1], history[1:]) if a > 0 and b > 0]
+    tail = ratios[-window:]
+    if len(tail) < GEOMETRIC_STEPS or not all(0.01 <= q <= GEOMETRIC_FALL for q in tail):
+        return None
+    if max(tail) > 4 * min(tail):  # not one ratio: quadratic convergence's ratios fall away
+        return None
+    return float(np.exp(np.mean(np.log(tail))))
+
+
 def stop_reason(test: str, *, atol: float | None = None, measured: float | None = None) -> str:
     """`test` (a key of REASONS) in words, with the measured value when there is one.
 
     >>> stop_reason("xtol", measured=3e-13)
     'step 3e-13 <= tol * |x| (xtol)'
     """
+    if test == "atol" and atol == 0:
+        test, measured = "exact", None
     what, rule = REASONS[test]
     value = "" if measured is None else f" {measured:.3g}"
     return f"{what}{value} {rule.format(atol=atol)}"
@@ -254,15 +291,21 @@ class _ArrayOps:
 class Watch:
     """Bookkeeping shared by every loop: best point, history, the stopping tests, progress rows."""
 
-    def __init__(self, options, method, names, on_progress, every, start, x0, *, atol_applies=True, smooth=True):
+    def __init__(self, options, method, names, on_progress, every, start, x0, *, atol_applies=True, smooth=True,
+                 constants=None):
         self.options, self.method, self.names = options, method, names
+        self.constants = constants  # each equation's constant terms (analysis.constant_term_sizes), or None
+        self.eps = float(np.finfo(np.float32 if options.dtype == "float32" else np.float64).eps)
         self.atol_applies, self.smooth = atol_applies, smooth
         self.on_progress, self.every, self.start = on_progress, every, start
         self.best_loss, self.best_x = math.inf, list(x0)
+        self.best_merit = math.inf  # what picks the best point: the loss, or the weighted loss LM minimizes
         self.last_finite_x = list(x0)
         self.history = []
         self.prev_loss = None
+        self.prev_merit = None
         self.flat_steps = 0
+        self.falls = 0  # consecutive steps at which the loss fell by GEOMETRIC_FALL or more
         self.still_steps = 0  # consecutive steps below xtol
         self.first_grad_norm = None
         self.polish_steps = 0
@@ -274,14 +317,16 @@ class Watch:
 
     def offer(self, loss, x) -> None:
         """A loss measured at x (before a step): it may be the best point."""
-        if loss < self.best_loss:
-            self.best_loss, self.best_x = loss, list(x)
+        if loss < self.best_merit:
+            self.best_loss, self.best_x, self.best_merit = loss, list(x), loss
 
-    def observe(self, step, loss_now, grad_norm, step_norm, x_norm, x_new, rate, rate_name, lm_stop=None):
+    def observe(self, step, loss_now, grad_norm, step_norm, x_norm, x_new, rate, rate_name, lm_stop=None,
+                residuals=None, jacobian=None, merit=None):
         """After a step: None to go on, or (status, reason) to stop.
 
         For Levenberg-Marquardt `lm_stop` is its (stop_reason, converged) once it
-        stopped.  A converged verdict that rests on the steps stopping is
+        stopped, and `residuals`, `jacobian` are r and J at x_new (the solved test); `merit` is
+        what it minimizes where that is not the loss (its weighted loss), which picks the best point.  A converged verdict that rests on the steps stopping is
         provisional (``confirm``): verdicts.judge confirms it at the reported point.
         """
         options = self.options
@@ -291,13 +336,24 @@ class Watch:
         self.history.append(loss_now)
         prev_loss = self.prev_loss
         change = None if prev_loss is None else loss_now - prev_loss
-        if loss_now < self.best_loss:
-            self.best_loss, self.best_x = loss_now, list(x_new)
+        # the tests read what the method minimizes: the loss, or Levenberg-Marquardt's weighted loss
+        merit = loss_now if merit is None else merit
+        prev_merit = self.prev_merit
+        if merit < self.best_merit:
+            self.best_loss, self.best_x, self.best_merit = loss_now, list(x_new), merit
         if self.first_grad_norm is None:
             self.first_grad_norm = grad_norm
         stop = None
-        small_step = self.method != "lm" and step_norm <= options.tol * (options.tol + x_norm)
+        # only a loss that cannot go below zero falls geometrically (into 0); -1 <= 0.5 * -1 is no fall
+        falling = self.atol_applies and prev_merit is not None and 0 <= merit <= GEOMETRIC_FALL * prev_merit
+        if lm_stop is None:  # a step Levenberg-Marquardt declined to take measures no fall
+            self.falls = self.falls + 1 if falling else 0
+        small_step = self.method != "lm" and step_norm <= options.tol * (options.tol + x_norm) and not falling
         self.still_steps = self.still_steps + 1 if small_step else 0
+        held = None
+        if self.atol_applies and residuals is not None and jacobian is not None:
+            held = residual_roundings(residuals, jacobian, x_new, self.constants, self.eps)
+            held = held if held <= SOLVED_ROUNDINGS else None
         if lm_stop is not None:
             code, _ = lm_stop
             if code == "nonfinite":
@@ -308,27 +364,38 @@ class Watch:
                 # polished past atol until its own test stopped it: the loss is the news, not the test
                 stop = ("converged", stop_reason("atol", atol=options.atol, measured=loss_now))
                 self.at_atol = True
+            elif held is not None:
+                stop = ("converged", solved_reason(held, options.dtype))
+                self.at_atol = True
             elif code in ("atol", "gtol"):  # F <= atol, or a gradient that is zero (to machine precision)
                 stop = ("converged", lm_reason(code, options.atol))
+            elif self.atol_applies and residuals is not None and self.falls >= GEOMETRIC_STEPS:
+                # the steps stopped (xtol: relative to x) on a loss still halving: Gauss-Newton's linear
+                # convergence into a root where the Jacobian is singular; to_result says how many digits it has
+                stop = ("converged", f"{lm_reason(code, options.atol)} while the loss fell geometrically to "
+                                     f"{loss_now:.3g} (at least {1 / GEOMETRIC_FALL:g}-fold a step for the last "
+                                     f"{self.falls} steps): a multiple root")
+                self.at_atol = True
             else:  # a small step, a small reduction, or no damping that helps
                 stop = self._lm_stopped(lm_reason(code, options.atol))
-        elif self.atol_applies and loss_now <= options.atol:
-            if (self.method == "lm" and self.polish_steps < LM_POLISH_STEPS and prev_loss is not None
-                    and prev_loss > LM_POLISH_GAIN * loss_now):
+        elif self.atol_applies and (loss_now <= options.atol or held is not None):
+            if (self.method == "lm" and self.polish_steps < LM_POLISH_STEPS and prev_merit is not None
+                    and prev_merit > LM_POLISH_GAIN * merit and merit > 0):
                 # Still converging quadratically: each Gauss-Newton step is cheap and doubles the
-                # correct digits, so a loss of 1e-21 (residuals ~3e-11) becomes one at rounding level.
+                # correct digits, so residuals within a few roundings become the rounding itself.
                 self.polish_steps += 1
             else:
-                stop = ("converged", stop_reason("atol", atol=options.atol, measured=loss_now))
+                stop = ("converged", stop_reason("atol", atol=options.atol, measured=loss_now)
+                        if loss_now <= options.atol else solved_reason(held, options.dtype))
                 self.at_atol = True
-        elif grad_norm is not None and grad_norm <= options.tol * max(1.0, self.first_grad_norm or 0.0):
+        elif grad_norm is not None and grad_norm <= options.tol * (self.first_grad_norm or 0.0) and not falling:
             why = stop_reason("gtol", measured=grad_norm)
             # small against the start is not small against the problem: a saturated model's plateau
             stop = self._lm_stopped(why) if self.method == "lm" else ("converged", why)
         elif small_step and (self.still_steps >= FTOL_PATIENCE or self.method == "lbfgs"):
             # one short step of a momentum method (its velocity turning round) proves nothing either
             stop = self._stopped_moving(stop_reason("xtol", measured=step_norm), grad_norm)
-        elif change is not None and abs(change) <= options.tol * max(abs(prev_loss), 1e-300):
+        elif prev_merit is not None and abs(merit - prev_merit) <= options.tol * abs(prev_merit) and not falling:
             self.flat_steps += 1
             if self.method == "lm" and self.flat_steps >= FTOL_PATIENCE:
                 stop = self._lm_stopped(stop_reason("ftol"))
@@ -336,13 +403,15 @@ class Watch:
                 stop = self._stopped_moving(stop_reason("ftol"), grad_norm)
         else:
             self.flat_steps = 0
+        if stop is not None and held is not None and stop[0] == "converged":
+            self.best_loss, self.best_x, self.best_merit = loss_now, list(x_new), -math.inf  # the point that holds
         if stop is None and self.time_limited and past_time_limit():
             stop = ("max_steps", time_limit_reason(step))
         if self.on_progress is not None and (stop is not None or step % self.every == 0 or step == 1
                                              or step == options.steps):
             self.on_progress(ProgressRow(step, loss_now, change, grad_norm, step_norm, rate, rate_name,
                                          dict(zip(self.names, map(float, x_new))), time.perf_counter() - self.start))
-        self.prev_loss = loss_now
+        self.prev_loss, self.prev_merit = loss_now, merit
         return stop
 
     def _lm_stopped(self, why):
@@ -412,9 +481,11 @@ class BatchStops:
         change = loss_new - prev_loss
         with np.errstate(invalid="ignore"):
             at = active & (loss_new <= self.atol) if self.atol_applies else no
-            gt = active & ~at & (gnorm <= tol * xp.maximum(first_gnorm, 1.0))
-            small_step = step_norm <= tol * (tol + x_norm)
-            small = xp.abs(change) <= tol * xp.maximum(xp.abs(prev_loss), 1e-300)
+            # Watch's geometric fall: gtol, xtol and ftol wait while the loss still halves at every step
+            falling = ((loss_new >= 0) & (loss_new <= GEOMETRIC_FALL * prev_loss)) if self.atol_applies else no
+            gt = active & ~at & (gnorm <= tol * first_gnorm) & ~falling
+            small_step = (step_norm <= tol * (tol + x_norm)) & ~falling
+            small = (xp.abs(change) <= tol * xp.abs(prev_loss)) & ~falling
             # stopped moving on a slope: stalled, not converged (Watch._stopped_moving)
             sloped = (gnorm > self.still_limit * xp.maximum(first_gnorm, 1.0)) if self.smooth else no
         self.flat = xp.where(small, self.flat + 1, 0)

@@ -35,7 +35,8 @@ from gradsolve.solve.probes import (CURVATURE_RTOL, HESSIAN_LIMIT, descent_slope
 
 __all__ = ["Stop", "judge", "judge_fit_values", "judge_stopped_moving", "confirm_kink_stop", "confirm_lm_stop", "confirm_minimum_stop",
            "short_stop_reason", "judge_unsolved", "stationary_gradient_limit", "rounding_floor", "lm_cosine_limit",
-           "stalled_reason", "diverged_advice"]
+           "stalled_reason", "diverged_advice", "SOLVED_ROUNDINGS", "residual_roundings", "held_to_rounding",
+           "solved_reason"]
 
 # Levenberg-Marquardt counts a stop short of atol as convergence only where every cosine between the residual
 # and a free Jacobian column is at most max(LM_COSINE_LIMIT, sqrt(tol)), or, for a column that fails, where the
@@ -46,9 +47,9 @@ LM_CURVATURE_RTOL = 1e-6
 #: A point is stationary when a first-order step of the unknowns' own size would change the loss by at
 #: most this fraction of it: |projected gradient| * max(1, |x|) <= STATIONARY_RTOL * loss.
 STATIONARY_RTOL = 1e-6
-#: A float32 run has solved its equations when every residual, evaluated in float64 at its point, is within this
-#: many float32 roundings of the residual's own size.
-FLOAT32_ROUNDINGS = 16
+#: Equations hold when every residual is within this many roundings of the size of its own terms (the sum of
+#: |J_ij x_j| and of its constant terms), evaluated in float64 at the point (a float32 run: float32 roundings).
+SOLVED_ROUNDINGS = 16
 
 
 @dataclass
@@ -292,6 +293,16 @@ def _unbounded_reason(stop: Stop, moving_why):
             f"to find (bound the unknowns, or check the expression)")
 
 
+def solved_reason(roundings, dtype="float64") -> str:
+    """The reason of a stop where the equations hold to rounding."""
+    if roundings == 0:
+        return "every residual is exactly 0: the equations hold exactly"
+    if dtype == "float32":
+        return (f"residuals within {roundings:.2g} float32 roundings of their terms: the equations hold to float32 "
+                f"precision ({flag('dtype')} float64 resolves further)")
+    return f"residuals within {roundings:.2g} roundings of their terms: the equations hold to float64 precision"
+
+
 def judge_fit_values(status, reason, values, loss):
     """A fit's status once its coefficients and residual sum of squares are known: diverged where either is
     not finite (a "converged" fit must have a finite answer and loss to show: squares of residuals near 1e154
@@ -316,12 +327,11 @@ def judge_unsolved(spec, lowered, outcome, options, reason):
     from gradsolve.problem import analysis  # sympy: only for equations left unsolved (fits never load it)
 
     x = np.asarray(outcome.values, dtype=np.float64)
-    if options.dtype == "float32":
-        held = held_to_float32(spec, x)
-        if held is not None:
-            return "converged", (f"the equations hold to float32 precision: every residual is within {held:.2g} "
-                                 f"float32 roundings of its terms (loss {outcome.loss:.3g} > atol {options.atol:g} "
-                                 f"is float32 rounding; {flag('dtype')} float64 resolves further) ({reason})")
+    held = held_to_rounding(spec, lowered, x, options.dtype)
+    if held is not None:
+        return "converged", solved_reason(held, options.dtype)
+    if outcome.status != "converged":  # a stop that proves nothing more: as it was
+        return outcome.status, reason
     lower, upper = optional(*spec.bounds())
     try:
         jac = analysis.jacobian_matrix(lowered, x)
@@ -359,29 +369,56 @@ def judge_unsolved(spec, lowered, outcome, options, reason):
                        f"{outcome.loss:.3g} > atol {options.atol:g} and still falling from here; {advice}")
 
 
-def held_to_float32(spec, x):
-    """max_i |r_i(x)| / (eps32 * max(1, sum_j |J_ij x_j|)) when at most FLOAT32_ROUNDINGS; else None.
+def residual_roundings(r, J, x, constants, eps) -> float:
+    """How many roundings of its own terms the worst residual is: max_i |r_i| / (eps * T_i).
 
-    A float32 loss cannot fall to atol: each residual carries rounding of about
-    float32's epsilon times its terms.  So the equations are judged in float64 at
-    the same point, each residual against the size of its own terms (estimated
-    by |J_i| . |x|, at least 1, as atol is absolute): a residual that is rounding
-    passes, one that is wrong (an inconsistent system's least-squares point, or
-    a small unknown far from its value next to a large one) does not.
+    ``T_i = sum_j |J_ij x_j| + constants_i`` is the size of equation i's terms
+    (`constants` from analysis.constant_term_sizes, or None for none), which
+    scales with the equation and not with an unknown's units: nothing here has a
+    floor.  0 where every residual is 0; inf where a residual is not but its terms are.
+
+    >>> residual_roundings([1e-27], [[1.0, 1e-10]], [2.4e-11, 0.26], [5e-11], 2.2e-16)  # doctest: +ELLIPSIS
+    0.06...
+    """
+    r = np.abs(np.asarray(r, dtype=np.float64).reshape(-1))
+    if not r.size or not np.any(r):
+        return 0.0
+    terms = np.abs(np.asarray(J, dtype=np.float64)) @ np.abs(np.asarray(x, dtype=np.float64))
+    if constants is not None:
+        terms = terms + constants
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.where(r > 0, r / (eps * terms), 0.0)
+    worst = float(np.max(ratio))
+    return worst if worst == worst else math.inf
+
+
+def held_to_rounding(spec, lowered, x, dtype):
+    """The residual roundings (`residual_roundings`) at x when at most SOLVED_ROUNDINGS, else None.
+
+    A float32 run is judged in float64 at the same point, against float32's
+    epsilon: its loss cannot fall further, but a residual that is wrong (an
+    inconsistent system's least-squares point, a small unknown far from its
+    value next to a large one) is more than rounding in any precision.
     """
     from gradsolve.problem import analysis  # sympy: see judge_unsolved
     from gradsolve.problem.lowering import lower
 
     try:
-        exact = lower(spec, dtype=gs.float64, device="cpu")
-        exact.set_values(x.tolist())
-        with gs.no_grad():
-            r = np.asarray(exact.residuals().numpy(), dtype=np.float64).reshape(-1)
-        jac = analysis.jacobian_matrix(exact, x.tolist())
+        exact = lowered
+        if dtype == "float32":
+            exact = lower(spec, dtype=gs.float64, device="cpu")
+        saved = exact.values()
+        exact.set_values(list(map(float, x)))
+        try:
+            with gs.no_grad():
+                r = np.asarray(exact.residuals().numpy(), dtype=np.float64).reshape(-1)
+            jac = analysis.jacobian_matrix(exact, list(map(float, x)))
+        finally:
+            exact.set_values(saved)
         if not (r.size and np.all(np.isfinite(r)) and np.all(np.isfinite(jac))):
             return None
     except Exception:  # noqa: BLE001 - no verdict possible: the caller judges as before
         return None
-    terms = np.maximum(np.abs(jac) @ np.abs(x), 1.0) if x.size else np.ones_like(r)
-    roundings = float(np.max(np.abs(r) / (float(np.finfo(np.float32).eps) * terms)))
-    return roundings if roundings <= FLOAT32_ROUNDINGS else None
+    eps = float(np.finfo(np.float32 if dtype == "float32" else np.float64).eps)
+    roundings = residual_roundings(r, jac, x, analysis.constant_term_sizes(spec), eps)
+    return roundings if roundings <= SOLVED_ROUNDINGS else None

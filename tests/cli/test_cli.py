@@ -39,7 +39,7 @@ def test_four_unknowns_json_satisfies_equations_and_reports_the_family():
     for residual in (p["A"] + p["B"] - 9, p["C"] - p["D"] - 1, p["A"] + p["C"] - 8, p["B"] - p["D"] - 2):
         assert abs(residual) < 1e-10
     assert result["status"] == "converged" and result["schema"] == 1
-    assert result["optimizer"] == "lm"
+    assert result["optimizer"] == "qr"  # linear equations are solved directly
     family = result["solution_set"]
     assert family["rank"] == 3 and family["local"] is False
     (direction,) = family["free_directions"]
