@@ -12,7 +12,7 @@ import math
 import numpy as np
 
 __all__ = ["optional", "limits", "unbounded", "is_bounded", "clip_values", "held_by_bounds", "projected_max_abs",
-           "names_at_bounds"]
+           "names_at_bounds", "unknown_scales"]
 
 
 def optional(lo, hi) -> tuple[list, list]:
@@ -62,3 +62,27 @@ def names_at_bounds(names, values, lower, upper) -> list[str]:
     """The unknowns whose value lies on (or beyond) one of its bounds."""
     return [name for name, v, lo, hi in zip(names, values, lower, upper)
             if (lo is not None and v <= lo) or (hi is not None and v >= hi)]
+
+
+def unknown_scales(values, start=None, lower=None, upper=None, hint=None) -> np.ndarray:
+    """Each unknown's own scale: the largest of |value|, |start| and its finite bounds' magnitudes.
+
+    An unknown with none of these (0, started at 0, unbounded) takes `hint`
+    (the scale its equations' constants give it: analysis.constant_scales), then
+    the largest other scale, and 1 only where every unknown has none: a scale
+    that changes with the unknown's units, where max(1, |x|) would not.
+
+    >>> unknown_scales([2.4e-11, 0.0], start=[0.0, 0.0], upper=[None, 0.5])
+    array([2.4e-11, 5.0e-01])
+    """
+    columns = [np.abs(np.asarray(values, dtype=np.float64).reshape(-1))]
+    n = columns[0].size
+    for extra in (start, lower, upper):
+        if extra is not None:
+            column = np.array([abs(float(v)) if v is not None and math.isfinite(float(v)) else 0.0 for v in extra])
+            columns.append(column.reshape(-1)[:n])
+    scales = np.max(np.stack(columns), axis=0) if n else np.zeros(0)
+    if hint is not None:
+        scales = np.where(scales > 0, scales, np.nan_to_num(np.asarray(hint, dtype=np.float64).reshape(-1)[:n]))
+    fallback = float(np.max(scales)) if n and np.max(scales) > 0 else 1.0
+    return np.where(scales > 0, scales, fallback)

@@ -110,31 +110,32 @@ def run(objective, options: SolveOptions, *, method: str, lower=None, upper=None
     """
     with np.errstate(all="ignore"):
         weights = getattr(objective, "row_weights", None) if method == "lm" else None
+        start = values_of(objective.params) if point is None else np.asarray(point.values(), dtype=np.float64)
         outcome = _run(objective, options, method=method, lower=lower, upper=upper, on_progress=on_progress,
                        every=every, point=point, confirm=confirm_minimum, row_weights=weights)
         if weights is not None and not outcome.atol_stop and outcome.status in ("converged", "stalled"):
             outcome = _unweighted(objective, options, outcome, lower, upper, on_progress, every, point,
-                                  confirm_minimum)
+                                  confirm_minimum, start)
         if method == "lm" and confirm_minimum:
-            outcome = _escape(objective, options, outcome, lower, upper, on_progress, every, point)
+            outcome = _escape(objective, options, outcome, lower, upper, on_progress, every, point, start)
         return outcome
 
 
-def _unweighted(objective, options, outcome, lower, upper, on_progress, every, point, confirm):
+def _unweighted(objective, options, outcome, lower, upper, on_progress, every, point, confirm, start):
     """Equations weighted by their sizes (Objective.row_weights) that do not hold: the least-squares point of the
     loss as written is another, so Levenberg-Marquardt goes on from here on the residuals as written."""
     set_values(objective.params, outcome.values)
     if point is not None:
         point.set_values(outcome.values)
     after = _run(objective, options, method="lm", lower=lower, upper=upper, on_progress=on_progress, every=every,
-                 point=point, confirm=confirm)
+                 point=point, confirm=confirm, origin=start)
     after.steps += outcome.steps
     after.elapsed_s += outcome.elapsed_s
     after.loss_history = outcome.loss_history + after.loss_history
     return after
 
 
-def _escape(objective, options, outcome, lower, upper, on_progress, every, point):
+def _escape(objective, options, outcome, lower, upper, on_progress, every, point, start):
     """Levenberg-Marquardt stopped at a saddle, or at a minimum whose flat valley leads to negative curvature:
     continue from a clearly lower point along that curvature (`escape_point`), at most ESCAPE_LIMIT times.
 
@@ -165,7 +166,7 @@ def _escape(objective, options, outcome, lower, upper, on_progress, every, point
         if point is not None:
             point.set_values(z)
         after = _run(objective, options, method="lm", lower=lower, upper=upper, on_progress=on_progress,
-                     every=every, point=point, confirm=True)
+                     every=every, point=point, confirm=True, origin=start)
         if not (after.loss < outcome.loss and (after.status == "converged" or outcome.status != "converged")):
             break
         left = "a saddle point or maximum" if outcome.not_minimum else "a degenerate minimum"
@@ -182,7 +183,7 @@ def _escape(objective, options, outcome, lower, upper, on_progress, every, point
 
 
 def _run(objective, options, *, method, lower, upper, on_progress, every, point, confirm=True,
-         row_weights=None) -> Outcome:
+         row_weights=None, origin=None) -> Outcome:
     """Minimize `objective` with `method`, reporting a progress row every `every` steps.
 
     `objective` has `params` (0-d leaf tensors), `names`, `loss()` (0-d tensor) and
@@ -207,6 +208,8 @@ def _run(objective, options, *, method, lower, upper, on_progress, every, point,
 
     start = time.perf_counter()
     x = point.values()
+    # where the solve started (a continued run keeps its first run's start): the unknowns' own scales
+    x0 = np.asarray(x if origin is None else origin, dtype=np.float64).copy()
     watch = Watch(options, method, objective.names, on_progress, every, start, x, atol_applies=atol_applies,
                   smooth=smooth, constants=getattr(objective, "constant_terms", None))
     status, reason = "max_steps", f"reached the step limit ({options.steps})"
@@ -249,7 +252,7 @@ def _run(objective, options, *, method, lower, upper, on_progress, every, point,
     stop = Stop(objective, values, g, lower, upper, options, method, status, reason, loss=final_loss, loss0=loss0,
                 check=watch.confirm, moving_why=watch.moving_why, first_grad_norm=watch.first_grad_norm,
                 rate=float(opt.param_groups[0]["lr"]) if method in FIRST_ORDER else None, jacobian=jacobian,
-                flat=flat, at_atol=watch.at_atol)
+                flat=flat, at_atol=watch.at_atol, start=x0)
     status, reason, not_minimum = judge(stop, confirm_minimum=confirm)
     return Outcome(status=status, stop_reason=reason, optimizer=method, steps=step, loss=final_loss,
                    gradient_norm=float(np.max(np.abs(g))) if g.size else 0.0, values=values,

@@ -8,7 +8,7 @@ are drawn from a stream of the seed of their own (``STARTS_STREAM``), independen
 of the ``default_rng(seed)`` stream that gives unknowns without a start their
 random value: uniform within the bounds for an unknown with both a ``min`` and a
 ``max``, otherwise ``init + N(0, s)`` with ``s`` the unknown's own scale
-(points.unknown_scales: |init|, its bounds, or the scale its equations'
+(bounds.unknown_scales: |init|, its bounds, or the scale its equations'
 constants give it, as 5e-11 A for a current through 10 GOhm at 0.5 V), then
 clipped into whatever bounds there are.
 
@@ -57,10 +57,9 @@ import gradsolve as gs
 from gradsolve.methods import DEFAULT_LR, FIRST_ORDER
 from gradsolve.problem import analysis
 from gradsolve.problem.lowering import compile_program
-from gradsolve.solve.bounds import is_bounded, limits, names_at_bounds, projected_max_abs
+from gradsolve.solve.bounds import is_bounded, limits, names_at_bounds, projected_max_abs, unknown_scales
 from gradsolve.solve.loop import FIRST_ORDER_CLASSES, run, sgd_rate
-from gradsolve.solve.points import (loss_and_gradient, loss_traits, set_values, unknown_scales, unreached_unknowns,
-                                    values_of)
+from gradsolve.solve.points import loss_and_gradient, loss_traits, set_values, unreached_unknowns, values_of
 from gradsolve.solve.records import Outcome, ProgressRow
 from gradsolve.solve.stopping import (BATCH_TESTS, BatchStops, RateRule, past_time_limit, stop_reason,
                                       time_limit_reason)
@@ -93,7 +92,7 @@ def _holds(spec, lowered, x, options) -> bool:
 
 
 def _scales(spec, lowered):
-    """Each unknown's own scale at the problem's start (points.unknown_scales), its equations' constants included."""
+    """Each unknown's own scale at the problem's start (bounds.unknown_scales), its equations' constants included."""
     init = spec.initial_values()
     lo, hi = spec.bounds()
     hint = None
@@ -110,7 +109,7 @@ def _scales(spec, lowered):
 
 def draw_starts(spec, K: int, seed: int, scales=None) -> np.ndarray:
     """(K, p) starting points: the problem's own first, then K - 1 drawn from `seed` (see the module doc);
-    `scales` (default: points.unknown_scales of the start and bounds) sets each unknown's spread."""
+    `scales` (default: bounds.unknown_scales of the start and bounds) sets each unknown's spread."""
     init = spec.initial_values()
     lo, hi = spec.bounds()
     rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(STARTS_STREAM,)))
@@ -345,7 +344,7 @@ def cluster(values, losses, rtol: float = CLUSTER_RTOL, *, return_labels: bool =
     """Group points (rows of `values`) that agree to `rtol` in each unknown's scale; best loss first.
 
     The scale of an unknown is the larger of |value| and `scales` (its own scale, see
-    points.unknown_scales; default none), so the test has no units of its own.
+    bounds.unknown_scales; default none), so the test has no units of its own.
 
     Returns a list of (index of the group's best point, count), ordered by loss; with
     `return_labels`, also each point's group (an index into that list).
@@ -415,6 +414,7 @@ def solve_multistart(spec, lowered, objective, options, *, method, lower, upper,
         atol_applies, smooth = loss_traits(objective)
         out = run_batch(evaluator, starts, options, method=method, lower=lower, upper=upper, lr=lr,
                         on_progress=on_progress, every=every, names=names, atol_applies=atol_applies, smooth=smooth)
+        out["starts"] = starts  # with the bounds, each start's unknowns' own scales (the verdicts' probes)
         if smooth:
             _judge_stops_at_best_points(evaluator, out, options, method, lower, upper)
         else:
@@ -424,6 +424,7 @@ def solve_multistart(spec, lowered, objective, options, *, method, lower, upper,
             on_start(f"{method} — {how}, {K} starts one after another", names)
         out = _run_each(spec, lowered, objective, options, method, lower, upper, trace, starts, on_progress,
                         max(every, K // 50))
+        out["starts"] = starts
     _confirm_minima(objective, out, options, method, lower, upper)
     elapsed = time.perf_counter() - t0
 
@@ -455,7 +456,7 @@ def solve_multistart(spec, lowered, objective, options, *, method, lower, upper,
         set_values(params, starts[best])
         loss0, _ = loss_and_gradient(objective, params)
         reason = short_stop_reason(Stop(objective, values[best], g, lower, upper, options, method, str(status[best]),
-                                        reason, loss=final_loss, loss0=loss0))
+                                        reason, loss=final_loss, loss0=loss0, start=starts[best]))
         set_values(params, values[best])
     outcome = Outcome(status=str(status[best]), stop_reason=reason, optimizer=method,
                       steps=int(out["steps"][best]), loss=final_loss,
@@ -498,7 +499,7 @@ def _judge_per_point(objective, out, flagged, judge):
 def _stop_at(objective, out, k, g, options, method, lower, upper) -> Stop:
     """Start k's stop as the verdicts read it."""
     return Stop(objective, out["values"][k], g, lower, upper, options, method, str(out["status"][k]),
-                str(out["reason"][k]))
+                str(out["reason"][k]), start=out["starts"][k])
 
 
 def _confirm_kink_stops(objective, out, options, method, lower, upper):

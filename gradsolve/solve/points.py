@@ -20,7 +20,7 @@ from gradsolve import optim
 from gradsolve.solve.bounds import clip_values
 
 __all__ = ["EagerPoint", "TensorDescent", "values_of", "set_values", "loss_and_gradient", "loss_traits", "unreached_unknowns",
-           "loss_hessian", "evaluators", "unknown_scales"]
+           "loss_hessian", "evaluators"]
 
 
 def values_of(params) -> np.ndarray:
@@ -195,26 +195,3 @@ class EagerPoint:
         """What the loop's first-order steps drive (see TensorDescent)."""
         return TensorDescent(self, opt)
 
-
-def unknown_scales(values, start=None, lower=None, upper=None, hint=None) -> np.ndarray:
-    """Each unknown's own scale: the largest of |value|, |start| and its finite bounds' magnitudes.
-
-    An unknown with none of these (0, started at 0, unbounded) takes `hint`
-    (the scale its equations' constants give it: analysis.constant_scales), then
-    the largest other scale, and 1 only where every unknown has none: a scale
-    that changes with the unknown's units, where max(1, |x|) would not.
-
-    >>> unknown_scales([2.4e-11, 0.0], start=[0.0, 0.0], upper=[None, 0.5])
-    array([2.4e-11, 5.0e-01])
-    """
-    columns = [np.abs(np.asarray(values, dtype=np.float64).reshape(-1))]
-    n = columns[0].size
-    for extra in (start, lower, upper):
-        if extra is not None:
-            column = np.array([abs(float(v)) if v is not None and math.isfinite(float(v)) else 0.0 for v in extra])
-            columns.append(column.reshape(-1)[:n])
-    scales = np.max(np.stack(columns), axis=0) if n else np.zeros(0)
-    if hint is not None:
-        scales = np.where(scales > 0, scales, np.nan_to_num(np.asarray(hint, dtype=np.float64).reshape(-1)[:n]))
-    fallback = float(np.max(scales)) if n and np.max(scales) > 0 else 1.0
-    return np.where(scales > 0, scales, fallback)

@@ -15,9 +15,9 @@ import math
 
 import numpy as np
 
-from gradsolve.solve.bounds import held_by_bounds, limits
+from gradsolve.solve.bounds import held_by_bounds, limits, unknown_scales
 
-__all__ = ["descent_slope", "lm_cosines", "curvature_rtol", "minimum_refuted", "escape_point", "unbounded_below",
+__all__ = ["search_scales", "descent_slope", "lm_cosines", "curvature_rtol", "minimum_refuted", "escape_point", "unbounded_below",
            "describe_direction", "HESSIAN_LIMIT", "CURVATURE_RTOL"]
 
 # A stop on a loss with kinks is probed (descent_slope) with SAMPLED_GRADIENTS * (n + 1) gradients near the
@@ -27,8 +27,8 @@ SAMPLED_GRADIENTS = 4
 # lm_cosines: rounding in the residual, at most about eps * |J diag(x)|, is discounted LM_ROUNDING_SLACK times.
 LM_ROUNDING_SLACK = 100.0
 # A converged stop other than atol is confirmed a local minimum (minimum_refuted) up to HESSIAN_LIMIT free unknowns:
-# the loss Hessian, in the unknowns' scale max(1, |x_j|), may have no eigenvalue below -CURVATURE_RTOL times
-# max(1, its largest |eigenvalue|).  1e-8 is about sqrt(eps): the Hessian comes from exact double-backward passes,
+# the loss Hessian, in the unknowns' own scale (bounds.unknown_scales: |x_j|, no floor), may have no eigenvalue
+# below -CURVATURE_RTOL times its largest |eigenvalue|.  1e-8 is about sqrt(eps): the Hessian comes from exact double-backward passes,
 # so rounding moves its eigenvalues by far less than that at the scale of the largest (1e-15 to 1e-12 on the NIST
 # fits' degenerate points), while any curvature a user could see is far larger (the saddles here have -1 to -16).
 # In float32 the Hessian carries float32 rounding: sqrt(eps) there (3.5e-4) instead (curvature_rtol).
@@ -51,7 +51,7 @@ ESCAPE_LEVEL = 1e-9  # the least relative fall of the loss that counts
 ESCAPE_STEPS = (0.01, 0.1, 1.0)  # steps along the negative curvature, in the unknowns' scale
 
 
-def descent_slope(loss_at, x, g, lower, upper, tol, names=None, grad_at=None):
+def descent_slope(loss_at, x, g, lower, upper, tol, names=None, grad_at=None, scales=None):
     """The steepest fall of the loss from x over a small step: (slope, direction), slope <= 0 at a minimum.
 
     For losses with kinks, whose gradient says nothing at a kink.  The loss
@@ -80,7 +80,9 @@ def descent_slope(loss_at, x, g, lower, upper, tol, names=None, grad_at=None):
     if not math.isfinite(f0) or n == 0:
         return 0.0, None
     held = np.array(held_by_bounds(g, x, lower, upper), dtype=bool)
-    length = rel * max(1.0, float(np.max(np.abs(x))))
+    # each unknown's own size (its start, bounds, value: bounds.unknown_scales), no floor of 1, which has units
+    scales = unknown_scales(x) if scales is None else np.asarray(scales, dtype=np.float64)
+    length = rel * float(np.max(scales))
     directions = []
 
     def along(d, label):
@@ -90,7 +92,7 @@ def descent_slope(loss_at, x, g, lower, upper, tol, names=None, grad_at=None):
 
     if grad_at is not None and n <= AXIS_PROBE_LIMIT:
         rng = np.random.default_rng(0)
-        radius = rel * np.maximum(1.0, np.abs(x))
+        radius = rel * scales
         gradients = [np.asarray(g, dtype=np.float64)]
         for _ in range(SAMPLED_GRADIENTS * (n + 1)):
             gi = np.asarray(grad_at(np.clip(x + radius * rng.uniform(-1.0, 1.0, n), lo, hi)), dtype=np.float64)
@@ -102,7 +104,7 @@ def descent_slope(loss_at, x, g, lower, upper, tol, names=None, grad_at=None):
         for i in range(n):
             for sign in (1.0, -1.0):
                 step = np.zeros(n)
-                step[i] = sign * rel * max(1.0, abs(float(x[i])))
+                step[i] = sign * rel * float(scales[i])
                 name = names[i] if names is not None else f"unknown {i + 1}"
                 directions.append((step, f"{'+' if sign > 0 else '-'}{name}"))
     best, where = -math.inf, None
@@ -167,24 +169,24 @@ def curvature_rtol(eps) -> float:
 
 
 class Curvature:
-    """The loss Hessian at points near x over the unknowns that are free there, in their scale s_j = max(1, |x_j|).
+    """The loss Hessian at points near x over the unknowns that are free there, in their scale s_j (unknown_scales).
 
     Free: strictly inside the bounds and not held by one (`held_by_bounds`, with
     the gradient g at x).  ``usable`` is False where there are none or more than
     HESSIAN_LIMIT (no claim then).  ``spectrum(y)`` is (eigenvalues ascending,
-    eigenvectors, the numerical zero b = curvature_rtol(eps) * max(1, max |lambda|)) of
+    eigenvectors, the numerical zero b = curvature_rtol(eps) * max |lambda|) of
     diag(s) H(y) diag(s), or None where the Hessian fails or is not finite;
     ``step(u)`` turns a unit vector of that scale into a step in the unknowns.
     """
 
-    def __init__(self, hessian_at, x, g, lower, upper, eps):
+    def __init__(self, hessian_at, x, g, lower, upper, eps, scales=None):
         self.hessian_at = hessian_at
         self.rtol = curvature_rtol(eps)
         self.x = np.asarray(x, dtype=np.float64)
         self.lo, self.hi = limits(lower, upper)
         held = np.array(held_by_bounds(g, self.x, lower, upper), dtype=bool)
         self.idx = np.flatnonzero(~held & (self.x > self.lo) & (self.x < self.hi))
-        self.scale = np.maximum(1.0, np.abs(self.x[self.idx]))
+        self.scale = (unknown_scales(self.x) if scales is None else np.asarray(scales, dtype=np.float64))[self.idx]
         self.usable = 0 < self.idx.size <= HESSIAN_LIMIT
 
     def spectrum(self, y):
@@ -196,7 +198,7 @@ class Curvature:
             return None
         scaled = H * self.scale[:, None] * self.scale[None, :]
         lam, V = np.linalg.eigh((scaled + scaled.T) / 2.0)
-        return lam, V, self.rtol * max(1.0, float(np.max(np.abs(lam))))
+        return lam, V, self.rtol * float(np.max(np.abs(lam)))
 
     def step(self, u):
         d = np.zeros(self.x.size)
@@ -207,7 +209,7 @@ class Curvature:
         return np.clip(v, self.lo, self.hi)
 
 
-def minimum_refuted(loss_at, hessian_at, x, g, lower, upper, *, smooth, eps, names=None):
+def minimum_refuted(loss_at, hessian_at, x, g, lower, upper, *, smooth, eps, names=None, scales=None):
     """None where x may be a local minimum of the loss (or nothing can be said), else why it is not one, in words.
 
     `loss_at(values)` evaluates the loss, `hessian_at(values)` its Hessian, `g`
@@ -230,7 +232,7 @@ def minimum_refuted(loss_at, hessian_at, x, g, lower, upper, *, smooth, eps, nam
     """
     x = np.asarray(x, dtype=np.float64)
     g = np.asarray(g, dtype=np.float64)
-    at = curvature_at(loss_at, hessian_at, x, g, lower, upper, eps)
+    at = curvature_at(loss_at, hessian_at, x, g, lower, upper, eps, scales)
     if at is None:
         return None
     curvature, (lam, V, bound), f0 = at
@@ -261,9 +263,9 @@ def minimum_refuted(loss_at, hessian_at, x, g, lower, upper, *, smooth, eps, nam
     return None
 
 
-def curvature_at(loss_at, hessian_at, x, g, lower, upper, eps):
+def curvature_at(loss_at, hessian_at, x, g, lower, upper, eps, scales=None):
     """(curvature, its spectrum (lam, V, bound), loss) at x, or None where the Hessian or the loss is unusable."""
-    curvature = Curvature(hessian_at, x, g, lower, upper, eps)
+    curvature = Curvature(hessian_at, x, g, lower, upper, eps, scales)
     spectrum = curvature.spectrum(x) if curvature.usable else None
     f0 = loss_at(x)
     if spectrum is None or not math.isfinite(f0):
@@ -271,7 +273,21 @@ def curvature_at(loss_at, hessian_at, x, g, lower, upper, eps):
     return curvature, spectrum, f0
 
 
-def escape_point(loss_at, hessian_at, x, g, lower, upper, *, eps):
+def search_scales(x) -> np.ndarray:
+    """The scales an escape searches in: each unknown's |x_j|, none below the point's RMS magnitude.
+
+    A search, not a verdict: a lower point it finds is verified by the run that
+    follows.  Lanczos2's merged exponentials need their small amplitudes (0.1)
+    walked at the size of the point (its RMS, 2.6) to find the curvature that
+    leads off the degenerate valley; each unknown's own scale (its value or its
+    start) stays in it (RSS 1.9e5 times the certified one).
+    """
+    x = np.abs(np.asarray(x, dtype=np.float64))
+    rms = float(np.sqrt(np.mean(x * x))) if x.size else 0.0
+    return np.maximum(x, rms) if rms > 0 else unknown_scales(x)
+
+
+def escape_point(loss_at, hessian_at, x, g, lower, upper, *, eps, scales=None):
     """A point clearly below the loss at x, reached along a direction of negative curvature; None when none is found.
 
     Where the Hessian at x (over the free unknowns in their scale, `Curvature`)
@@ -286,7 +302,7 @@ def escape_point(loss_at, hessian_at, x, g, lower, upper, *, eps):
     proof: what it finds is a better start, nothing more.
     """
     x = np.asarray(x, dtype=np.float64)
-    at = curvature_at(loss_at, hessian_at, x, g, lower, upper, eps)
+    at = curvature_at(loss_at, hessian_at, x, g, lower, upper, eps, search_scales(x) if scales is None else scales)
     if at is None:
         return None
     curvature, (lam, V, bound), f0 = at
@@ -349,9 +365,9 @@ def describe_direction(d, names=None, *, oriented=False) -> str:
     return "(" + ", ".join(parts) + ")"
 
 
-def unbounded_below(loss_at, x, g, lower, upper):
+def unbounded_below(loss_at, x, g, lower, upper, scales=None):
     """(loss, distance) where the loss, stepped along -g by 1, 10, ... 10**UNBOUNDED_REACH times the unknowns' scale
-    max(1, max |x|), fell at every step, each time by at least half the fall before (a linear fall grows tenfold,
+    (unknown_scales), fell at every step, each time by at least half the fall before (a linear fall grows tenfold,
     -log(x)'s stays the same; -atan(x), bounded, shrinks tenfold); None otherwise.  -inf counts as a fall."""
     x = np.asarray(x, dtype=np.float64)
     g = np.asarray(g, dtype=np.float64)
@@ -360,7 +376,8 @@ def unbounded_below(loss_at, x, g, lower, upper):
         return None
     unit = g / top  # scaled first: the norm of a gradient of 1e308 overflows
     lo, hi = limits(lower, upper)
-    direction = -unit / float(np.linalg.norm(unit)) * max(1.0, float(np.max(np.abs(x))))
+    scales = unknown_scales(x) if scales is None else np.asarray(scales, dtype=np.float64)
+    direction = -unit / float(np.linalg.norm(unit)) * float(np.max(scales))
     previous, drop = loss_at(x), None
     for k in range(UNBOUNDED_REACH + 1):
         trial = np.clip(x + 10.0 ** k * direction, lo, hi)

@@ -12,9 +12,8 @@ from gradsolve.problem.functions import maximum, minimum
 from gradsolve.problem.lowering import lower
 from gradsolve.problem.spec import ProblemSpec
 from gradsolve.solve import direct
-from gradsolve.solve.bounds import is_bounded, optional
+from gradsolve.solve.bounds import is_bounded, optional, unknown_scales
 from gradsolve.solve.loop import run
-from gradsolve.solve.points import unknown_scales
 from gradsolve.solve.options import SolveOptions, build_options, check_every, choose_method, default_every, flag
 from gradsolve.solve.records import Outcome
 from gradsolve.solve.result import Result
@@ -51,7 +50,7 @@ class Objective:
 
 def equation_weights(spec, lowered, constants):
     """1 / E_i for each equation (Levenberg-Marquardt's row weights), or None: E_i = sum_j |J_ij| s_j + c_i at
-    the start, s the unknowns' own scales (points.unknown_scales, with their equations' constants) and c_i the
+    the start, s the unknowns' own scales (bounds.unknown_scales, with their equations' constants) and c_i the
     equation's constant terms.
 
     Multiplying an equation by 10^k multiplies its E by 10^k, and writing an

@@ -463,7 +463,7 @@ class BatchStops:
         self.no = backend.from_numpy(np.zeros(K, dtype=bool))
         self.tol, self.atol = options.tol, options.atol
         self.atol_applies, self.smooth = atol_applies, smooth
-        # relative to max(1, first gradient norm), as Watch's limit
+        # relative to the first gradient norm, as Watch's limit
         self.still_limit = stationary_gradient_limit(options.tol, 1.0, options.dtype)
 
     def stop(self, mask, code, why, step) -> None:
@@ -487,7 +487,7 @@ class BatchStops:
             small_step = (step_norm <= tol * (tol + x_norm)) & ~falling
             small = (xp.abs(change) <= tol * xp.abs(prev_loss)) & ~falling
             # stopped moving on a slope: stalled, not converged (Watch._stopped_moving)
-            sloped = (gnorm > self.still_limit * xp.maximum(first_gnorm, 1.0)) if self.smooth else no
+            sloped = (gnorm > self.still_limit * first_gnorm) if self.smooth else no
         self.flat = xp.where(small, self.flat + 1, 0)
         self.still = xp.where(small_step, self.still + 1, 0)
         xt = active & ~at & ~gt & (self.still >= FTOL_PATIENCE)

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 
 import gradsolve as gs
-from gradsolve.solve.bounds import held_by_bounds, optional, projected_max_abs
+from gradsolve.solve.bounds import held_by_bounds, optional, projected_max_abs, unknown_scales
 from gradsolve.solve.options import SolveOptions, flag, more_starts
 from gradsolve.solve.points import (evaluators, loss_and_gradient, loss_hessian, loss_traits, set_values,
                                     unreached_unknowns)
@@ -40,12 +40,12 @@ __all__ = ["Stop", "judge", "judge_fit_values", "judge_stopped_moving", "confirm
 
 # Levenberg-Marquardt counts a stop short of atol as convergence only where every cosine between the residual
 # and a free Jacobian column is at most max(LM_COSINE_LIMIT, sqrt(tol)), or, for a column that fails, where the
-# loss curves up along it: a step of the parameter's size max(1, |x_j|) raises it by at least LM_CURVATURE_RTOL of
+# loss curves up along it: a step of the parameter's own size (bounds.unknown_scales) raises it by at least LM_CURVATURE_RTOL of
 # itself, and a Newton step along it would lower it by at most limit**2 of itself (see confirm_lm_stop).
 LM_COSINE_LIMIT = 1e-5
 LM_CURVATURE_RTOL = 1e-6
 #: A point is stationary when a first-order step of the unknowns' own size would change the loss by at
-#: most this fraction of it: |projected gradient| * max(1, |x|) <= STATIONARY_RTOL * loss.
+#: most this fraction of it: max_j |projected gradient_j| * s_j <= STATIONARY_RTOL * loss, s the unknowns' scales.
 STATIONARY_RTOL = 1e-6
 #: Equations hold when every residual is within this many roundings of the size of its own terms (the sum of
 #: |J_ij x_j| and of its constant terms), evaluated in float64 at the point (a float32 run: float32 roundings).
@@ -78,6 +78,7 @@ class Stop:
     rate: float | None = None  # a first-order method's learning rate at the end
     jacobian: np.ndarray | None = None  # Levenberg-Marquardt's, at the reported point
     flat: list | None = None  # unreached_unknowns at the reported point (None: measure it)
+    start: np.ndarray | None = None  # where the run started: with the bounds, the unknowns' own scales
     at_atol: bool = False  # the loss reached atol: a proven minimum, nothing to confirm
 
     @property
@@ -88,13 +89,18 @@ class Stop:
     def eps(self) -> float:
         return float(np.finfo(np.float32 if self.options.dtype == "float32" else np.float64).eps)
 
+    def scales(self) -> np.ndarray:
+        """Each unknown's own scale (bounds.unknown_scales of the point, the start and the bounds)."""
+        return unknown_scales(self.values, self.start, self.lower, self.upper)
+
     def gradient_limit(self) -> float:
         return stationary_gradient_limit(self.options.tol, self.first_grad_norm, self.options.dtype)
 
 
 def stationary_gradient_limit(tol, first_grad_norm, dtype="float64"):
-    """The largest gradient a point may have and still count as a minimum once the steps stop."""
-    return max(math.sqrt(tol), rounding_floor(dtype)) * max(1.0, first_grad_norm or 0.0)
+    """The largest gradient a point may have and still count as a minimum once the steps stop: sqrt(tol) of the
+    first one (no floor: a problem in small units has small gradients)."""
+    return max(math.sqrt(tol), rounding_floor(dtype)) * (first_grad_norm or 0.0)
 
 
 def rounding_floor(dtype) -> float:
@@ -162,12 +168,13 @@ def confirm_lm_stop(stop: Stop):
     saturated plateau (BoxBOD's exp(-b2*x) at b2 = 30: every derivative
     exponentially small) a minimum.  Together: a column whose cosine exceeds the
     limit is acceptable only where the loss's second derivative along it, H_jj,
-    is positive and real at the parameter's size (``H_jj * max(1, x_j)**2 / 2 >=
+    is positive and real at the parameter's own size s_j (``H_jj * s_j**2 / 2 >=
     LM_CURVATURE_RTOL * F``) and a Newton step along it, ``g_j**2 / (2 H_jj)``,
     would remove at most ``limit**2`` of the loss.
     """
     objective, params, values, J, reason = stop.objective, stop.params, stop.values, stop.jacobian, stop.reason
     limit = lm_cosine_limit(stop.options.tol, stop.options.dtype)
+    scales = stop.scales()
     r, cosines = None, np.array([math.inf])
     try:
         with gs.no_grad():
@@ -188,7 +195,7 @@ def confirm_lm_stop(stop: Stop):
         except Exception:  # noqa: BLE001 - no curvature, no proof
             h_jj = math.nan
         g_j = 2.0 * float(J[:, j] @ r)
-        size = max(1.0, abs(float(values[j])))
+        size = float(scales[j])
         if not (h_jj > 0 and h_jj * size * size / 2.0 >= LM_CURVATURE_RTOL * loss
                 and g_j * g_j / (2.0 * h_jj) <= limit * limit * loss):
             curved = False
@@ -212,7 +219,7 @@ def confirm_kink_stop(stop: Stop, limit, rate):
 
     try:
         slope, where = descent_slope(loss_at, values, stop.gradient, stop.lower, stop.upper, stop.options.tol,
-                                     objective.names, grad_at)
+                                     objective.names, grad_at, scales=stop.scales())
     finally:
         set_values(params, values)
     if slope <= limit:
@@ -245,7 +252,7 @@ def confirm_minimum_stop(stop: Stop):
     atol_applies, smooth = loss_traits(objective)
     try:
         refuted = minimum_refuted(loss_at, hessian_at, values, stop.gradient, stop.lower, stop.upper, smooth=smooth,
-                                  eps=stop.eps, names=objective.names)
+                                  eps=stop.eps, names=objective.names, scales=stop.scales())
     finally:
         set_values(params, values)
     if refuted is None:
@@ -260,11 +267,11 @@ def confirm_minimum_stop(stop: Stop):
 
 
 def _slope_at_scale(stop: Stop, loss) -> bool:
-    """A step of the unknowns' own size, max(1, max |x|), would change the loss by more than sqrt(tol) of
-    max(1, |loss|) at first order: a gradient small in itself but not against the point's scale."""
+    """A step of the unknowns' own size (bounds.unknown_scales) would change the loss by more than sqrt(tol) of
+    |loss| at first order: a gradient small in itself but not against the point's scale."""
     slope = projected_max_abs(stop.gradient, stop.values, stop.lower, stop.upper)
-    scale = max([1.0] + [abs(float(v)) for v in stop.values])
-    return slope * scale > stationary_gradient_limit(stop.options.tol, max(1.0, abs(loss)), stop.options.dtype)
+    scale = float(np.max(stop.scales())) if len(stop.values) else 0.0
+    return slope * scale > stationary_gradient_limit(stop.options.tol, abs(loss), stop.options.dtype)
 
 
 def short_stop_reason(stop: Stop) -> str:
@@ -279,7 +286,7 @@ def _unbounded_reason(stop: Stop, moving_why):
     """The stop's reason, or one that says the loss seems unbounded below where `unbounded_below` sees it fall."""
     loss_at, _ = evaluators(stop.objective, stop.params)
     try:
-        seen = unbounded_below(loss_at, stop.values, stop.gradient, stop.lower, stop.upper)
+        seen = unbounded_below(loss_at, stop.values, stop.gradient, stop.lower, stop.upper, stop.scales())
     except Exception:  # noqa: BLE001 - a courtesy to the reader; the verdict stands either way
         seen = None
     finally:
@@ -340,14 +347,15 @@ def judge_unsolved(spec, lowered, outcome, options, reason):
         loss = float(r @ r)
         g = 2.0 * jac.T @ r
         free = ~np.array(held_by_bounds(g, x, lower, upper), dtype=bool)
-        slope = float(np.max(np.abs(g[free]))) if free.any() else 0.0
-        stationary = (slope * max(1.0, float(np.max(np.abs(x))) if x.size else 0.0)
-                      <= max(STATIONARY_RTOL, rounding_floor(options.dtype)) * loss)
+        scales = unknown_scales(x, spec.initial_values(), lower, upper)
+        slope = float(np.max(np.abs(g[free]) * scales[free])) if free.any() else 0.0
+        stationary = slope <= max(STATIONARY_RTOL, rounding_floor(options.dtype)) * loss
         minimum = stationary
         if stationary and 0 < int(free.sum()) <= HESSIAN_LIMIT:
-            H = loss_hessian(lowered, lowered.params, x)[np.ix_(free, free)]
-            eig = np.linalg.eigvalsh(H)
-            minimum = bool(eig[0] >= -CURVATURE_RTOL * max(1.0, float(np.max(np.abs(eig)))))
+            s = scales[free]
+            H = loss_hessian(lowered, lowered.params, x)[np.ix_(free, free)] * s[:, None] * s[None, :]
+            eig = np.linalg.eigvalsh((H + H.T) / 2.0)
+            minimum = bool(eig[0] >= -CURVATURE_RTOL * float(np.max(np.abs(eig))))
     except Exception:  # noqa: BLE001 - no verdict possible: say the optimizer stopped
         stationary = minimum = False
     bounded = not bool(free.all()) if stationary else False

@@ -111,8 +111,10 @@ def test_descent_slope_measures_a_slope_and_not_a_kink():
 
     slope, where = descent_slope(f, [10.0, 0.0], grad([10.0, 0.0]), [None] * 2, [None] * 2, 1e-12, ["x", "y"], grad)
     assert slope == pytest.approx(1.0, rel=1e-6) and where
+    # probed in the unknowns' own scales (as a run started at (10, 0) gives them): a step of 1e-18 in y would
+    # see |y| fall to 0 from 1e-12, which is no slope
     slope, _ = descent_slope(f, [100000.0 + 1e-9, 1e-12], grad([100000.0 + 1e-9, 1e-12]), [None] * 2, [None] * 2,
-                             1e-12, ["x", "y"], grad)
+                             1e-12, ["x", "y"], grad, scales=[1e5, 1e5])
     assert slope <= 0.0
     # a bound that holds the descent: on [0, 1], (x - 3)^2 has its minimum at x = 1
     slope, _ = descent_slope(lambda v: (v[0] - 3.0) ** 2, [1.0], [-4.0], [0.0], [1.0], 1e-12)
