@@ -13,7 +13,7 @@ step of `gradsolve.solve.loop`) or K starts as one array (`BatchStops`, in
   expression proven non-negative): a loss of -5 is not "solved";
 * ``gtol``: the largest gradient component is at most ``tol * g0``, g0 the first
   one (no absolute floor: a problem in small units has small gradients);
-* ``xtol``: the step is at most ``tol * (tol + |x|)`` (first-order methods: for
+* ``xtol``: the step is at most ``tol * |x|`` (first-order methods: for
   FTOL_PATIENCE iterations in a row, as ftol); gtol and xtol wait while the loss
   still falls geometrically (GEOMETRIC_FALL), as it does into a multiple root;
 * ``ftol``: the relative loss change stays at most ``tol`` for FTOL_PATIENCE
@@ -348,7 +348,7 @@ class Watch:
         falling = self.atol_applies and prev_merit is not None and 0 <= merit <= GEOMETRIC_FALL * prev_merit
         if lm_stop is None:  # a step Levenberg-Marquardt declined to take measures no fall
             self.falls = self.falls + 1 if falling else 0
-        small_step = self.method != "lm" and step_norm <= options.tol * (options.tol + x_norm) and not falling
+        small_step = self.method != "lm" and step_norm <= options.tol * x_norm and not falling
         self.still_steps = self.still_steps + 1 if small_step else 0
         held = None
         if self.atol_applies and residuals is not None and jacobian is not None:
@@ -484,7 +484,7 @@ class BatchStops:
             # Watch's geometric fall: gtol, xtol and ftol wait while the loss still halves at every step
             falling = ((loss_new >= 0) & (loss_new <= GEOMETRIC_FALL * prev_loss)) if self.atol_applies else no
             gt = active & ~at & (gnorm <= tol * first_gnorm) & ~falling
-            small_step = (step_norm <= tol * (tol + x_norm)) & ~falling
+            small_step = (step_norm <= tol * x_norm) & ~falling
             small = (xp.abs(change) <= tol * xp.abs(prev_loss)) & ~falling
             # stopped moving on a slope: stalled, not converged (Watch._stopped_moving)
             sloped = (gnorm > self.still_limit * first_gnorm) if self.smooth else no
