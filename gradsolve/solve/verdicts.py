@@ -362,19 +362,27 @@ def judge_unsolved(spec, lowered, outcome, options, reason):
     if minimum:
         if analysis.is_linear(spec) and not bounded:
             return "inconsistent", (f"the equations cannot all hold: the least-squares point leaves loss "
-                                    f"{outcome.loss:.3g} > atol {options.atol:g} ({reason})")
+                                    f"{_left(outcome.loss, options)} ({reason})")
         near = "within the bounds" if bounded else "near this point"
         return "inconsistent", (f"the equations cannot all hold {near}: the loss has a local minimum "
-                                f"{outcome.loss:.3g} > atol {options.atol:g} here ({reason}); other starting "
+                                f"{_left(outcome.loss, options)} here ({reason}); other starting "
                                 f"points may find a solution ({more_starts(options.starts)})")
     if stationary:
         return "stalled", (f"{outcome.optimizer} stopped ({reason}) where the loss {outcome.loss:.3g} is flat but "
                            f"not at a minimum (a saddle or a maximum): start elsewhere "
                            f"({flag('init')}, {more_starts(options.starts)})")
     advice = (f"a smaller {flag('tol')}, or other starting values ({flag('init')}, {more_starts(options.starts)})"
-              if outcome.optimizer == "lm" else f"try {flag('optimizer')} lm or a smaller {flag('tol')}")
+              if outcome.optimizer == "lm" else
+              f"try {flag('optimizer')} lm, which solves to rounding, or accept a bound on the loss ({flag('atol')})")
     return "stalled", (f"{outcome.optimizer} stopped ({reason}) before the equations were satisfied: loss "
-                       f"{outcome.loss:.3g} > atol {options.atol:g} and still falling from here; {advice}")
+                       f"{_left(outcome.loss, options)} and still falling from here; {advice}")
+
+
+def _left(loss, options) -> str:
+    """The loss equations left, in words: against --atol where one was given, else against rounding."""
+    if options.atol > 0:
+        return f"{loss:.3g} > atol {options.atol:g}"
+    return f"{loss:.3g}, residuals above rounding of their terms"
 
 
 def residual_roundings(r, J, x, constants, eps) -> float:
