@@ -185,7 +185,7 @@ CASES = [("file", name) for name in EQUATION_EXAMPLES] + [
     ("generated", (kind, bounded)) for kind in ("linear", "polynomial", "exponential") for bounded in (False, True)]
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(case=st.sampled_from(CASES), k=st.integers(-12, 12), j=st.integers(-12, 12), data=st.data())
 def test_scaling_an_equation_or_an_unknown_changes_neither_status_nor_digits(case, k, j, data):
     source, what = case
