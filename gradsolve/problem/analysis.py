@@ -223,9 +223,15 @@ def constant_term_sizes(spec: ProblemSpec) -> np.ndarray | None:
     """
     if spec.kind == "minimize" or spec.data:
         return None
-    unknowns = set(spec.unknown_symbols)
+    sizes = _constant_terms(tuple(spec.residuals), frozenset(spec.unknown_symbols))
+    return None if sizes is None else np.array(sizes, dtype=np.float64)
+
+
+@functools.lru_cache(maxsize=256)
+def _constant_terms(residuals: tuple, unknowns: frozenset) -> tuple | None:
+    """constant_term_sizes' sums, cached: each solve asks several times (weights, verdicts, probes)."""
     sizes = []
-    for expr in spec.residuals:
+    for expr in residuals:
         total = 0.0
         for term in sympy.Add.make_args(sympy.expand_mul(expr) if expr.is_Add or expr.is_Mul else expr):
             if not (term.free_symbols & unknowns):
@@ -234,7 +240,7 @@ def constant_term_sizes(spec: ProblemSpec) -> np.ndarray | None:
                 except (TypeError, ValueError):
                     return None
         sizes.append(total)
-    return np.array(sizes, dtype=np.float64)
+    return tuple(sizes)
 
 
 def constant_scales(lowered, point) -> np.ndarray | None:
