@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 from typing import Iterable
 
 from .errors import ProblemError, excerpt
@@ -31,13 +32,31 @@ __all__ = [
 NUMBER_CELL = re.compile(r"\s*[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?\s*")
 
 
-def regular_file_size(path: str) -> int:
-    """The size in bytes of the data file at *path*; ProblemError when it is missing or not a regular file."""
-    if not os.path.exists(path):
-        raise ProblemError(f"data file not found: {excerpt(path)!r}", file=path)
-    if not os.path.isfile(path):
-        raise ProblemError(f"data path is not a regular file: {excerpt(path)!r}", file=path)
-    return os.path.getsize(path)
+def regular_file_size(path: str, what: str = "data file") -> int:
+    """The size in bytes of the `what` at *path*; ProblemError when it is missing or not a regular file.
+
+    Checked with stat before anything opens it: opening a FIFO waits for a writer
+    forever, and a device such as /dev/zero never ends.
+    """
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        raise ProblemError(f"{what} not found: {excerpt(path)!r}", file=path) from None
+    except OSError as exc:
+        raise ProblemError(f"cannot read {what}: {excerpt(exc.strerror or str(exc))}", file=path) from None
+    if not stat.S_ISREG(info.st_mode):
+        raise ProblemError(f"{what} is {_kind(info.st_mode)}, not a regular file: {excerpt(path)!r}", file=path,
+                           hint="give a regular file" + (", or - for standard input" if what == "problem file" else ""))
+    return info.st_size
+
+
+def _kind(mode: int) -> str:
+    for test, name in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+                       (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return name
+    return "not a plain file"
 
 
 def check_header_names(names: Iterable[str], file: str, *, empty_message: str, empty_hint: str | None = None) -> None:

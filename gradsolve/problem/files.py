@@ -31,6 +31,7 @@ import os
 import re
 from typing import IO, Mapping
 
+from .data_checks import regular_file_size
 from .errors import EXCERPT_CHARS, Issue, ProblemError, excerpt
 from .functions import FUNCTIONS
 from .grammar import Origin, is_valid_name
@@ -93,10 +94,7 @@ def from_file(
         fmt = format or ("yaml" if _looks_like_yaml(text) else "text")
     else:
         label = path
-        try:
-            size = os.path.getsize(path)
-        except OSError as exc:
-            raise ProblemError(f"cannot read problem file: {excerpt(exc.strerror or str(exc))}", file=path) from None
+        size = regular_file_size(path, "problem file")
         if size > MAX_FILE_BYTES:
             raise ProblemError(f"problem file is too large ({size:,} bytes; the limit is {MAX_FILE_BYTES:,})", file=path)
         try:

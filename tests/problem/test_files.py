@@ -226,8 +226,25 @@ def test_stdin():
 
 
 def test_missing_file():
-    with pytest.raises(ProblemError, match="cannot read problem file"):
+    with pytest.raises(ProblemError, match="problem file not found"):
         from_file("/nonexistent/problem.yaml")
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no named pipes on this platform")
+def test_a_fifo_a_directory_or_a_device_is_refused_before_it_is_opened(tmp_path):
+    # opening a FIFO waits for a writer forever: `mkfifo p; gradsolve puzzle p` and `check p` hung
+    fifo = tmp_path / "p.yaml"
+    os.mkfifo(fifo)
+    with pytest.raises(ProblemError, match=r"problem file is a FIFO \(named pipe\), not a regular file"):
+        from_file(str(fifo))
+    with pytest.raises(ProblemError, match="problem file is a directory"):
+        from_file(str(tmp_path))
+    if os.path.exists("/dev/zero"):
+        with pytest.raises(ProblemError, match="problem file is a character device"):
+            from_file("/dev/zero")
+    proc = subprocess.run([sys.executable, "-m", "gradsolve", "check", str(fifo)], capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 2 and "FIFO" in proc.stderr and "Traceback" not in proc.stderr
 
 
 # ----------------------------------------------------------------------------- data
