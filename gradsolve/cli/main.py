@@ -14,6 +14,7 @@ import click
 from gradsolve import __version__
 from gradsolve.cli.streams import say, stdout_broken_pipe, stdout_guard, write_result
 from gradsolve.problem.errors import escape
+from gradsolve.problem.numbers import INTEGER, SIGNED_NUMBER
 from gradsolve.methods import NAMES as _OPTIMIZERS
 from gradsolve.solve.options import MAX_STARTS
 
@@ -47,6 +48,8 @@ class InitType(click.ParamType):
         if not sep or not name.strip():
             self.fail(f"{_quote(value)} is not NAME=VALUE (for example --init x=1.5)", param, ctx)
         try:
+            if not SIGNED_NUMBER.fullmatch(number.strip()):  # float() also reads 1_000 and non-ASCII digits
+                raise ValueError(number)
             parsed = float(number)
         except ValueError:
             self.fail(f"{_quote(number)} in {_quote(value)} is not a number (for example --init x=1.5)", param, ctx)
@@ -69,6 +72,8 @@ class PositiveFloat(click.ParamType):
         if isinstance(value, float):
             return value
         try:
+            if not SIGNED_NUMBER.fullmatch(str(value).strip()):
+                raise ValueError(value)
             number = float(value)
         except (TypeError, ValueError):
             self.fail(f"{_quote(value)} is not a number (for example {_option_example(param, self.example)})",
@@ -95,6 +100,8 @@ class WholeNumber(click.ParamType):
             number = value
         else:
             try:
+                if not INTEGER.fullmatch(str(value).strip()):
+                    raise ValueError(value)
                 number = int(str(value).strip(), 10)
             except ValueError:
                 self.fail(f"{_quote(value)} is not a whole number ({self._range()})", param, ctx)

@@ -52,6 +52,7 @@ import sympy
 
 from .errors import ProblemError, excerpt
 from .limits import MAX_DEPTH, MAX_EXPONENT, MAX_EXPRESSION_CHARS, MAX_INT_DIGITS, MAX_NAME_CHARS
+from .numbers import NUMBER
 from .sympy_builder import SympyBuilder
 
 # These live in constants.py and functions.py; imported here so that
@@ -81,7 +82,6 @@ __all__ = [
 
 # ----------------------------------------------------------------------------- names and characters
 
-_NUMBER_RE = re.compile(r"(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 _NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _ALLOWED_CHARS = frozenset(
     "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_ \t.+-*/^(),="
@@ -250,7 +250,7 @@ class _Parser:
             prev = tok
 
     def check_number(self, text: str, pos: int) -> None:
-        if _NUMBER_RE.fullmatch(text):
+        if NUMBER.fullmatch(text):
             mantissa = re.split(r"[eE]", text)[0]
             if "." not in text and "e" not in text.lower() and len(mantissa.lstrip("0")) > MAX_INT_DIGITS:
                 raise self.error(

@@ -325,6 +325,13 @@ USAGE_ERRORS = [
     (["--init", "x=nan"], "--init: 'nan' in 'x=nan' is not a finite number"),
     (["--init", "x=inf"], "--init: 'inf' in 'x=inf' is not a finite number"),
     (["--init", "x=-1e999"], "--init: '-1e999' in 'x=-1e999' is not a finite number"),
+    # float() and int() also read these; the problem language does not
+    (["--init", "x=1_000"], "--init: '1_000' in 'x=1_000' is not a number"),
+    (["--init", "x=\u0663"], "--init: '\u0663' in 'x=\u0663' is not a number"),  # an Arabic-Indic three
+    (["--init", "x=\uff11"], "--init: '\uff11' in 'x=\uff11' is not a number"),  # a full-width one
+    (["--tol", "1_0e-3"], "--tol: '1_0e-3' is not a number"),
+    (["--steps", "1_000"], "--steps: '1_000' is not a whole number (at least 1)"),
+    (["--seed", "\u0663"], "--seed: '\u0663' is not a whole number (at least 0)"),
     (["--optimizer", "bogus"], "--optimizer: 'bogus' is not one of 'auto', 'sgd',"),
     (["--bogus"], "no such option '--bogus'"),
     (["--lrr", "1"], "no such option '--lrr' (did you mean one of: '--lr', '--tol'?)"),
