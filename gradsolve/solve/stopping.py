@@ -67,7 +67,7 @@ GEOMETRIC_STEPS = 3
 #: Each stopping test in words: (what is measured, the test).  `stop_reason` puts in the measured value.
 REASONS = {
     "atol": ("loss", "<= atol {atol:g}"),
-    "exact": ("loss", "is exactly 0: the equations hold exactly"),
+    "exact": ("loss", "is exactly 0"),
     "gtol": ("gradient norm", "<= tol * initial gradient norm (gtol)"),
     "xtol": ("step", "<= tol * |x| (xtol)"),
     "ftol": ("relative loss change", "<= tol (ftol)"),
