@@ -61,8 +61,10 @@ def solve(problem, *, on_progress=None, every=1, **options) -> Result:
     ProgressRow every `every` steps (a whole number >= 1).  Options that cannot work (every=0, a tol,
     atol or lr that is not a finite number, an unknown optimizer) raise ValueError, naming the option.
     """
+    from gradsolve.solve.options import build_options
     from gradsolve.solve.solver import merged_options, solve_spec
 
+    build_options(None, options)  # a bad option (seed="x", steps=0) is a SolveError before anything is read
     if not isinstance(problem, Problem):
         problem = Problem.from_file(problem, seed=options.get("seed"))
     elif options.get("seed") is not None:

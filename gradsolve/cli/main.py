@@ -14,6 +14,7 @@ import click
 from gradsolve import __version__
 from gradsolve.cli.streams import say, stdout_broken_pipe, stdout_guard, write_result
 from gradsolve.problem.errors import escape
+from gradsolve.problem.limits import MAX_TOL
 from gradsolve.problem.numbers import INTEGER, SIGNED_NUMBER
 from gradsolve.methods import NAMES as _OPTIMIZERS
 from gradsolve.solve.options import MAX_STARTS
@@ -64,9 +65,10 @@ class PositiveFloat(click.ParamType):
 
     name = "FLOAT"
 
-    def __init__(self, allow_zero=False, example="1e-3"):
+    def __init__(self, allow_zero=False, example="1e-3", maximum=None):
         self.allow_zero = allow_zero
         self.example = example
+        self.maximum = maximum
 
     def convert(self, value, param, ctx):
         if isinstance(value, float):
@@ -84,6 +86,9 @@ class PositiveFloat(click.ParamType):
         if number < 0 or (number == 0 and not self.allow_zero):
             self.fail(f"{_quote(value)} must be {'non-negative' if self.allow_zero else 'positive'} "
                       f"(for example {_option_example(param, self.example)})", param, ctx)
+        if self.maximum is not None and number > self.maximum:
+            self.fail(f"{_quote(value)} must be at most {self.maximum:g} (for example "
+                      f"{_option_example(param, self.example)})", param, ctx)
         return number
 
 
@@ -134,7 +139,7 @@ def solver_options(func):
         click.option("--lr", type=PositiveFloat(example="0.01"), default=None,
                      help="Learning rate (default: per optimizer)."),
         click.option("--steps", type=WholeNumber(1), default=None, help="Iteration limit (default 10000)."),
-        click.option("--tol", type=PositiveFloat(allow_zero=True, example="1e-10"), default=None,
+        click.option("--tol", type=PositiveFloat(allow_zero=True, example="1e-10", maximum=MAX_TOL), default=None,
                      help="Relative tolerance: loss change, step, gradient (default 1e-12)."),
         click.option("--atol", type=PositiveFloat(allow_zero=True, example="1e-16"), default=None,
                      help="Also count a loss at most this as solved (default 0: off; equations are solved when each "

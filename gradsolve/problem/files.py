@@ -35,6 +35,7 @@ from .data_checks import regular_file_size
 from .errors import EXCERPT_CHARS, Issue, ProblemError, excerpt
 from .functions import FUNCTIONS
 from .grammar import Origin, is_valid_name
+from .limits import MAX_TOL
 from .settings import OPTIMIZERS
 from .yaml_document import MAX_YAML_DEPTH, MAX_YAML_EVENTS, YamlDocument, did_you_mean
 
@@ -495,7 +496,7 @@ class _YamlProblem(YamlDocument):
                 if value is not None:
                     out[key] = value
             elif key == "tol":
-                value = self.number(value_node, "'tol'", minimum=0.0)
+                value = self.number(value_node, "'tol'", minimum=0.0, maximum=MAX_TOL)
                 if value is not None:
                     out[key] = value
             elif key == "seed":

@@ -5,7 +5,7 @@ The parser (grammar.py) and the sympy builder (sympy_builder.py) both check
 thousand ``(`` never reach Python's parser.
 """
 
-__all__ = ["MAX_EXPRESSION_CHARS", "MAX_DEPTH", "MAX_INT_DIGITS", "MAX_EXPONENT", "MAX_NAME_CHARS"]
+__all__ = ["MAX_EXPRESSION_CHARS", "MAX_DEPTH", "MAX_INT_DIGITS", "MAX_EXPONENT", "MAX_NAME_CHARS", "MAX_TOL"]
 
 #: Longest expression accepted, in characters.
 MAX_EXPRESSION_CHARS = 10_000
@@ -17,3 +17,7 @@ MAX_INT_DIGITS = 100
 MAX_EXPONENT = 10_000
 #: Longest name (unknown or data column).
 MAX_NAME_CHARS = 100
+
+#: The largest relative tolerance (``--tol``, a file's ``solver: tol``): a tolerance of 1 or more is met before
+#: the first step ("converged" at the start), and sqrt(1e-2) = 0.1 is already a loose stationarity test.
+MAX_TOL = 1e-2

@@ -20,6 +20,7 @@ order (``seed`` is ``solver.seed``, default 0), clipped into their bounds.
 from __future__ import annotations
 
 import math
+import numbers
 import re
 from dataclasses import dataclass, field
 from typing import Iterable, Mapping
@@ -229,17 +230,21 @@ def build_spec(
     declared: dict[str, Declaration] = {}
     for decl in declarations:
         declared[decl.name] = decl
+    if init is not None and not isinstance(init, Mapping):
+        issues.append(_issue_at(INIT_ORIGIN, f"the starting values must map names to numbers, got "
+                                             f"{type(init).__name__}", "e.g. init={'x': 1.5}"))
+        init = None
     for key, value in (init or {}).items():
         where = INIT_ORIGIN
         if not isinstance(key, str) or not is_valid_name(key):
             issues.append(_issue_at(where, f"{excerpt(str(key), 30)!r} is not a valid name",
                                     "names are letters, digits and '_', starting with a letter"))
             continue
-        try:
-            number = float(value)
-        except (TypeError, ValueError):
+        # a number, as the command line's --init gives one: not a string float() would read ('1', '1_000')
+        if not isinstance(value, numbers.Real) or isinstance(value, bool):
             issues.append(_issue_at(where, f"the starting value of {key!r} is not a number: {excerpt(str(value), 30)!r}"))
             continue
+        number = float(value)
         if not math.isfinite(number):
             issues.append(_issue_at(where, f"the starting value of {key!r} must be a finite number, got {number}"))
             continue
@@ -355,6 +360,8 @@ def build_spec(
 
     if seed is None:
         seed = solver.get("seed", DEFAULT_SEED)
+    elif not isinstance(seed, numbers.Integral) or isinstance(seed, bool) or seed < 0:
+        raise ProblemError(f"the seed must be a whole number >= 0, got {excerpt(repr(seed), 30)}", file="--seed")
     seed = int(seed)
     solver["seed"] = seed
     need_random = [n for n in order if n not in declared or declared[n].init is None]

@@ -196,7 +196,8 @@ class YamlDocument:
             out.append((key, key_node, value_node))
         return out
 
-    def number(self, node, what: str, *, integer: bool = False, minimum: float | None = None, strict: bool = False):
+    def number(self, node, what: str, *, integer: bool = False, minimum: float | None = None, strict: bool = False,
+               maximum: float | None = None):
         """A finite number from a scalar node; strings are parsed as constant expressions (``1e-3``, ``pi/4``)."""
         import yaml
 
@@ -255,6 +256,9 @@ class YamlDocument:
         if minimum is not None and (value < minimum or (strict and value == minimum)):
             relation = ">" if strict else ">="
             self.issue(node, f"{what} must be {relation} {minimum:g}")
+            return None
+        if maximum is not None and value > maximum:
+            self.issue(node, f"{what} must be at most {maximum:g}")
             return None
         return value
 

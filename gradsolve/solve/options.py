@@ -20,9 +20,10 @@ import numbers
 from dataclasses import dataclass, fields
 
 from gradsolve.methods import FIRST_ORDER, METHODS, NAMES
+from gradsolve.problem.limits import MAX_TOL
 
 __all__ = ["SolveError", "SolveOptions", "MAX_STARTS", "DTYPES", "build_options", "check_every", "choose_method",
-           "default_every", "flag", "more_starts", "validate"]
+           "default_every", "flag", "more_starts", "validate", "MAX_TOL"]
 
 MAX_STARTS = 1_000_000  # the most starts one batch takes (--starts)
 DTYPES = ("float64", "float32")
@@ -88,6 +89,9 @@ def validate(options: SolveOptions) -> None:
         value = getattr(options, key)
         if isinstance(value, bool) or not (isinstance(value, numbers.Real) and math.isfinite(value) and value >= 0):
             raise SolveError(f"{key} must be a finite number >= 0, got {value!r}")
+    if options.tol > MAX_TOL:
+        # a relative tolerance of 1 or more is met before the first step: "converged" at the start
+        raise SolveError(f"tol must be at most {MAX_TOL:g} (a relative tolerance), got {options.tol!r}")
     lr = options.lr
     if lr is not None and (isinstance(lr, bool) or not (isinstance(lr, numbers.Real) and math.isfinite(lr)
                                                         and lr > 0)):
@@ -102,8 +106,8 @@ def validate(options: SolveOptions) -> None:
         raise SolveError(f"dtype must be float64 or float32, got {options.dtype!r}")
     if options.optimizer not in NAMES:
         raise SolveError(f"unknown optimizer {options.optimizer!r}: choose one of {', '.join(NAMES)}")
-    if not _whole(options.seed):
-        raise SolveError(f"seed must be a whole number, got {options.seed!r}")
+    if not (_whole(options.seed) and options.seed >= 0):
+        raise SolveError(f"seed must be a whole number >= 0, got {options.seed!r}")
     if not isinstance(options.device, str):
         raise SolveError(f"device must be 'cpu', 'cuda' or 'auto', got {options.device!r}")
     if options.every is not None:

@@ -330,6 +330,7 @@ USAGE_ERRORS = [
     (["--init", "x=\u0663"], "--init: '\u0663' in 'x=\u0663' is not a number"),  # an Arabic-Indic three
     (["--init", "x=\uff11"], "--init: '\uff11' in 'x=\uff11' is not a number"),  # a full-width one
     (["--tol", "1_0e-3"], "--tol: '1_0e-3' is not a number"),
+    (["--tol", "0.5"], "--tol: '0.5' must be at most 0.01"),  # 1e300 "converged" at the start
     (["--steps", "1_000"], "--steps: '1_000' is not a whole number (at least 1)"),
     (["--seed", "\u0663"], "--seed: '\u0663' is not a whole number (at least 0)"),
     (["--optimizer", "bogus"], "--optimizer: 'bogus' is not one of 'auto', 'sgd',"),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import shutil
 from pathlib import Path
 
@@ -606,6 +607,31 @@ def test_max_of_two_lines_is_solved_by_adam_not_stalled_lbfgs():
 
 
 # --- the API's checks ----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("options, message", [
+    ({"seed": "x"}, "seed must be a whole number >= 0, got 'x'"),
+    ({"seed": -3}, "seed must be a whole number >= 0, got -3"),
+    ({"tol": 1e300}, "tol must be at most 0.01"),
+])
+def test_the_api_refuses_what_the_command_line_refuses(options, message):
+    from gradsolve.solve.options import SolveError
+
+    with pytest.raises(SolveError, match=re.escape(message)):
+        gs.solve(gs.Problem.from_text("x^2 = 4"), **options)
+
+
+@pytest.mark.parametrize("keywords, message", [
+    ({"init": {"x": "1"}}, "the starting value of 'x' is not a number: '1'"),
+    ({"init": [1.0]}, "the starting values must map names to numbers, got list"),
+    ({"seed": "x"}, "the seed must be a whole number >= 0, got 'x'"),
+    ({"seed": 1.5}, "the seed must be a whole number >= 0, got 1.5"),
+])
+def test_a_problem_takes_numbers_not_strings_for_its_starts_and_seed(keywords, message):
+    from gradsolve.problem.errors import ProblemError
+
+    with pytest.raises(ProblemError, match=re.escape(message)):
+        gs.Problem.from_text("x^2 = 4", **keywords)
+
 
 def test_every_must_be_a_positive_whole_number():
     problem = gs.Problem.from_text("x^2 = 4")
