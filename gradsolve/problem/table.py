@@ -439,6 +439,8 @@ def open_table(path: str, *, header: bool | None = None, stdin=None) -> Table:
 
     head = data[: 1 << 16] if data is not None else _head(path)
     text = head.decode("utf-8", errors="replace")
+    if text.startswith("\ufeff"):  # a UTF-8 byte-order mark (Excel writes one) is not part of the first name
+        text = text[1:]
     lines = [line for line in text.splitlines()[:20] if line.strip()]
     if len(text) == (1 << 16) and lines and len(lines) > 1:
         lines = lines[:-1]  # the last line may be cut

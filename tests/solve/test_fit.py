@@ -342,6 +342,18 @@ def test_reader_sniffs_header_delimiter_and_names_headerless_columns(tmp_path):
     assert result.parameters["c1"] == pytest.approx(1.125)
 
 
+def test_a_byte_order_mark_is_not_part_of_the_first_column_name(tmp_path):
+    # Excel's "CSV UTF-8" starts with EF BB BF: '-x x' then failed with "did you mean '\ufeffx'?"
+    p = tmp_path / "excel.csv"
+    p.write_bytes(b"\xef\xbb\xbfx,y\n1,2\n2,4\n3,6.5\n")
+    assert open_table(str(p)).names == ["x", "y"]
+    assert fit(str(p), degree=1, x_columns=["x"]).parameters["c1"] == pytest.approx(2.25)
+    headerless = tmp_path / "numbers.csv"
+    headerless.write_bytes(b"\xef\xbb\xbf1,2\n2,4\n3,6.5\n")
+    assert open_table(str(headerless)).names == ["x", "y"]
+    assert fit(str(headerless), degree=1).parameters["c1"] == pytest.approx(2.25)
+
+
 def test_bad_cell_names_row_line_and_column_or_is_dropped(tmp_path):
     p = tmp_path / "bad.csv"
     p.write_text("x,y\n1,3\n2,5\n\n3,oops\n4,9\n5,\n6,13\n")
