@@ -12,7 +12,7 @@ import sys
 import click
 
 from gradsolve import __version__
-from gradsolve.cli.streams import say, stdout_broken_pipe, stdout_guard, write_result
+from gradsolve.cli.streams import say, stdout_broken_pipe, stdout_guard, survive_any_encoding, write_result
 from gradsolve.problem.errors import escape
 from gradsolve.problem.limits import MAX_TOL
 from gradsolve.problem.numbers import INTEGER, SIGNED_NUMBER
@@ -565,6 +565,7 @@ def warning_line(warning: str) -> str:
 def main(argv=None):
     """Console-script entry point."""
     _occupy_closed_std_fds()
+    survive_any_encoding()
     try:
         cli.main(args=argv, prog_name="gradsolve", standalone_mode=True)
     except KeyboardInterrupt:  # pragma: no cover - Ctrl-C during start-up

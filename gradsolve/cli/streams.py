@@ -148,3 +148,39 @@ class BestEffortProgress:
 
     def finish(self):
         self._call("finish")
+
+
+#: What the output's decorations become on a stream that cannot encode them (LC_ALL=C, PYTHONIOENCODING=ascii,
+#: as CI containers often run): anything else non-ASCII (a name, a column) is written as a \\uXXXX escape.
+ASCII_FALLBACKS = {"\u2014": "-", "\u2013": "-", "\u2026": "...", "\u2192": "->", "\u00b1": "+/-",
+                   "\u00d7": "x", "\u2212": "-", "\u2264": "<=", "\u2265": ">="}
+ENCODING_ERRORS = "gradsolve-ascii"
+
+
+def _ascii_fallback(exc: UnicodeEncodeError):
+    text = exc.object[exc.start:exc.end]
+    return "".join(ASCII_FALLBACKS.get(ch, ch.encode("ascii", "backslashreplace").decode("ascii"))
+                   for ch in text), exc.end
+
+
+def survive_any_encoding() -> None:
+    """stdout and stderr never fail a write for want of a character: on a stream whose encoding cannot write
+    the output's decorations (an em dash), those become ASCII (ASCII_FALLBACKS) and other characters escapes;
+    rich draws its tables in ASCII there by itself."""
+    import codecs
+
+    try:
+        codecs.lookup_error(ENCODING_ERRORS)
+    except LookupError:
+        codecs.register_error(ENCODING_ERRORS, _ascii_fallback)
+    for stream in (sys.stdout, sys.stderr):
+        encoding = getattr(stream, "encoding", None) or "ascii"
+        try:
+            "\u2014\u2501".encode(encoding)
+            continue  # UTF-8 and friends: nothing to do
+        except (UnicodeEncodeError, LookupError):
+            pass
+        try:
+            stream.reconfigure(errors=ENCODING_ERRORS)
+        except (AttributeError, ValueError, OSError):  # not a TextIOWrapper (a test's capture): leave it
+            pass
