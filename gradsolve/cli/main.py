@@ -331,11 +331,19 @@ def _execute(load_spec, kw, solve_and_render=None):
         sys.exit(EXIT_INTERNAL)
 
 
+def _check_progress_flags(kw) -> None:
+    """--quiet with an explicit --progress other than none contradicts it: say so rather than pick one."""
+    if kw["quiet"] and kw["progress"] not in ("auto", "none"):
+        _fail(f"--quiet and --progress {kw['progress']} contradict each other (--quiet means no progress): "
+              f"drop one")
+
+
 def _solve_and_render(spec, kw):
     from gradsolve.backend import cuda_available
     from gradsolve.cli.progress import make_progress
     from gradsolve.solve.solver import merged_options, solve_spec
 
+    _check_progress_flags(kw)
     options = merged_options(spec, _overrides(kw))
     _say_device_fallback(options.device, kw["quiet"], cuda_available)
     progress = make_progress(kw["progress"], kw["quiet"])
@@ -487,6 +495,7 @@ def _fit_and_render(task, kw):
     from gradsolve.solve.fit import plot_fit, run_fit
     from gradsolve.solve.options import build_options, default_every
 
+    _check_progress_flags(kw)
     options = build_options(None, _overrides(kw))
     _say_device_fallback(options.device, kw["quiet"], cuda_available)
     progress = make_progress(kw["progress"], kw["quiet"])
@@ -566,6 +575,11 @@ def main(argv=None):
     """Console-script entry point."""
     _occupy_closed_std_fds()
     survive_any_encoding()
+    arguments = sys.argv[1:] if argv is None else list(argv)
+    if sys.stdout is None and any(a in ("--version", "--help", "-h") for a in arguments):
+        # click writes nothing to a closed stdout and exits 0: what was asked for never came
+        say("gradsolve: error: cannot write to stdout: stdout is closed")
+        sys.exit(EXIT_BAD_INPUT)
     try:
         cli.main(args=argv, prog_name="gradsolve", standalone_mode=True)
     except KeyboardInterrupt:  # pragma: no cover - Ctrl-C during start-up

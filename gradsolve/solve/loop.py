@@ -220,8 +220,10 @@ def _run(objective, options, *, method, lower, upper, on_progress, every, point,
         if not math.isfinite(loss0):
             # nothing to descend from: say where, rather than "became nan" after a step that never ran
             status = "diverged"
-            reason = (f"the loss is {loss0} at the starting point (a function outside its domain, such as sqrt or "
-                      f"log of a negative number): start elsewhere ({flag('init')}) or bound the unknowns")
+            why = ("a function outside its domain, such as sqrt or log of a negative number" if loss0 != loss0 else
+                   "a value beyond float64's range, such as exp of a large number")
+            reason = (f"the loss is {loss0} at the starting point ({why}): start elsewhere ({flag('init')}) or "
+                      f"bound the unknowns")
             step = 0
         elif method in FIRST_ORDER:
             step, stop = _first_order_steps(point.descent(opt), opt, rates, watch, lower, upper, options.steps)

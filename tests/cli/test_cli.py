@@ -5,6 +5,7 @@ import json
 import os
 import re
 import signal
+import shlex
 import subprocess
 import sys
 import time
@@ -876,3 +877,23 @@ def test_output_survives_a_locale_that_cannot_write_its_decorations(encoding):
     out = proc.stdout.decode("ascii")  # every byte ASCII
     assert "intersection: converged - loss" in out and "| x " in out
     assert "Traceback" not in proc.stderr.decode("ascii")
+
+
+def test_version_with_stdout_closed_is_an_error_not_silence():
+    # `gradsolve --version >&-` exited 0 having written nothing
+    proc = subprocess.run(f"{shlex.quote(sys.executable)} -m gradsolve --version >&-", shell=True,
+                          capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert proc.returncode == 2 and "stdout is closed" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_quiet_and_an_explicit_progress_format_contradict_each_other():
+    result = CliRunner().invoke(cli, ["minimize", "(x - 1)^2", "-q", "--progress", "jsonl"])
+    assert result.exit_code == 2
+    assert "--quiet and --progress jsonl contradict each other" in result.output
+    assert CliRunner().invoke(cli, ["minimize", "(x - 1)^2", "-q", "--progress", "none"]).exit_code == 0
+
+
+def test_an_overflow_at_the_start_is_not_called_a_domain_error():
+    result = CliRunner().invoke(cli, ["minimize", "exp(x)", "--init", "x=1000", "--quiet"])
+    assert result.exit_code == 1
+    assert "the loss is inf at the starting point (a value beyond float64's range" in " ".join(result.output.split())
