@@ -447,6 +447,7 @@ def linear_solution(spec: ProblemSpec) -> LinearSolution:
 #: FAMILY_STEPS minimum-norm Gauss-Newton steps back onto the equations.
 PROBE_STEP = 1e-3
 FAMILY_STEPS = 30
+AXIS_PROBES = 20  # up to this many unknowns, each unknown's axis is probed too
 
 
 @dataclass
@@ -472,7 +473,8 @@ class MultipleRoot:
 def multiple_root(lowered, point, info: JacobianRank, scales, eps=float(np.finfo(np.float64).eps)):
     """A MultipleRoot where the singular solution at `point` is isolated; None where it is part of a family.
 
-    Along each null direction v of the Jacobian (in the unknowns' `scales`), a
+    Along each null direction v of the Jacobian (in the unknowns' `scales`; with
+    few unknowns, each unknown's axis too), a
     point PROBE_STEP away is pulled back onto the equations by minimum-norm
     Gauss-Newton steps: on a family it lands that far away (a curve through the
     point), at an isolated root it returns to the point (x^2 = 0 pulls x + t to
@@ -488,6 +490,10 @@ def multiple_root(lowered, point, info: JacobianRank, scales, eps=float(np.finfo
         directions = np.linalg.svd(J)[2][-1:]
     if not len(directions):
         return None
+    if x.size <= AXIS_PROBES:
+        # and each unknown's axis: at a crossing of families (x*y = 0 reached at (1e-81, 1e-81)) the Jacobian
+        # is small in every direction, and the numerical null space shows only the one the steps came along
+        directions = np.concatenate([np.atleast_2d(directions), np.eye(x.size)])
     saved = lowered.values()
 
     def residuals_at(z):
