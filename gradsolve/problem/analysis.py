@@ -531,8 +531,12 @@ def multiple_root(lowered, point, info: JacobianRank, scales, eps=float(np.finfo
                 z = z - s * (np.linalg.pinv(jacobian_matrix(lowered, z) * s) @ r)
             near = float(np.linalg.norm(residuals_at(x + s * step)))
             nearer = float(np.linalg.norm(residuals_at(x + s * step / 10)))
+            if not (math.isfinite(near) and math.isfinite(nearer)):
+                return None  # a probe outside the functions' domain proves nothing
             if near > 0 and nearer > 0:
                 worst = max(worst, int(round(math.log10(near / nearer))))
     finally:
         lowered.set_values(saved)
+    if worst < 2:  # the residuals grow linearly along every probe: a simple root
+        return None
     return MultipleRoot.of(int(info.rank), worst, eps)

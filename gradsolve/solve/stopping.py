@@ -91,12 +91,15 @@ def linear_fall(history, window: int = 8) -> float | None:
     0.0625
     """
     ratios = [b / a for a, b in zip(history[:-1], history[1:]) if a > 0 and b > 0]
-    tail = ratios[-window:]
-    if len(tail) < GEOMETRIC_STEPS or not all(0.01 <= q <= GEOMETRIC_FALL for q in tail):
-        return None
-    if max(tail) > 4 * min(tail):  # not one ratio: quadratic convergence's ratios fall away
-        return None
-    return float(np.exp(np.mean(np.log(tail))))
+    # the last few ratios may be rounding's (the residuals at rounding level): look just before them too
+    for end in range(len(ratios), max(len(ratios) - 3, 0), -1):
+        tail = ratios[max(end - window, 0):end]
+        if len(tail) < GEOMETRIC_STEPS or not all(0.01 <= q <= GEOMETRIC_FALL for q in tail):
+            continue
+        if max(tail) > 4 * min(tail):  # not one ratio: quadratic convergence's ratios fall away
+            continue
+        return float(np.exp(np.mean(np.log(tail))))
+    return None
 
 
 def stop_reason(test: str, *, atol: float | None = None, measured: float | None = None) -> str:
@@ -369,7 +372,8 @@ class Watch:
                 self.at_atol = True
             elif code in ("atol", "gtol"):  # F <= atol, or a gradient that is zero (to machine precision)
                 stop = ("converged", lm_reason(code, options.atol))
-            elif self.atol_applies and residuals is not None and self.falls >= GEOMETRIC_STEPS:
+            elif (self.atol_applies and residuals is not None and code in ("xtol", "ftol")
+                  and self.falls >= GEOMETRIC_STEPS and linear_fall(self.history) is not None):
                 # the steps stopped (xtol: relative to x) on a loss still halving: Gauss-Newton's linear
                 # convergence into a root where the Jacobian is singular; to_result says how many digits it has
                 stop = ("converged", f"{lm_reason(code, options.atol)} while the loss fell geometrically to "

@@ -394,7 +394,7 @@ def residual_roundings(r, J, x, constants, eps) -> float:
     floor.  0 where every residual is 0; inf where a residual is not but its terms are.
 
     >>> residual_roundings([1e-27], [[1.0, 1e-10]], [2.4e-11, 0.26], [5e-11], 2.2e-16)  # doctest: +ELLIPSIS
-    0.06...
+    0.045...
     """
     r = np.abs(np.asarray(r, dtype=np.float64).reshape(-1))
     if not r.size or not np.any(r):
