@@ -6,16 +6,15 @@ internal error; 130 Ctrl-C; 141 stdout closed by its reader (gradsolve.cli.strea
 """
 from __future__ import annotations
 
-import math
 import sys
 
 import click
 
 from gradsolve import __version__
+from gradsolve.cli.params import InitType, PositiveFloat, WholeNumber, quote
 from gradsolve.cli.streams import say, stdout_broken_pipe, stdout_guard, survive_any_encoding, write_result
 from gradsolve.problem.errors import escape
 from gradsolve.problem.limits import MAX_TOL
-from gradsolve.problem.numbers import INTEGER, SIGNED_NUMBER
 from gradsolve.methods import NAMES as _OPTIMIZERS
 from gradsolve.solve.options import MAX_STARTS
 
@@ -35,100 +34,6 @@ Solver options (they override the problem file's `solver:` settings):
   --atol 0           also count a loss at most this as solved (0: off; equations are solved when
                      every residual is within 16 roundings of its own terms, in any units)
 """
-
-
-class InitType(click.ParamType):
-    """NAME=VALUE for --init."""
-
-    name = "NAME=VALUE"
-
-    def convert(self, value, param, ctx):
-        if isinstance(value, tuple):
-            return value
-        name, sep, number = str(value).partition("=")
-        if not sep or not name.strip():
-            self.fail(f"{_quote(value)} is not NAME=VALUE (for example --init x=1.5)", param, ctx)
-        try:
-            if not SIGNED_NUMBER.fullmatch(number.strip()):  # float() also reads 1_000 and non-ASCII digits
-                raise ValueError(number)
-            parsed = float(number)
-        except ValueError:
-            self.fail(f"{_quote(number)} in {_quote(value)} is not a number (for example --init x=1.5)", param, ctx)
-        if not math.isfinite(parsed):
-            self.fail(f"{_quote(number)} in {_quote(value)} is not a finite number (for example --init x=1.5)",
-                      param, ctx)
-        return name.strip(), parsed
-
-
-class PositiveFloat(click.ParamType):
-    """A finite number > 0 (or >= 0 with allow_zero): nan and inf are refused, not compared."""
-
-    name = "FLOAT"
-
-    def __init__(self, allow_zero=False, example="1e-3", maximum=None):
-        self.allow_zero = allow_zero
-        self.example = example
-        self.maximum = maximum
-
-    def convert(self, value, param, ctx):
-        if isinstance(value, float):
-            return value
-        try:
-            if not SIGNED_NUMBER.fullmatch(str(value).strip()):
-                raise ValueError(value)
-            number = float(value)
-        except (TypeError, ValueError):
-            self.fail(f"{_quote(value)} is not a number (for example {_option_example(param, self.example)})",
-                      param, ctx)
-        if not math.isfinite(number):
-            self.fail(f"{_quote(value)} is not a finite number (for example {_option_example(param, self.example)})",
-                      param, ctx)
-        if number < 0 or (number == 0 and not self.allow_zero):
-            self.fail(f"{_quote(value)} must be {'non-negative' if self.allow_zero else 'positive'} "
-                      f"(for example {_option_example(param, self.example)})", param, ctx)
-        if self.maximum is not None and number > self.maximum:
-            self.fail(f"{_quote(value)} must be at most {self.maximum:g} (for example "
-                      f"{_option_example(param, self.example)})", param, ctx)
-        return number
-
-
-class WholeNumber(click.ParamType):
-    """An integer within [minimum, maximum]; '1.5' and '1e3' are refused with the range in the message."""
-
-    name = "N"
-
-    def __init__(self, minimum=1, maximum=None):
-        self.minimum, self.maximum = minimum, maximum
-
-    def convert(self, value, param, ctx):
-        if isinstance(value, int) and not isinstance(value, bool):
-            number = value
-        else:
-            try:
-                if not INTEGER.fullmatch(str(value).strip()):
-                    raise ValueError(value)
-                number = int(str(value).strip(), 10)
-            except ValueError:
-                self.fail(f"{_quote(value)} is not a whole number ({self._range()})", param, ctx)
-        if number < self.minimum or (self.maximum is not None and number > self.maximum):
-            self.fail(f"{_quote(value)} is out of range ({self._range()})", param, ctx)
-        return number
-
-    def _range(self) -> str:
-        if self.maximum is None:
-            return f"at least {self.minimum}"
-        return f"from {self.minimum:,} to {self.maximum:,}"
-
-
-def _option_example(param, example) -> str:
-    return f"{param.opts[0]} {example}" if param is not None and getattr(param, "opts", None) else example
-
-
-def _quote(value) -> str:
-    """User text for a one-line message: in quotes, control characters escaped, backslashes as typed."""
-    from gradsolve.problem.errors import quoted
-
-    return quoted(str(value))
 
 
 def solver_options(func):
@@ -232,8 +137,8 @@ def leading_minus_hint(exc, command, words) -> str | None:
                  and any(c in w[1:] for c in "()*/+-^= .")), None)
     if word is None:
         return None
-    return (f"{_quote(word)} reads as options because it starts with '-': write the expression as "
-            f"{_quote('(' + word + ')')}, or put '--' before it (after the options); "
+    return (f"{quote(word)} reads as options because it starts with '-': write the expression as "
+            f"{quote('(' + word + ')')}, or put '--' before it (after the options); "
             f"try 'gradsolve minimize --help'")
 
 

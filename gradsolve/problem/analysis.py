@@ -243,7 +243,7 @@ def _constant_terms(residuals: tuple, unknowns: frozenset) -> tuple | None:
     return tuple(sizes)
 
 
-def constant_scales(lowered, point) -> np.ndarray | None:
+def constant_scales(lowered, point, jacobian=None) -> np.ndarray | None:
     """Per unknown, the scale its equations' constants give it: max over equations of c_i / |J_ij| at `point`.
 
     ``I = (0.5 - V)/1e10`` gives I the scale 5e-11 and V the scale 0.5: the size
@@ -253,7 +253,7 @@ def constant_scales(lowered, point) -> np.ndarray | None:
     constants = constant_term_sizes(lowered.spec)
     if constants is None:
         return None
-    J = np.abs(jacobian_matrix(lowered, point))
+    J = np.abs(jacobian_matrix(lowered, point) if jacobian is None else jacobian)  # `jacobian`: J at point
     with np.errstate(divide="ignore", invalid="ignore"):
         ratios = np.where((J > 0) & np.isfinite(J), constants[:, None] / J, 0.0)
     return np.max(ratios, axis=0) if ratios.size else np.zeros(J.shape[1])

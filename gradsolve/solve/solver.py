@@ -66,7 +66,7 @@ def equation_weights(spec, lowered, constants):
     try:
         J = np.abs(analysis.jacobian_matrix(lowered, x0))
         lo, hi = spec.bounds()
-        scales = unknown_scales(x0, None, lo, hi, hint=analysis.constant_scales(lowered, x0))
+        scales = unknown_scales(x0, None, lo, hi, hint=analysis.constant_scales(lowered, x0, J))
     except Exception:  # noqa: BLE001 - no weights: the residuals as written
         return None
     finally:
